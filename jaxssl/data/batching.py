@@ -1,0 +1,164 @@
+"""Batch shapes and batch assembly: fixed crops, dynamic batches, eval buckets.
+
+Every shape decision is global and a pure function of (seed, step) plus the
+dataset lengths, so all hosts build their slice of the same global batch with
+the same shape. A per-host `bucket_by_sequence_length` would give hosts
+different shapes and hang a pod. Shapes come from small fixed sets (at most
+~4), which bounds the number of XLA compiles.
+"""
+import dataclasses
+
+import numpy as np
+
+_STREAM_BUCKET = 21
+_STREAM_EVAL_ORDER = 22
+_STREAM_CROP = 23
+# Eval bucket edges are rounded up to whole 20 ms frames (the CNN stride).
+FRAME_SAMPLES = 320
+_INT16_SCALE = np.float32(1 / 32768)
+
+
+def crop_offsets(lengths, crop, *, seed, step):
+  """Random crop starts, uniform over all valid offsets.
+
+  Args:
+    lengths: int [B] utterance lengths (samples), in global batch order.
+    crop: crop length (samples).
+    seed, step: the randomness; one draw per global slot, so a host's slice
+      does not depend on how many hosts there are.
+
+  Returns:
+    int64 [B] offsets, 0 where the utterance is not longer than `crop`.
+  """
+  lengths = np.asarray(lengths, np.int64)
+  u = np.random.default_rng([_STREAM_CROP, seed, step]).random(len(lengths))
+  return (u * np.maximum(lengths - crop + 1, 1)).astype(np.int64)
+
+
+def crop_batch(audios, offsets, length, *, normalize):
+  """Crops, pads, scales int16 -> float32 and optionally normalises.
+
+  One Python iteration per utterance (a few dozen per batch), never per sample:
+  each row is one numpy copy that also converts and scales.
+
+  Args:
+    audios: list of B int16 [S_i] arrays (None for an all-padding row).
+    offsets: int [B] crop starts.
+    length: output length L in samples.
+    normalize: zero mean, unit variance per row over its real samples only
+      (same as `audio.normalize(audio.to_float(x))` on the cropped segment).
+
+  Returns:
+    audio: float32 [B, L] in [-1, 1) (or normalised), 0 on padding.
+    valid: bool [B, L], True on real samples.
+  """
+  out = np.zeros((len(audios), length), np.float32)
+  valid = np.zeros((len(audios), length), bool)
+  for i, (x, off) in enumerate(zip(audios, offsets)):
+    if x is None:
+      continue
+    seg = x[off:off + length]
+    n = len(seg)
+    row = out[i, :n]
+    np.multiply(seg, _INT16_SCALE, out=row)  # Converts and scales in one pass.
+    valid[i, :n] = True
+    if normalize and n:
+      row -= row.mean()
+      row *= 1 / np.sqrt(np.dot(row, row) / n + 1e-5)  # eps as in audio.normalize.
+  return out, valid
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicBuckets:
+  """Length buckets for duration-based dynamic batching.
+
+  Bucket k holds utterances with min(length, crop) in [lengths[k],
+  lengths[k+1]); they are cropped to lengths[k] (no padding at all) and
+  batched batch_sizes[k] at a time, so one batch holds about `target_samples`
+  of audio: |batch * length - target| <= process_count * length / 2.
+  """
+  lengths: tuple       # K crop lengths, ascending.
+  batch_sizes: tuple   # K global batch sizes, multiples of process_count.
+  assignment: np.ndarray  # int [N] bucket of every record (-1: not in any).
+
+  def choose(self, *, seed, step):
+    """The bucket for `step`, drawn ∝ its number of batches per epoch, so every
+    utterance is visited at about the same rate."""
+    counts = np.bincount(self.assignment[self.assignment >= 0], minlength=len(self.lengths))
+    weights = counts / np.asarray(self.batch_sizes)
+    rng = np.random.default_rng([_STREAM_BUCKET, seed, step])
+    return int(rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def dynamic_buckets(lengths, *, target_samples, crop_samples, process_count, max_buckets=4):
+  """Builds `DynamicBuckets` from the length distribution.
+
+  Args:
+    lengths: int [N] utterance lengths (samples) of the records to train on.
+    target_samples: audio per global batch (data.dynamic_batch_sec * rate).
+    crop_samples: longest crop; longer utterances are cropped to it.
+    process_count: every batch size is a multiple of it.
+    max_buckets: at most this many (batch, length) shapes.
+
+  Returns:
+    DynamicBuckets whose lower edges are length quantiles, rounded down to
+    whole frames.
+  """
+  clipped = np.minimum(np.asarray(lengths, np.int64), crop_samples)
+  if target_samples < process_count * crop_samples:
+    raise ValueError(f"data.dynamic_batch_sec gives {target_samples} samples per batch, fewer "
+                     f"than process_count ({process_count}) crops of data.crop_samples "
+                     f"({crop_samples}).")
+  quantiles = np.quantile(clipped, np.arange(max_buckets) / max_buckets)
+  edges = np.maximum(quantiles // FRAME_SAMPLES * FRAME_SAMPLES, clipped.min())
+  edges = np.unique(edges.astype(np.int64))
+  assignment = np.searchsorted(edges, clipped, side="right") - 1
+  batch_sizes = [max(process_count, round(target_samples / e / process_count) * process_count)
+                 for e in edges]
+  return DynamicBuckets(tuple(int(e) for e in edges), tuple(batch_sizes), assignment)
+
+
+def eval_bucket_edges(lengths, max_buckets=4):
+  """Padded lengths for eval: quantiles of the length distribution.
+
+  Args:
+    lengths: int [N] utterance lengths (samples).
+    max_buckets: at most this many distinct padded lengths.
+
+  Returns:
+    int64 [K] ascending edges (K <= max_buckets), multiples of FRAME_SAMPLES;
+    the last one fits the longest utterance.
+  """
+  lengths = np.asarray(lengths, np.int64)
+  q = np.quantile(lengths, np.arange(1, max_buckets + 1) / max_buckets, method="higher")
+  return np.unique(-(-q // FRAME_SAMPLES) * FRAME_SAMPLES).astype(np.int64)
+
+
+def eval_batches(lengths, edges, batch_size, *, seed):
+  """Groups every record, once, into padded global batches.
+
+  Each record goes to the smallest edge that fits it; each bucket is cut into
+  batches of `batch_size` in record order, the last one padded with -1. The
+  order of the batches is a permutation drawn from `seed`, so step t's bucket
+  is a function of (seed, t) that every host computes identically.
+
+  Args:
+    lengths: int [N] utterance lengths.
+    edges: int [K] padded lengths from `eval_bucket_edges`.
+    batch_size: global batch size.
+    seed: orders the batches.
+
+  Returns:
+    list of (padded_length, int64 [batch_size] record indices, -1 = padding).
+  """
+  bucket = np.searchsorted(edges, np.asarray(lengths, np.int64), side="left")
+  batches = []
+  for k, edge in enumerate(edges):
+    members = np.flatnonzero(bucket == k)
+    for start in range(0, len(members), batch_size):
+      chunk = np.full(batch_size, -1, np.int64)
+      part = members[start:start + batch_size]
+      chunk[:len(part)] = part
+      batches.append((int(edge), chunk))
+  order = np.random.default_rng([_STREAM_EVAL_ORDER, seed]).permutation(len(batches))
+  return [batches[i] for i in order]
