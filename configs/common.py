@@ -1,0 +1,97 @@
+"""Shared pieces of the experiment configs: argument parsing and section builders.
+
+Every config file is a Python module with `get_config(arg)`; see configs/wav2vec2/demo.py.
+"""
+import ml_collections as mlc
+
+
+def parse_arg(arg, **defaults):
+  """Parses `"k1=v1,k2=v2"` (or a bare `"runlocal"`) into a ConfigDict over `defaults`.
+
+  Values are cast to the type of the default, so `:runlocal=True,size=large` works.
+  """
+  out = mlc.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(defaults)}.")
+    default = defaults[key]
+    if not value:  # A bare key means True, as in `:runlocal`.
+      value = True
+    elif isinstance(default, bool):
+      value = value.lower() in ("1", "true", "yes")
+    elif default is not None:
+      value = type(default)(value)
+    out[key] = value
+  return out
+
+
+def data(name, *, data_dir="data/tfds", split="train", crop_samples=250_000, batch_size=8):
+  """The `data` section: which TFDS dataset and how pretraining batches are made."""
+  return mlc.ConfigDict(dict(
+      name=name,                 # TFDS builder name: demo_corpus, librispeech, local_audio, ...
+      data_dir=data_dir,         # TFDS data_dir holding the prepared array_record files.
+      split=split,
+      batch_size=batch_size,     # Global, in utterances.
+      crop_samples=crop_samples, # Random fixed-length crop (pretraining): one static shape.
+      min_samples=0,             # Utterances shorter than this are dropped (0: the receptive field).
+      normalize=False,           # Per-utterance zero mean / unit variance (LARGE / XLS-R recipes).
+      num_workers=0,             # grain worker processes per host (0: in the main process).
+      # Data-efficiency strategies; each is off at its default.
+      sampling=dict(name="uniform", alpha=1.0),            # "temperature": p_l ∝ (n_l/N)^alpha.
+      curriculum=dict(name="", start_samples=0, ramp_steps=0),  # "crop_length": grows crops.
+      dynamic_batch_sec=0.0,     # > 0: about this much audio per batch, from bounded shapes.
+      selection=dict(score_file="", keep_fraction=1.0),    # Keep the top-scored fraction.
+  ))
+
+
+def mesh(data=-1, fsdp=1, tensor=1):
+  """The `mesh` section: sizes of the (data, fsdp, tensor) axes; -1 takes the remaining devices."""
+  return mlc.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+
+
+def wav2vec2_model(variant, **overrides):
+  """The `model` section of a wav2vec 2.0 / HuBERT encoder: a size variant plus switches.
+
+  Sizes live in jaxssl/models/variants.py; any field given here overrides the variant.
+  """
+  m = mlc.ConfigDict(dict(
+      variant=variant,            # "demo", "tiny", "base", "large" (see models/variants.py).
+      frontend=dict(name="cnn", mode="default", conv_bias=False, feature_grad_mult=0.1),
+      mixer=dict(name="mha"),
+      layer_norm_first=False,     # False: post-LN (BASE); True: pre-LN + final LN (LARGE).
+      dropout_rate=0.1,
+      attention_dropout_rate=0.1,
+      activation_dropout_rate=0.0,
+      input_dropout_rate=0.1,     # On the projected CNN features (fairseq dropout_input).
+      feature_dropout_rate=0.1,   # On the unmasked features fed to the quantizer.
+      layerdrop_rate=0.05,
+      final_dim=0,                # 0: the variant's.
+      scan_layers=False,
+      remat=False,
+      dtype="float32",            # Compute dtype; params stay float32.
+  ))
+  m.update(overrides)
+  return m
+
+
+def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6):
+  """The `optim` section: fairseq's Adam (β2 0.98, eps 1e-6) with decoupled weight decay."""
+  return mlc.ConfigDict(dict(name="adamw", lr=lr, b1=b1, b2=b2, eps=eps,
+                             weight_decay=weight_decay, clip_norm=clip_norm, grad_accum_steps=1))
+
+
+def ckpt(every_steps=5_000, keep=3, init_from=""):
+  """The `ckpt` section: orbax checkpoints every `every_steps`, keep the last `keep`."""
+  return mlc.ConfigDict(dict(every_steps=every_steps, keep=keep, init_from=init_from,
+                             async_save=True))
+
+
+def shrink_for_cpu(c):
+  """A few steps of a tiny model on tiny crops: what tests and `:runlocal` run."""
+  c.total_steps = 4
+  c.log_every_steps = 2
+  c.data.batch_size = 8
+  c.data.crop_samples = 8_000
+  c.model.variant = "tiny"
+  c.ckpt.every_steps = 2

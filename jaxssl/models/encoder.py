@@ -1,0 +1,169 @@
+"""The context network: convolutional positional embedding + a stack of Transformer blocks.
+
+wav2vec 2.0 (https://arxiv.org/abs/2006.11477) / HuBERT encoder, fairseq TransformerEncoder:
+- post-LN (BASE, `layer_norm_first=False`): x + pos_conv(x) -> LN -> dropout -> blocks
+  x = LN(x + Drop(Mixer(x))); x = LN(x + Drop(FFN(x))).
+- pre-LN (LARGE, `layer_norm_first=True`): x + pos_conv(x) -> dropout -> blocks
+  x = x + Drop(Mixer(LN(x))); x = x + Drop(FFN(LN(x))) -> final LN.
+LayerDrop (Fan et al. 2019) skips whole blocks in training. The block's token mixer is any module
+from `models.mixers`; `nn.scan` over blocks and rematerialisation are switches.
+"""
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxssl.models import layers
+
+
+class PositionalConv(nn.Module):
+  """Grouped conv positional embedding with weight norm, 'same' padding, GELU. [B,T,D]->[B,T,D].
+
+  Weight norm as torch's `weight_norm(conv, dim=2)`: one gain per kernel tap, the norm taken over
+  the (in, out) channels of that tap. An even kernel pads one frame too many, which fairseq's
+  SamePad removes by dropping the last output frame.
+  """
+  kernel_size: int = 128
+  groups: int = 16
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    if d % self.groups:
+      raise ValueError(f"embed_dim {d} is not divisible by pos_conv_groups {self.groups}.")
+    std = (4.0 / (self.kernel_size * d)) ** 0.5
+    v = self.param("weight_v", nn.with_logical_partitioning(
+        nn.initializers.normal(std), ("conv_kernel", None, "conv_out")),
+                   (self.kernel_size, d // self.groups, d))
+    # The gain starts at ||v|| so that the initial weight equals v, as torch's weight_norm does.
+    g = self.param("weight_g", nn.with_logical_partitioning(
+        lambda _: jnp.linalg.norm(v, axis=(1, 2), keepdims=True), ("conv_kernel", None, None)))
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+                      (d,))
+    kernel = g * v / jnp.linalg.norm(v, axis=(1, 2), keepdims=True)
+    pad = self.kernel_size // 2
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1,),
+        padding=[(pad, pad)], dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=self.groups)
+    if self.kernel_size % 2 == 0:
+      y = y[:, :-1]
+    return layers.gelu(y + bias.astype(self.dtype))
+
+
+class EncoderBlock(nn.Module):
+  """One Transformer block around an arbitrary token mixer. [B, T, D] -> [B, T, D]."""
+  mixer: Callable[..., nn.Module]
+  mlp_dim: int
+  layer_norm_first: bool = False
+  dropout_rate: float = 0.0
+  activation_dropout_rate: float = 0.0
+  layerdrop_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, valid, train: bool):
+    x_in = x
+    drop = lambda h: nn.Dropout(self.dropout_rate)(h, deterministic=not train)
+    norm_mix = layers.layer_norm("self_attn_layer_norm", self.dtype)
+    norm_ffn = layers.layer_norm("final_layer_norm", self.dtype)
+    mix = self.mixer(name="self_attn")
+    ffn = layers.FeedForward(self.mlp_dim, self.activation_dropout_rate, self.dtype, name="ffn")
+    if self.layer_norm_first:
+      x = x + drop(mix(norm_mix(x), valid=valid, train=train))
+      x = x + drop(ffn(norm_ffn(x), train=train))
+    else:
+      x = norm_mix(x + drop(mix(x, valid=valid, train=train)))
+      x = norm_ffn(x + drop(ffn(x, train=train)))
+    x = nn.with_logical_constraint(x, ("act_batch", "act_time", "act_embed"))
+    if train and self.layerdrop_rate > 0.0:
+      # Static shapes: the block is computed and its output discarded when dropped. A lax.cond
+      # would save ~layerdrop_rate of the compute but blocks XLA fusion across layers.
+      keep = jax.random.uniform(self.make_rng("layerdrop")) >= self.layerdrop_rate
+      x = jnp.where(keep, x, x_in)
+    return x, x
+
+
+class Encoder(nn.Module):
+  """Positional conv + blocks. Returns (x [B,T,D], hidden: tuple of num_layers+1 [B,T,D]).
+
+  hidden[0] is the blocks' input (after positional conv, LN in post-LN mode) and hidden[i] the
+  output of block i, the s3prl upstream contract (13 hidden states for a 12-layer model).
+  """
+  num_layers: int
+  mlp_dim: int
+  mixer: Callable[..., nn.Module]
+  pos_conv_kernel: int = 128
+  pos_conv_groups: int = 16
+  layer_norm_first: bool = False
+  dropout_rate: float = 0.0
+  activation_dropout_rate: float = 0.0
+  layerdrop_rate: float = 0.0
+  scan_layers: bool = False
+  remat: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, valid, train: bool):
+    x = jnp.where(valid[..., None], x, 0.0)  # fairseq zeroes padded frames before the pos conv.
+    x = x + PositionalConv(self.pos_conv_kernel, self.pos_conv_groups, self.dtype,
+                           name="pos_conv")(x)
+    final_norm = layers.layer_norm("layer_norm", self.dtype)
+    if not self.layer_norm_first:
+      x = final_norm(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    hidden = [x]
+
+    block_cls = EncoderBlock
+    if self.remat:
+      block_cls = nn.remat(block_cls, static_argnums=(3,))
+    block = functools.partial(
+        block_cls, mixer=self.mixer, mlp_dim=self.mlp_dim, layer_norm_first=self.layer_norm_first,
+        dropout_rate=self.dropout_rate, activation_dropout_rate=self.activation_dropout_rate,
+        layerdrop_rate=self.layerdrop_rate, dtype=self.dtype)
+    if self.scan_layers:
+      stack = nn.scan(
+          block_cls, variable_axes={"params": 0}, in_axes=(nn.broadcast, nn.broadcast),
+          split_rngs={"params": True, "dropout": True, "layerdrop": True},
+          length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, ys = stack(**block.keywords, name="layers")(x, valid, train)
+      hidden.extend(ys[i] for i in range(self.num_layers))
+    else:
+      for i in range(self.num_layers):
+        x, _ = block(name=f"layer_{i:02d}")(x, valid, train)
+        hidden.append(x)
+    if self.layer_norm_first:
+      x = final_norm(x)
+      hidden[-1] = x  # As transformers reports it: the last hidden state is after the final LN.
+    return x, tuple(hidden)
+
+
+def scan_to_loop(params, num_layers: int):
+  """Encoder params with scanned blocks ("layers", stacked on axis 0) -> "layer_00", ...
+
+  Works on any params dict that contains the Encoder's; other entries pass through.
+  """
+  if not isinstance(params, dict):
+    return params
+  out = {}
+  for k, v in params.items():
+    if k == "layers":
+      for i in range(num_layers):
+        out[f"layer_{i:02d}"] = jax.tree.map(lambda a, i=i: a[i], v)
+    else:
+      out[k] = scan_to_loop(v, num_layers)
+  return out
+
+
+def loop_to_scan(params, num_layers: int):
+  """The inverse of `scan_to_loop`: "layer_00" ... "layer_{L-1}" -> stacked "layers"."""
+  if not isinstance(params, dict):
+    return params
+  names = [f"layer_{i:02d}" for i in range(num_layers)]
+  out = {k: loop_to_scan(v, num_layers) for k, v in params.items() if k not in names}
+  if names[0] in params:
+    out["layers"] = jax.tree.map(lambda *a: jnp.stack(a), *[params[n] for n in names])
+  return out

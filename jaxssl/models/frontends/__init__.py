@@ -1,0 +1,10 @@
+"""Frontends: raw audio -> frame features. A config's `model.frontend.name` is a key here."""
+from jaxssl.models.frontends import cnn
+
+FRONTENDS = {"cnn": cnn.ConvFeatureEncoder}
+
+
+def get(name):
+  if name not in FRONTENDS:
+    raise ValueError(f"Unknown frontend {name!r}; choose from {sorted(FRONTENDS)}.")
+  return FRONTENDS[name]

@@ -1,0 +1,12 @@
+"""Token mixers. Every mixer has the signature `(x [B, T, D], *, valid [B, T], train) -> [B, T, D]`,
+so `encoder.EncoderBlock` does not care which one it holds; `model.mixer.name` is a key here.
+"""
+from jaxssl.models.mixers import mha
+
+MIXERS = {"mha": mha.SelfAttention}
+
+
+def get(name):
+  if name not in MIXERS:
+    raise ValueError(f"Unknown mixer {name!r}; choose from {sorted(MIXERS)}.")
+  return MIXERS[name]

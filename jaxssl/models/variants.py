@@ -1,0 +1,55 @@
+"""Encoder size table: a variant name -> dimensions (big_vision's `decode_variant` idea).
+
+BASE and LARGE are wav2vec 2.0 / HuBERT as released (REFERENCE.md §1.2, §1.7); `demo` trains on
+two CPU cores in minutes; `tiny` is for tests.
+"""
+import dataclasses
+
+# fairseq's conv_feature_layers: [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2.
+CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
+CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """Dimensions of one encoder size."""
+  num_layers: int
+  embed_dim: int
+  mlp_dim: int
+  num_heads: int
+  conv_dim: int = 512        # Channels of every feature-encoder conv.
+  final_dim: int = 256       # Contrastive / prediction space (and the quantizer's vq_dim).
+  pos_conv_kernel: int = 128
+  pos_conv_groups: int = 16
+
+
+VARIANTS = {
+    "tiny": Variant(num_layers=2, embed_dim=32, mlp_dim=64, num_heads=2, conv_dim=32,
+                    final_dim=16, pos_conv_kernel=8, pos_conv_groups=4),
+    "demo": Variant(num_layers=4, embed_dim=192, mlp_dim=768, num_heads=4, conv_dim=128,
+                    final_dim=128, pos_conv_kernel=32, pos_conv_groups=8),
+    "base": Variant(num_layers=12, embed_dim=768, mlp_dim=3072, num_heads=12),
+    "large": Variant(num_layers=24, embed_dim=1024, mlp_dim=4096, num_heads=16, final_dim=768),
+}
+
+
+def get(name: str) -> Variant:
+  if name not in VARIANTS:
+    raise ValueError(f"Unknown model variant {name!r}; choose from {sorted(VARIANTS)}.")
+  return VARIANTS[name]
+
+
+def frames_for(num_samples):
+  """Number of frames the conv feature encoder outputs for `num_samples` inputs.
+
+  Works on Python ints and on integer arrays (fairseq `_get_feat_extract_output_lengths`):
+  each conv maps L -> floor((L - kernel) / stride) + 1, which gives T = floor((L - 400) / 320) + 1
+  for L >= 400 (receptive field 400 samples, stride 320).
+  """
+  n = num_samples
+  for k, s in zip(CONV_KERNELS, CONV_STRIDES):
+    n = (n - k) // s + 1
+  return n
+
+
+RECEPTIVE_FIELD = 400  # Samples: the shortest input that yields one frame.
