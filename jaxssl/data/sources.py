@@ -16,7 +16,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-METADATA_KEYS = ("num_samples", "language", "speaker")
+METADATA_KEYS = ("id", "num_samples", "language", "speaker")
 _VERSION_DIR = re.compile(r"^\d+\.\d+\.\d+$")
 _PLAIN_SPLIT = re.compile(r"^[A-Za-z0-9_]+$")
 _CHUNK = 256  # Records per batched read when scanning metadata.
@@ -50,7 +50,7 @@ class Source:
     return f"Source({self.path!r}, split={self.split!r}, num_records={len(self)})"
 
   def metadata(self):
-    """Per-record {"num_samples": int32 [N], "language": str [N], "speaker": str [N]}.
+    """Per-record {"num_samples": int32 [N], "id"/"language"/"speaker": str [N]}.
 
     Cached in `<dataset folder>/<split>.metadata.npz` after the first call.
     """
@@ -71,15 +71,14 @@ class Source:
 
   def _scan_metadata(self):
     n = len(self)
-    out = {"num_samples": np.zeros((n,), np.int32), "language": [], "speaker": []}
+    strings = {"id": [], "language": [], "speaker": []}
+    num_samples = np.zeros((n,), np.int32)
     for start in range(0, n, _CHUNK):
       for j, r in enumerate(self._ds.__getitems__(list(range(start, min(n, start + _CHUNK))))):
-        out["num_samples"][start + j] = r["num_samples"]
-        out["language"].append(_to_str(r["language"]))
-        out["speaker"].append(_to_str(r["speaker"]))
-    out["language"] = np.asarray(out["language"], dtype=str)
-    out["speaker"] = np.asarray(out["speaker"], dtype=str)
-    return out
+        num_samples[start + j] = r["num_samples"]
+        for k, v in strings.items():
+          v.append(_to_str(r[k]))
+    return {"num_samples": num_samples, **{k: np.asarray(v, str) for k, v in strings.items()}}
 
 
 def open_source(name, *, data_dir, split, config=None):
@@ -178,6 +177,7 @@ class SyntheticSource:
     n = len(self)
     return {
         "num_samples": self._lengths.copy(),
+        "id": np.asarray([f"synthetic-{i:08d}" for i in range(n)], str),
         "language": np.asarray([self.languages[i % len(self.languages)] for i in range(n)], str),
         "speaker": np.asarray([f"spk{i % 8}" for i in range(n)], str),
     }
