@@ -45,9 +45,13 @@ def data(name, *, data_dir="data/tfds", split="train", crop_samples=250_000, bat
   ))
 
 
-def mesh(data=-1, fsdp=1, tensor=1):
-  """The `mesh` section: sizes of the (data, fsdp, tensor) axes; -1 takes the remaining devices."""
-  return mlc.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor))
+def mesh(data=-1, fsdp=1, tensor=1, rules=()):
+  """The `mesh` section: sizes of the (data, fsdp, tensor) axes; -1 takes the remaining devices.
+
+  `rules`: ((logical_name, mesh_axes), ...) overriding entries of
+  training/partitioning.py's LOGICAL_AXIS_RULES, e.g. (("embed", None),) to stop FSDP.
+  """
+  return mlc.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor, rules=rules))
 
 
 def wav2vec2_model(variant, **overrides):
@@ -75,10 +79,15 @@ def wav2vec2_model(variant, **overrides):
   return m
 
 
-def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6):
-  """The `optim` section: fairseq's Adam (β2 0.98, eps 1e-6) with decoupled weight decay."""
+def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6, trainable=".*"):
+  """The `optim` section: fairseq's Adam (β2 0.98, eps 1e-6) with decoupled weight decay.
+
+  `trainable` is a regex fullmatched against '/'-joined param paths; the rest stay frozen (and
+  hold no Adam moments). `grad_accum_steps` splits each global batch into that many microbatches.
+  """
   return mlc.ConfigDict(dict(name="adamw", lr=lr, b1=b1, b2=b2, eps=eps,
-                             weight_decay=weight_decay, clip_norm=clip_norm, grad_accum_steps=1))
+                             weight_decay=weight_decay, clip_norm=clip_norm, grad_accum_steps=1,
+                             trainable=trainable))
 
 
 def ckpt(every_steps=5_000, keep=3, init_from=""):
