@@ -66,6 +66,8 @@ def load_audio(path, *, target_rate=16000, min_samples=MIN_SAMPLES):
       (0 samples), "too_short" (< min_samples) or "non_finite" (NaN/inf).
   """
   path = os.fspath(path)
+  if not os.path.exists(path):
+    raise BadAudio("unreadable", path, "no such file")
   try:
     with sf.SoundFile(path) as f:
       rate, channels, frames, subtype = f.samplerate, f.channels, f.frames, f.subtype
@@ -77,6 +79,10 @@ def load_audio(path, *, target_rate=16000, min_samples=MIN_SAMPLES):
   except BadAudio:
     raise
   except (sf.LibsndfileError, RuntimeError, OSError, EOFError, ValueError) as e:
+    # libsndfile refuses 0-byte files and 0-sample FLACs outright; those are
+    # "empty" (Common Voice ships some 0-byte clips), not corrupt.
+    if _is_empty_file(path):
+      raise BadAudio("empty", path, "0 samples") from None
     raise BadAudio("unreadable", path, str(e).strip() or type(e).__name__) from None
 
   if frames == 0 or x.shape[0] == 0:
@@ -116,6 +122,23 @@ def _check_wav_header(f, path):
   if m and int(m.group(1)) not in _STREAMING_SIZES and int(m.group(1)) > int(m.group(2)):
     raise BadAudio("unreadable", path,
                    f"truncated: data chunk has {m.group(2)} of {m.group(1)} bytes")
+
+
+def _is_empty_file(path):
+  """True for a 0-byte file or a FLAC whose STREAMINFO says 0 samples."""
+  try:
+    with open(path, "rb") as f:
+      head = f.read(42)
+  except OSError:
+    return False
+  if not head:
+    return True
+  # "fLaC", block header (4 bytes), then STREAMINFO: total samples are the low
+  # 36 bits of bytes 13..17 of the block (https://xiph.org/flac/format.html).
+  if len(head) == 42 and head[:4] == b"fLaC" and head[4] & 0x7F == 0:
+    info = head[8:]
+    return ((info[13] & 0x0F) << 32 | int.from_bytes(info[14:18], "big")) == 0
+  return False
 
 
 def _float_to_int16(y):
