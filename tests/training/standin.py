@@ -1,0 +1,88 @@
+"""A tiny stand-in objective and config for the training tests (fast to compile on CPU).
+
+The model frames the audio (8 samples a frame), runs a conv and a 2-layer MLP with dropout and
+logically named params, and regresses the next frame. `nan_steps` makes the loss NaN at those
+steps, to test skipped updates.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+
+from configs import common
+from jaxssl.data import sources
+
+FRAME = 8
+
+
+def _init(names, init=nn.initializers.lecun_normal()):
+  return nn.with_logical_partitioning(init, names)
+
+
+class TinyNet(nn.Module):
+  """[B, S] audio -> [B, S/8, 8] next-frame predictions."""
+  hidden: int = 16
+  dropout_rate: float = 0.1
+
+  @nn.compact
+  def __call__(self, audio, *, train):
+    x = audio.reshape(audio.shape[0], -1, FRAME)
+    x = nn.Conv(self.hidden, (3,), padding="SAME", name="conv",
+                kernel_init=_init(("conv_kernel", "conv_in", "conv_out")),
+                bias_init=_init(("conv_out",), nn.initializers.zeros))(x)
+    x = nn.Dropout(self.dropout_rate)(nn.gelu(x), deterministic=not train)
+    x = nn.Dense(2 * self.hidden, name="fc1", kernel_init=_init(("embed", "mlp")),
+                 bias_init=_init(("mlp",), nn.initializers.zeros))(x)
+    x = nn.with_logical_constraint(nn.gelu(x), ("act_batch", "act_time", "act_mlp"))
+    return nn.Dense(FRAME, name="fc2", kernel_init=_init(("mlp", "embed")),
+                    bias_init=_init(("norm",), nn.initializers.zeros))(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class StandInObjective:
+  """`init(rng, batch)` / `loss(params, batch, rng, *, step, train)` like the real objectives."""
+  dropout_rate: float = 0.1
+  nan_steps: tuple = ()
+
+  @property
+  def model(self):
+    return TinyNet(dropout_rate=self.dropout_rate)
+
+  def init(self, rng, batch):
+    return self.model.init({"params": rng}, batch["audio"], train=False)["params"]
+
+  def loss(self, params, batch, rng, *, step, train=True):
+    dropout_rng, _ = jax.random.split(rng)
+    pred = self.model.apply({"params": params}, batch["audio"], train=train,
+                            rngs={"dropout": dropout_rng})
+    frames = batch["audio"].reshape(pred.shape)
+    valid = batch["valid"].reshape(pred.shape).all(-1)[:, 1:]
+    err = jnp.mean((pred[:, :-1] - frames[:, 1:]) ** 2, axis=-1)
+    loss = jnp.sum(err * valid) / jnp.maximum(jnp.sum(valid), 1)
+    if self.nan_steps:
+      loss = jnp.where(jnp.isin(step, jnp.asarray(self.nan_steps)), jnp.nan, loss)
+    return loss, {"valid_frac": jnp.mean(valid)}
+
+
+def source(num_records=64):
+  return sources.SyntheticSource(num_records, seed=0, min_samples=400, max_samples=1200)
+
+
+def config(total_steps=4, *, batch_size=8, crop_samples=512, mesh=(-1, 1, 1)):
+  """A small pretraining config in the real layout (configs/common.py sections)."""
+  c = mlc.ConfigDict()
+  c.trainer = "pretrain"
+  c.seed = 0
+  c.total_steps = total_steps
+  c.log_every_steps = 1
+  c.max_consecutive_nonfinite = 3
+  c.data = common.data("synthetic", crop_samples=crop_samples, batch_size=batch_size)
+  c.data.min_samples = 400
+  c.objective = dict(name="standin")
+  c.optim = common.adamw(lr=1e-2, weight_decay=0.01, clip_norm=1.0)
+  c.schedule = dict(name="warmup_poly", warmup_steps=1, power=1.0, end_lr=0.0)
+  c.mesh = common.mesh(*mesh)
+  c.ckpt = common.ckpt(every_steps=2, keep=3)
+  return c
