@@ -1,0 +1,338 @@
+"""Builds a small multilingual speech corpus offline, with eSpeak NG.
+
+Eight languages, six synthetic speakers each (an eSpeak voice variant at a given
+pitch and rate), sentences drawn from the hand-written word lists in
+`jaxssl/data/text/<lang>.txt`, 16 kHz int16 WAV, and phone-level alignments taken
+from the synthesizer's own phoneme events. It exists so that every part of the
+pipeline (TFDS builder, pretraining, phone probes, CTC fine-tuning) can be run
+end to end on a laptop without downloading anything.
+
+  python -m jaxssl.data.demo_corpus --out=/tmp/demo_corpus --hours=1 --seed=0
+
+Layout: `DIR/wav/<split>/<id>.wav`, `DIR/<split>.jsonl` (one utterance per line:
+id, path, text, phones, phone_starts, phone_ends, speaker, language, num_samples,
+sample_rate) and `DIR/meta.json`, which is written last and marks the build as
+complete. Splits hold out whole speakers: in each language four speakers are
+train, one dev and one test, and each "round" of 10 utterances per language gives
+8 / 1 / 1 of them to train / dev / test (80/10/10). Utterance i is a pure
+function of (seed, i), so a build is byte-identical for a seed whatever the
+number of workers.
+"""
+import functools
+import json
+import math
+import multiprocessing
+import os
+import pathlib
+import shutil
+import time
+import wave
+from typing import NamedTuple
+
+from absl import app
+from absl import flags
+import numpy as np
+import soxr
+import tqdm
+
+from jaxssl.data import espeak
+
+LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl")
+SPLITS = ("train", "dev", "test")
+SAMPLE_RATE = 16_000
+DEFAULT_HOURS = 1.0
+FORMAT_VERSION = 1
+TEXT_DIR = pathlib.Path(__file__).parent / "text"
+
+_NUM_TRAIN_SPEAKERS = 4  # Per language; plus one dev and one test speaker.
+_ROUND_PER_LANGUAGE = 10  # Slots 0-7: train speakers (2 each), 8: dev, 9: test.
+_ROUND = _ROUND_PER_LANGUAGE * len(LANGUAGES)
+_WORDS_PER_SENTENCE = (4, 12)
+# (variant, pitch, words/minute). A language takes 6 consecutive entries from an
+# offset of 3 * its index, so its speakers are distinct and the held-out voices
+# differ from one language to the next.
+_VOICE_POOL = (
+    ("m1", 40, 165), ("f2", 60, 175), ("m3", 50, 150), ("f4", 70, 185),
+    ("m5", 35, 170), ("f1", 55, 160), ("m7", 45, 190), ("f3", 65, 155),
+    ("m2", 30, 180), ("f5", 75, 165), ("m4", 55, 200), ("m6", 40, 145),
+)
+# Characters that espeak prints as separate "phones" but that only modify the
+# previous one (palatalisation in Polish, length).
+_MODIFIERS = frozenset("ʲʰːˑ")
+# espeak phone names that are not IPA (Italian geminate s).
+_NON_IPA = {"ss": "sː"}
+
+
+class Speaker(NamedTuple):
+  """A synthetic speaker: one eSpeak variant at a fixed pitch and rate, one language."""
+  id: str  # "<language>_<variant>_p<pitch>_r<rate>", e.g. "en_m3_p50_r150".
+  language: str
+  split: str
+  variant: str
+  pitch: int
+  rate: int
+
+
+def speakers(language):
+  """The 6 speakers of `language`: 4 train, then 1 dev, then 1 test."""
+  offset = 3 * LANGUAGES.index(language)
+  split_of = ("train",) * _NUM_TRAIN_SPEAKERS + ("dev", "test")
+  out = []
+  for k, split in enumerate(split_of):
+    variant, pitch, rate = _VOICE_POOL[(offset + k) % len(_VOICE_POOL)]
+    out.append(Speaker(f"{language}_{variant}_p{pitch}_r{rate}", language, split,
+                       variant, pitch, rate))
+  return out
+
+
+def load_words(language):
+  """Word list of `language` (one word a line, '#' comments), in file order."""
+  path = TEXT_DIR / f"{language}.txt"
+  if not path.is_file():
+    raise FileNotFoundError(f"No word list for language {language!r}: {path} is missing.")
+  words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
+  words = list(dict.fromkeys(w for w in words if w and not w.startswith("#")))
+  if len(words) < 50:
+    raise ValueError(f"{path}: only {len(words)} words; the demo corpus needs at least 50.")
+  return words
+
+
+def utterance_plan(seed, index):
+  """What utterance `index` says and who says it: (speaker, text, synth_seed).
+
+  A pure function of (seed, index): the layout in rounds fixes language and
+  speaker, and an RNG keyed by both fixes the words.
+  """
+  j = index % _ROUND
+  language = LANGUAGES[j // _ROUND_PER_LANGUAGE]
+  slot = j % _ROUND_PER_LANGUAGE
+  spk = speakers(language)
+  if slot < 2 * _NUM_TRAIN_SPEAKERS:
+    speaker = spk[slot % _NUM_TRAIN_SPEAKERS]
+  else:  # Slot 8 -> the dev speaker, 9 -> the test speaker.
+    speaker = spk[_NUM_TRAIN_SPEAKERS + slot - 2 * _NUM_TRAIN_SPEAKERS]
+  rng = np.random.default_rng([seed, index])
+  words = _words(language)
+  num_words = int(rng.integers(_WORDS_PER_SENTENCE[0], _WORDS_PER_SENTENCE[1] + 1))
+  text = " ".join(words[int(i)] for i in rng.integers(0, len(words), num_words))
+  text = text[0].upper() + text[1:] + "."
+  return speaker, text, int(rng.integers(0, 2**31 - 1))
+
+
+@functools.cache
+def _words(language):
+  return tuple(load_words(language))
+
+
+def normalize_phones(phones):
+  """Cleans espeak's IPA phone names; keeps alignments consistent.
+
+  Stress marks (ˈ ˌ) are dropped: stress is a property of the syllable and would
+  double the vowel inventory. espeak's '-' suffix (an unstressed-vowel tag in its
+  French tables, not IPA) is dropped, Italian "ss" becomes "sː". A phone made only
+  of modifier letters (ʲ, ː) is merged into the previous phone when they touch.
+
+  Args:
+    phones: [(ipa, start, end)] as returned by `espeak.synthesize`.
+
+  Returns:
+    The cleaned [(ipa, start, end)] list, still ordered and non-overlapping.
+  """
+  out = []
+  for name, start, end in phones:
+    name = name.replace("ˈ", "").replace("ˌ", "").replace("-", "")
+    name = _NON_IPA.get(name, name)
+    if not name:
+      continue
+    if out and set(name) <= _MODIFIERS and out[-1][2] == start:
+      out[-1] = (out[-1][0] + name, out[-1][1], end)
+    else:
+      out.append((name, start, end))
+  return out
+
+
+def synthesize_utterance(seed, index):
+  """Renders utterance `index` at 16 kHz.
+
+  Returns:
+    (record, samples): the jsonl record and the [N] int16 samples.
+  """
+  speaker, text, synth_seed = utterance_plan(seed, index)
+  audio, rate, phones = espeak.synthesize(
+      text, voice=speaker.language, variant=speaker.variant, rate=speaker.rate,
+      pitch=speaker.pitch, seed=synth_seed)
+  # Resample in float: soxr's int16 output path dithers with a random generator,
+  # which made a few files differ from build to build.
+  resampled = soxr.resample(audio.astype(np.float32), rate, SAMPLE_RATE)
+  samples = np.clip(np.rint(resampled), -32768, 32767).astype(np.int16)
+  n = len(samples)
+  # Integer rounding of the boundaries (monotone, so order and disjointness survive).
+  scale = lambda s: min(n, (s * SAMPLE_RATE + rate // 2) // rate)
+  phones = [(p, scale(s), scale(e)) for p, s, e in normalize_phones(phones)]
+  phones = [p for p in phones if p[2] > p[1]]
+  if not phones:
+    raise RuntimeError(f"espeak produced no phones for utterance {index}: {text!r}")
+  utt_id = f"{speaker.id}_{index:06d}"
+  record = {
+      "id": utt_id, "path": f"wav/{speaker.split}/{utt_id}.wav", "text": text,
+      "phones": [p[0] for p in phones], "phone_starts": [p[1] for p in phones],
+      "phone_ends": [p[2] for p in phones], "speaker": speaker.id,
+      "language": speaker.language, "num_samples": n, "sample_rate": SAMPLE_RATE,
+  }
+  return record, samples
+
+
+def _synthesize_star(args):
+  return synthesize_utterance(*args)
+
+
+def _write_wav(path, samples):
+  # The stdlib writer has no timestamps or tags: same samples, same bytes.
+  with wave.open(str(path), "wb") as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(SAMPLE_RATE)
+    w.writeframes(samples.astype("<i2").tobytes())
+
+
+def _is_complete(out, seed, hours):
+  try:
+    meta = json.loads((out / "meta.json").read_text())
+  except (OSError, ValueError):
+    return None
+  same = (meta.get("format_version"), meta.get("seed"), meta.get("hours")) == (
+      FORMAT_VERSION, seed, hours)
+  if same and all((out / f"{s}.jsonl").is_file() for s in SPLITS):
+    return meta
+  return None
+
+
+def _clear_previous(out):
+  """Removes what an earlier (different or interrupted) build wrote, nothing else."""
+  (out / "meta.json").unlink(missing_ok=True)
+  for split in SPLITS:
+    (out / f"{split}.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(out / "wav" / split, ignore_errors=True)
+
+
+def _synthesize_rounds(out, seed, target, num_workers):
+  """Writes whole rounds of utterances until `target` samples; returns the tallies."""
+  writers = {s: open(out / f"{s}.jsonl.tmp", "w", encoding="utf-8") for s in SPLITS}
+  counts = dict.fromkeys(SPLITS, 0)
+  split_samples = dict.fromkeys(SPLITS, 0)
+  inventory = set()
+  total = round_total = num_rounds = 0
+  pool = None
+  if num_workers > 1:
+    # spawn: the parent may run JAX threads, which fork() would copy mid-flight.
+    pool = multiprocessing.get_context("spawn").Pool(num_workers)
+  bar = tqdm.tqdm(total=round(target / SAMPLE_RATE), unit="s audio", desc="demo corpus",
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio "
+                             "[{elapsed}<{remaining}, {rate_fmt}]")
+  try:
+    while num_rounds == 0 or total < target:
+      # ~2.9 s per utterance is the measured mean; a batch short of the target
+      # only costs one more (small) batch, an overshoot is cut at the round.
+      batch = max(1, math.ceil((target - total) / (2.9 * SAMPLE_RATE * _ROUND)))
+      jobs = [(seed, i) for i in range(num_rounds * _ROUND, (num_rounds + batch) * _ROUND)]
+      results = (pool.imap(_synthesize_star, jobs, chunksize=4) if pool
+                 else map(_synthesize_star, jobs))
+      for k, (record, samples) in enumerate(results):
+        split = record["path"].split("/")[1]
+        _write_wav(out / record["path"], samples)
+        writers[split].write(json.dumps(record, ensure_ascii=False) + "\n")
+        counts[split] += 1
+        split_samples[split] += record["num_samples"]
+        inventory.update(record["phones"])
+        round_total += record["num_samples"]
+        bar.update(record["num_samples"] / SAMPLE_RATE)
+        bar.total = max(bar.total, math.ceil(bar.n))  # The last round may overshoot.
+        if (k + 1) % _ROUND == 0:  # The stop decision is taken per whole round.
+          num_rounds += 1
+          total, round_total = total + round_total, 0
+          if total >= target:
+            break
+  finally:
+    bar.close()
+    if pool:
+      pool.terminate()
+    for f in writers.values():
+      f.close()
+  for split in SPLITS:
+    os.replace(out / f"{split}.jsonl.tmp", out / f"{split}.jsonl")
+  return counts, split_samples, inventory, total, num_rounds
+
+
+def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
+  """Synthesizes the demo corpus into `out_dir` (see the module docstring).
+
+  Generation runs in whole rounds (10 utterances per language) until the audio
+  reaches `hours`; at least one round is always made, so even a tiny build has
+  every language and speaker in its split.
+
+  Args:
+    out_dir: output directory, created if needed.
+    hours: target amount of audio, all splits together.
+    seed: seeds the sentences (and espeak's breath noise); non-negative int.
+    num_workers: synthesis processes; defaults to os.cpu_count(). 1 runs inline.
+
+  Returns:
+    The meta.json dict, plus "build_seconds" and "skipped" (True when `out_dir`
+    already held a complete build with the same seed and hours).
+  """
+  if not hours > 0:
+    raise ValueError(f"--hours must be positive, got {hours}.")
+  hours = float(hours)  # 1 and 1.0 must give the same meta.json.
+  if not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"--seed must be a non-negative int, got {seed!r}.")
+  num_workers = num_workers or os.cpu_count() or 1
+  out = pathlib.Path(out_dir)
+  t0 = time.time()
+  meta = _is_complete(out, seed, hours)
+  if meta is not None:
+    print(f"{out}: complete demo corpus for seed={seed}, hours={hours}; nothing to do.")
+    return {**meta, "build_seconds": time.time() - t0, "skipped": True}
+  for lang in LANGUAGES:
+    _words(lang)  # Fail on a bad word list before starting any worker.
+  _clear_previous(out)
+  for split in SPLITS:
+    (out / "wav" / split).mkdir(parents=True, exist_ok=True)
+  counts, split_samples, inventory, total, num_rounds = _synthesize_rounds(
+      out, seed, hours * 3600 * SAMPLE_RATE, num_workers)
+  meta = {
+      "format_version": FORMAT_VERSION, "seed": seed, "hours": hours,
+      "sample_rate": SAMPLE_RATE,
+      "engine": {"name": "espeak-ng", "version": espeak.version(),
+                 "sample_rate": espeak.sample_rate()},
+      "languages": list(LANGUAGES),
+      "speakers": {s: [p.id for lang in LANGUAGES for p in speakers(lang) if p.split == s]
+                   for s in SPLITS},
+      "speaker_info": {p.id: p._asdict() for lang in LANGUAGES for p in speakers(lang)},
+      "num_rounds": num_rounds, "counts": counts,
+      "seconds": {s: split_samples[s] / SAMPLE_RATE for s in SPLITS},
+      "total_seconds": total / SAMPLE_RATE,
+      "phone_inventory": sorted(inventory),
+  }
+  with open(out / "meta.json.tmp", "w", encoding="utf-8") as f:
+    json.dump(meta, f, ensure_ascii=False, indent=1)
+  os.replace(out / "meta.json.tmp", out / "meta.json")
+  elapsed = time.time() - t0
+  print(f"{out}: {sum(counts.values())} utterances, {total / SAMPLE_RATE / 3600:.3f} h in "
+        f"{elapsed:.1f} s ({total / SAMPLE_RATE / elapsed:.0f}x real time).")
+  return {**meta, "build_seconds": elapsed, "skipped": False}
+
+
+def main(argv):
+  del argv
+  build(flags.FLAGS.out, hours=flags.FLAGS.hours, seed=flags.FLAGS.seed,
+        num_workers=flags.FLAGS.num_workers)
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import: the TFDS builder and tests import this
+  # module next to other flag-defining modules (--seed would clash).
+  flags.DEFINE_string("out", None, "Output directory.", required=True)
+  flags.DEFINE_float("hours", DEFAULT_HOURS, "Hours of audio, all splits together.")
+  flags.DEFINE_integer("seed", 0, "Seed of the sentences and breath noise.")
+  flags.DEFINE_integer("num_workers", None, "Synthesis processes; default os.cpu_count().")
+  app.run(main)
