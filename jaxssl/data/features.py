@@ -82,7 +82,9 @@ def mfcc(audio, n_mfcc=13, with_deltas=True, *, sample_rate=16000, n_mels=40,
   """
   power = mel_power(audio, sample_rate=sample_rate, n_mels=n_mels, win_length=win_length,
                     hop_length=hop_length, n_fft=n_fft)
-  c = librosa.feature.mfcc(S=librosa.power_to_db(power.T, top_db=None), n_mfcc=n_mfcc)  # [n_mfcc, T]
+  # No top_db clipping: it would make the floor depend on each utterance's peak.
+  db = librosa.power_to_db(power.T, top_db=None)
+  c = librosa.feature.mfcc(S=db, n_mfcc=n_mfcc)  # [n_mfcc, T]
   if with_deltas:
     d1 = librosa.feature.delta(c, width=5, order=1, mode="nearest")
     d2 = librosa.feature.delta(d1, width=5, order=1, mode="nearest")

@@ -197,8 +197,10 @@ def _to_str(v):
 
 
 def _decode(record):
-  """TFDS returns Text features as bytes; callers get str."""
-  return {k: _to_str(v) for k, v in record.items()}
+  """TFDS returns Text features as bytes (callers get str) and arrays that view
+  the record buffer read-only (callers get a writable copy)."""
+  return {k: np.array(v) if isinstance(v, np.ndarray) else _to_str(v)
+          for k, v in record.items()}
 
 
 def _versions(ds_dir):

@@ -167,6 +167,25 @@ def test_multilingual_librispeech(tmp_path):
     assert (r["text"], r["language"], r["speaker"]) == (want[uid][1], "de", "1234")
 
 
+def test_mls_all_merges_languages_with_namespaced_ids(tmp_path):
+  fx.mls(str(tmp_path / "src"), "german", bad=False)
+  fx.mls(str(tmp_path / "src"), "french", bad=False)  # Same speaker/utt numbers.
+  with pytest.raises(ValueError, match="needs a config"):
+    _build("multilingual_librispeech", tmp_path / "src", tmp_path / "tfds")
+  _build("multilingual_librispeech", tmp_path / "src", tmp_path / "tfds", config="all")
+  meta = sources.open_source("multilingual_librispeech/all", data_dir=tmp_path / "tfds",
+                             split="train").metadata()
+  assert sorted(meta["id"]) == ["de_1234_560_000000", "de_1234_560_000001",
+                                "fr_1234_560_000000", "fr_1234_560_000001"]
+  assert sorted(set(meta["speaker"])) == ["de_1234", "fr_1234"]
+
+
+def test_unknown_config_is_a_clear_error(tmp_path):
+  fx.demo_corpus(str(tmp_path / "demo"), bad=False)
+  with pytest.raises(ValueError, match="demo_corpus: unknown config 'x'; it takes no config"):
+    _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds", config="x")
+
+
 def test_common_voice_mp3(tmp_path):
   want = fx.common_voice(str(tmp_path / "cv"), "fr", ext="mp3")
   summary = _build("common_voice", tmp_path / "cv", tmp_path / "tfds")

@@ -30,6 +30,9 @@ from jaxssl.data import audio
 from jaxssl.data.builders import skips as skips_lib
 
 SAMPLE_RATE = 16000
+# Raw little-endian bytes instead of TFDS's default int64 varint list: 4x
+# faster to serialize and read, and the records hold exactly 2 bytes/sample.
+_BYTES = tfds.features.Encoding.BYTES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +60,7 @@ class BadLabel(Exception):
 def features():
   """The one feature set all jaxssl speech datasets share."""
   return tfds.features.FeaturesDict({
-      "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+      "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding=_BYTES),
       "id": tfds.features.Text(),
       "text": tfds.features.Text(),
       "speaker": tfds.features.Text(),
@@ -88,6 +91,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   HOMEPAGE = ""
   CITATION = ""
   SOURCE_IS_FILE_OK = False  # local_audio also accepts a manifest file.
+  ANY_CONFIG_OK = False  # local_audio/common_voice: any name is a config.
 
   def __init__(self, *, source=None, splits=None, num_workers=4, show_progress=True,
                **kwargs):
@@ -96,6 +100,13 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._num_workers = max(1, int(num_workers))
     self._show_progress = show_progress
     self.skips = skips_lib.SkipLog()
+    config = kwargs.get("config")
+    if isinstance(config, str) and not self.ANY_CONFIG_OK and config not in self.builder_configs:
+      choices = sorted(self.builder_configs)
+      raise ValueError(f"{self.name}: unknown config {config!r}; " +
+                       (f"choose from {choices}." if choices else "it takes no config."))
+    if isinstance(config, str) and self.ANY_CONFIG_OK and config not in self.builder_configs:
+      config = kwargs["config"] = tfds.core.BuilderConfig(name=config)
     super().__init__(**kwargs)
 
   def _info(self):

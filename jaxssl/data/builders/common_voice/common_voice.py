@@ -11,8 +11,6 @@ source is a single language folder. Paper: Ardila et al., LREC 2020.
 import csv
 import os
 
-import tensorflow_datasets as tfds
-
 from jaxssl.data.builders import base
 from jaxssl.data.builders import skips as skips_lib
 
@@ -29,6 +27,7 @@ class CommonVoice(base.SpeechBuilder, skip_registration=True):
   name = "common_voice"
   DESCRIPTION = "Mozilla Common Voice (local copy)."
   HOMEPAGE = "https://commonvoice.mozilla.org"
+  ANY_CONFIG_OK = True  # Config = language code; Common Voice keeps adding languages.
 
   def __init__(self, *, config=None, source=None, **kwargs):
     if config is None and source is not None:
@@ -36,8 +35,6 @@ class CommonVoice(base.SpeechBuilder, skip_registration=True):
     if config is None:
       raise ValueError("common_voice needs --config=<language code> (e.g. fr) unless the "
                        "source is a single language folder holding train.tsv.")
-    if isinstance(config, str):
-      config = tfds.core.BuilderConfig(name=config, description=f"Common Voice {config}")
     super().__init__(config=config, source=source, **kwargs)
 
   def _list_entries(self, source, skips):

@@ -9,6 +9,8 @@ pretrain and probe on a laptop. Its layout is one `<split>.jsonl` per split
 import json
 import os
 
+from absl import logging
+
 from jaxssl.data.builders import base
 from jaxssl.data.builders import skips as skips_lib
 
@@ -26,6 +28,10 @@ class DemoCorpus(base.SpeechBuilder, skip_registration=True):
       manifest = os.path.join(source, f"{split}.jsonl")
       if os.path.exists(manifest):
         out[split] = list(read_jsonl(manifest, source, split, skips))
+    if out and not os.path.exists(os.path.join(source, "meta.json")):
+      # demo_corpus writes meta.json last, as its "build complete" mark.
+      logging.warning("demo_corpus: %s has no meta.json; the corpus build may be incomplete.",
+                      source)
     if not out:
       raise FileNotFoundError(
           f"demo_corpus: no {'/'.join(s + '.jsonl' for s in SPLITS)} in {source!r}; "

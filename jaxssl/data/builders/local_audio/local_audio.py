@@ -18,8 +18,6 @@ import csv
 import json
 import os
 
-import tensorflow_datasets as tfds
-
 from jaxssl.data.builders import base
 from jaxssl.data.builders import skips as skips_lib
 
@@ -33,12 +31,7 @@ class LocalAudio(base.SpeechBuilder, skip_registration=True):
   name = "local_audio"
   DESCRIPTION = "Local audio files (folder or manifest)."
   SOURCE_IS_FILE_OK = True
-
-  def __init__(self, *, config=None, **kwargs):
-    # Any name is a valid config: it only picks the output folder.
-    if isinstance(config, str):
-      config = tfds.core.BuilderConfig(name=config, description="Local audio corpus.")
-    super().__init__(config=config, **kwargs)
+  ANY_CONFIG_OK = True  # Any name is a valid config: it only picks the output folder.
 
   def _list_entries(self, source, skips):
     if os.path.isfile(source):

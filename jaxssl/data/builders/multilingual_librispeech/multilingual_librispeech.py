@@ -6,7 +6,8 @@ Source: one `mls_<language>/` folder, or a folder holding several. Each has
 release) for split in train/dev/test. The language comes from the folder name
 and is stored as its ISO 639-1 code (german -> de), like Common Voice's.
 Config: the language name ("german"), or "all" to merge every `mls_*` folder
-found into one multilingual dataset. Paper: Pratap et al., Interspeech 2020.
+found into one multilingual dataset (ids and speakers then get a "de_" prefix).
+Paper: Pratap et al., Interspeech 2020.
 """
 import os
 import re
@@ -51,7 +52,8 @@ class MultilingualLibrispeech(base.SpeechBuilder, skip_registration=True):
       for split in SPLITS:
         if os.path.isdir(os.path.join(lang_dir, split)):
           out.setdefault(split, []).extend(
-              list_split(os.path.join(lang_dir, split), LANGUAGES.get(lang, lang), split, skips))
+              list_split(os.path.join(lang_dir, split), LANGUAGES.get(lang, lang), split, skips,
+                         namespace=want == "all"))
     return out
 
 
@@ -77,8 +79,13 @@ def _infer_language(source):
   return next(iter(langs)) if len(langs) == 1 else None
 
 
-def list_split(split_dir, language, split, skips):
-  """[Entry] for one `mls_<lang>/<split>` folder, in transcripts.txt order."""
+def list_split(split_dir, language, split, skips, namespace=False):
+  """[Entry] for one `mls_<lang>/<split>` folder, in transcripts.txt order.
+
+  With `namespace`, ids and speakers get a "<language>_" prefix: MLS numbers
+  speakers per language, so merged languages could otherwise collide.
+  """
+  prefix = f"{language}_" if namespace else ""
   trans_path = os.path.join(split_dir, "transcripts.txt")
   if not os.path.exists(trans_path):
     skips.add(split, skips_lib.BAD_LABEL, trans_path, "missing transcripts.txt")
@@ -97,6 +104,6 @@ def list_split(split_dir, language, split, skips):
       path = stem + ".flac"
       if not os.path.exists(path) and os.path.exists(stem + ".opus"):
         path = stem + ".opus"
-      entries.append(base.Entry(id=uid, path=path, text=text.strip(), speaker=parts[0],
-                                language=language))
+      entries.append(base.Entry(id=prefix + uid, path=path, text=text.strip(),
+                                speaker=prefix + parts[0], language=language))
   return entries
