@@ -6,6 +6,7 @@ one per group in training and argmax at eval, and the chosen entries (each vq_di
 concatenated. Two perplexities are logged: `code_perplexity` from the hard choices and
 `prob_perplexity` from the batch-averaged softmax, which the diversity loss maximises.
 """
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -17,7 +18,9 @@ from jaxssl.models import layers
 
 def gumbel_temperature(step, max_temp=2.0, min_temp=0.5, decay=0.999995):
   """fairseq's schedule: max(max_temp * decay**step, min_temp)."""
-  return jnp.maximum(max_temp * decay ** jnp.asarray(step, jnp.float32), min_temp)
+  # exp(step * log(decay)) with log(decay) taken in float64: 0.999995 itself rounds badly in f32.
+  log_decay = math.log(decay)
+  return jnp.maximum(max_temp * jnp.exp(jnp.asarray(step, jnp.float32) * log_decay), min_temp)
 
 
 def _perplexity(probs, weights):

@@ -1,0 +1,140 @@
+"""wav2vec 2.0 model: exact parameter counts, frame arithmetic, encoder switches and invariances."""
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import pytest
+
+from configs import common
+from jaxssl import objectives
+from jaxssl.models import encoder as encoder_lib
+from jaxssl.models import layers
+from jaxssl.models import mixers
+from jaxssl.models import variants
+from jaxssl.models.frontends import cnn
+
+
+def _config(variant, **model_overrides):
+  c = mlc.ConfigDict()
+  c.model = common.wav2vec2_model(variant, **model_overrides)
+  c.quantizer = dict(num_groups=2, num_vars=320, temp=(2.0, 0.5, 0.999995))
+  c.masking = dict(prob=0.65, span=10, min_spans=2)
+  c.objective = dict(name="wav2vec2", num_negatives=100, cross_sample_negatives=0,
+                     logit_temp=0.1, diversity_weight=0.1, feature_penalty_weight=10.0)
+  return c
+
+
+def _count(tree):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.unbox(tree)))
+
+
+LV60 = dict(layer_norm_first=True,
+            frontend=dict(name="cnn", mode="layer_norm", conv_bias=True, feature_grad_mult=1.0))
+
+
+@pytest.mark.parametrize("variant,overrides,total,encoder_only", [
+    ("base", {}, 95_044_608, 94_371_712),
+    ("large", dict(layer_norm_first=True), 317_380_864, 315_428_992),
+    ("large", LV60, 317_390_592, 315_438_720),
+])
+def test_parameter_counts_match_fairseq(variant, overrides, total, encoder_only):
+  obj = objectives.build(_config(variant, **overrides))
+  batch = dict(audio=jax.ShapeDtypeStruct((1, 16_000), jnp.float32),
+               valid=jax.ShapeDtypeStruct((1, 16_000), jnp.bool_))
+  params = jax.eval_shape(obj.init, jax.random.key(0), batch)  # Abstract: nothing allocated.
+  assert _count(params) == total
+  assert _count(params["speech_encoder"]) == encoder_only
+  assert _count(params["speech_encoder"]["feature_extractor"]) == (
+      4_200_448 + (7 * 2 * 512 - 1024 + 7 * 512 if overrides.get("frontend") else 0))
+
+
+def test_frames_for_matches_the_conv_stack():
+  fe = cnn.ConvFeatureEncoder(conv_dim=4)
+  lengths = [400, 401, 719, 720, 1000, 16_000, 16_001, 250_000]
+  params = fe.init(jax.random.key(0), jnp.zeros((1, 400)))
+  for n in lengths:
+    out = fe.apply(params, jnp.zeros((1, n)))
+    assert out.shape[1] == variants.frames_for(n)
+  # floor((250000 - 400) / 320) + 1 = 781, which the conv stack above confirms (REFERENCE.md §12
+  # says 780, an off-by-one there).
+  assert variants.frames_for(250_000) == 781
+  assert variants.frames_for(399) == 0
+  np.testing.assert_array_equal(variants.frames_for(np.array(lengths)),
+                                [variants.frames_for(n) for n in lengths])
+
+
+def _encoder(**kw):
+  mixer = functools.partial(mixers.get("mha"), num_heads=2)
+  return encoder_lib.Encoder(num_layers=2, mlp_dim=32, mixer=mixer, pos_conv_kernel=8,
+                             pos_conv_groups=4, **kw)
+
+
+@pytest.mark.parametrize("layer_norm_first", [False, True])
+def test_encoder_is_padding_invariant(layer_norm_first):
+  enc = _encoder(layer_norm_first=layer_norm_first)
+  x = jax.random.normal(jax.random.key(0), (1, 20, 16))
+  params = enc.init(jax.random.key(1), x, valid=jnp.ones((1, 20), bool), train=False)
+  y, hidden = enc.apply(params, x, valid=jnp.ones((1, 20), bool), train=False)
+  assert len(hidden) == 3
+  padded = jnp.concatenate([x, 5.0 * jnp.ones((1, 7, 16))], axis=1)
+  valid = jnp.arange(27)[None] < 20
+  y_pad, _ = enc.apply(params, padded, valid=valid, train=False)
+  np.testing.assert_allclose(y_pad[:, :20], y, atol=1e-5)
+
+
+def test_scan_and_remat_match_the_loop():
+  x = jax.random.normal(jax.random.key(0), (2, 12, 16))
+  valid = jnp.arange(12)[None] < jnp.array([[12], [9]])
+  loop = _encoder()
+  scan = _encoder(scan_layers=True, remat=True)
+  p_scan = scan.init(jax.random.key(1), x, valid=valid, train=False)["params"]
+  chex.assert_shape(p_scan["layers"]["ffn"]["fc1"]["dense"]["kernel"].value, (2, 16, 32))
+  p_loop = encoder_lib.scan_to_loop(nn.unbox(p_scan), 2)
+  y_scan, h_scan = scan.apply({"params": p_scan}, x, valid=valid, train=False)
+  y_loop, h_loop = loop.apply({"params": p_loop}, x, valid=valid, train=False)
+  np.testing.assert_allclose(y_scan, y_loop, atol=1e-5)
+  np.testing.assert_allclose(h_scan[1], h_loop[1], atol=1e-5)
+  back = encoder_lib.loop_to_scan(p_loop, 2)
+  chex.assert_trees_all_close(back, nn.unbox(p_scan))
+  g_scan = jax.grad(lambda p: scan.apply({"params": p}, x, valid=valid, train=False)[0].sum())(
+      p_scan)
+  g_loop = jax.grad(lambda p: loop.apply({"params": p}, x, valid=valid, train=False)[0].sum())(
+      p_loop)
+  chex.assert_trees_all_close(encoder_lib.scan_to_loop(nn.unbox(g_scan), 2), g_loop, atol=1e-5)
+
+
+def test_positional_conv_weight_norm_starts_at_v():
+  pc = encoder_lib.PositionalConv(kernel_size=8, groups=4)
+  x = jax.random.normal(jax.random.key(0), (1, 10, 16))
+  p = nn.unbox(pc.init(jax.random.key(1), x)["params"])
+  chex.assert_shape(p["weight_g"], (8, 1, 1))  # One gain per kernel tap (torch dim=2).
+  np.testing.assert_allclose(p["weight_g"][:, 0, 0],
+                             np.linalg.norm(p["weight_v"], axis=(1, 2)), rtol=1e-6)
+  assert pc.apply({"params": p}, x).shape == x.shape  # SamePad drops the extra frame.
+
+
+def test_grad_multiply_scales_only_the_gradient():
+  x = jnp.arange(3.0)
+  np.testing.assert_allclose(layers.grad_multiply(x, 0.1), x)
+  g = jax.grad(lambda v: (layers.grad_multiply(v, 0.1) ** 2).sum())(x)
+  np.testing.assert_allclose(g, 0.1 * 2 * x, rtol=1e-6)
+  assert float(jnp.abs(jax.grad(lambda v: layers.grad_multiply(v, 0.0).sum())(x)).sum()) == 0.0
+
+
+def test_feature_encoder_modes_and_bad_mode():
+  x = jax.random.normal(jax.random.key(0), (2, 1200))
+  for mode, bias in (("default", False), ("layer_norm", True)):
+    fe = cnn.ConvFeatureEncoder(conv_dim=8, mode=mode, conv_bias=bias)
+    params = fe.init(jax.random.key(1), x)["params"]
+    norms = sorted(k for k in params if k.startswith("norm"))
+    assert norms == (["norm_0"] if mode == "default" else [f"norm_{i}" for i in range(7)])
+    assert ("bias" in params["conv_3"]) == bias
+    y = fe.apply({"params": params}, x)
+    chex.assert_shape(y, (2, variants.frames_for(1200), 8))
+    chex.assert_tree_all_finite(y)
+  with pytest.raises(ValueError, match="Unknown feature encoder mode 'group'"):
+    cnn.ConvFeatureEncoder(mode="group").init(jax.random.key(0), x)
