@@ -46,7 +46,7 @@ def make_builder(dataset, *, data_dir, source=None, config=None, **kwargs):
 
 
 def build(dataset, *, source, data_dir, config=None, splits=None, num_workers=4,
-          overwrite=False, show_progress=True):
+          overwrite=False, show_progress=True, **builder_kwargs):
   """Builds one dataset; returns the skip summary (the content of skipped.json).
 
   Args:
@@ -58,6 +58,7 @@ def build(dataset, *, source, data_dir, config=None, splits=None, num_workers=4,
     num_workers: audio decoding threads.
     overwrite: rebuild if the dataset folder already exists.
     show_progress: show tqdm bars.
+    **builder_kwargs: more `SpeechBuilder` arguments (e.g. max_shard_bytes).
 
   Returns:
     dict with "num_skipped", "skipped" (reason -> count), "splits" (per split:
@@ -67,7 +68,8 @@ def build(dataset, *, source, data_dir, config=None, splits=None, num_workers=4,
   if not os.path.exists(source):
     raise FileNotFoundError(f"--source {source!r} does not exist.")
   builder = make_builder(dataset, data_dir=data_dir, source=source, config=config,
-                         splits=splits, num_workers=num_workers, show_progress=show_progress)
+                         splits=splits, num_workers=num_workers, show_progress=show_progress,
+                         **builder_kwargs)
   path = os.fspath(builder.data_path)
   if os.path.exists(os.path.join(path, "dataset_info.json")) and not overwrite:
     summary = _read_summary(path)

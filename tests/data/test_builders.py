@@ -57,6 +57,22 @@ def test_demo_corpus_round_trip_and_skips(tmp_path):
   assert "tensorflow" not in sys.modules
 
 
+def test_big_splits_stream_into_shards_without_tensorflow(tmp_path, monkeypatch):
+  # TFDS's own writer spills splits over 1 GB to disk via tf.io.gfile; shrink
+  # that limit so the test would hit it if the builders still used TFDS's writer.
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)
+  rows = fx.demo_corpus(str(tmp_path / "demo"), n=5, bad=False)
+  summary = _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds", max_shard_bytes=6000)
+  shards = sorted(f for f in os.listdir(summary["path"]) if "train.array_record" in f)
+  assert len(shards) >= 3 and shards[-1].endswith(f"-of-{len(shards):05d}")
+  src = sources.open_source("demo_corpus", data_dir=tmp_path / "tfds", split="train")
+  assert [src[i]["id"] for i in range(len(src))] == [f"train_{i}" for i in range(5)]
+  np.testing.assert_array_equal(src[4]["audio"],
+                                audio.load_audio(tmp_path / "demo" / rows["train_4"]["path"]))
+  assert "tensorflow" not in sys.modules
+
+
 def test_metadata_is_cached_beside_the_dataset(tmp_path, monkeypatch):
   rows = fx.demo_corpus(str(tmp_path / "demo"), bad=False)
   _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds")

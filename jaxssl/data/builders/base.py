@@ -9,8 +9,11 @@ TFDS without TensorFlow: `tfds.features.Audio`, `tfds.load` and `as_dataset`
 import TF, but `GeneratorBasedBuilder.download_and_prepare` with
 `file_format="array_record"` and `tfds.data_source` do not, as long as the
 features are `Tensor`/`Text`/`Scalar`. Audio is therefore a 1-D int16 Tensor.
-`dataset_info_from_configs` wants a package folder with metadata files, so
-`_info` builds `tfds.core.DatasetInfo` directly.
+Two TFDS pieces still need replacing: its split writer buffers each split and
+spills to disk through `tf.io.gfile` past 1 GB, so `_generate_splits` streams
+shards with `writer.write_split` instead; and `dataset_info_from_configs`
+wants a package folder with metadata files, so `_info` builds
+`tfds.core.DatasetInfo` directly.
 
 Builders are not put in TFDS's global registry (`skip_registration=True`):
 `librispeech` and `common_voice` already name TFDS's own TF-based builders.
@@ -28,6 +31,7 @@ import tqdm
 
 from jaxssl.data import audio
 from jaxssl.data.builders import skips as skips_lib
+from jaxssl.data.builders import writer
 
 SAMPLE_RATE = 16000
 # Raw little-endian bytes instead of TFDS's default int64 varint list: 4x
@@ -81,6 +85,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     num_workers: decoding threads (libsndfile and soxr release the GIL).
     splits: build only these splits (default: all found in the source).
     show_progress: draw a tqdm bar per split.
+    max_shard_bytes: start a new array_record shard past this size.
   """
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -94,11 +99,12 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   ANY_CONFIG_OK = False  # local_audio/common_voice: any name is a config.
 
   def __init__(self, *, source=None, splits=None, num_workers=4, show_progress=True,
-               **kwargs):
+               max_shard_bytes=writer.MAX_SHARD_BYTES, **kwargs):
     self._source = os.fspath(source) if source is not None else None
     self._splits = tuple(splits) if splits else None
     self._num_workers = max(1, int(num_workers))
     self._show_progress = show_progress
+    self._max_shard_bytes = max_shard_bytes
     self.skips = skips_lib.SkipLog()
     config = kwargs.get("config")
     if isinstance(config, str) and not self.ANY_CONFIG_OK and config not in self.builder_configs:
@@ -106,7 +112,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise ValueError(f"{self.name}: unknown config {config!r}; " +
                        (f"choose from {choices}." if choices else "it takes no config."))
     if isinstance(config, str) and self.ANY_CONFIG_OK and config not in self.builder_configs:
-      config = kwargs["config"] = tfds.core.BuilderConfig(name=config)
+      kwargs["config"] = tfds.core.BuilderConfig(name=config)
     super().__init__(**kwargs)
 
   def _info(self):
@@ -196,6 +202,18 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "phone_ends": ends,
         "num_samples": len(x),
     }
+
+  def _generate_splits(self, dl_manager, download_config):
+    # Replaces TFDS's buffered writer, which needs TensorFlow (and RAM for the
+    # whole split) past 1 GB per split; see `writer`.
+    del download_config
+    if self.info.file_format != tfds.core.FileFormat.ARRAY_RECORD:
+      raise ValueError(f"{self.name}: jaxssl builders write array_record only, "
+                       f"not {self.info.file_format}.")
+    return [writer.write_split(examples, split=split, features=self.info.features,
+                               filename_template=self._get_filename_template(split),
+                               max_shard_bytes=self._max_shard_bytes)
+            for split, examples in self._split_generators(dl_manager).items()]
 
   def _download_and_prepare(self, dl_manager, download_config):
     super()._download_and_prepare(dl_manager, download_config)
