@@ -39,8 +39,11 @@ def data(name, *, data_dir="data/tfds", split="train", crop_samples=250_000, bat
       num_workers=0,             # grain worker processes per host (0: in the main process).
       # Data-efficiency strategies; each is off at its default.
       sampling=dict(name="uniform", alpha=1.0),            # "temperature": p_l ∝ (n_l/N)^alpha.
-      curriculum=dict(name="", start_samples=0, ramp_steps=0),  # "crop_length": grows crops.
+      # "crop_length": crops grow start_samples -> crop_samples over ramp_steps;
+      # "max_duration": only utterances up to that length are drawn (whole, padded).
+      curriculum=dict(name="", start_samples=0, ramp_steps=0),
       dynamic_batch_sec=0.0,     # > 0: about this much audio per batch, from bounded shapes.
+      dynamic_batch_multiple=8,  # Their global batch sizes are multiples of this (and of hosts).
       selection=dict(score_file="", keep_fraction=1.0),    # Keep the top-scored fraction.
   ))
 

@@ -75,29 +75,29 @@ class DynamicBuckets:
   Bucket k holds utterances with min(length, crop) in [lengths[k],
   lengths[k+1]); they are cropped to lengths[k] (no padding at all) and
   batched batch_sizes[k] at a time, so one batch holds about `target_samples`
-  of audio: |batch * length - target| <= process_count * length / 2.
+  of audio: |batch * length - target| <= multiple * length / 2.
   """
   lengths: tuple       # K crop lengths, ascending.
-  batch_sizes: tuple   # K global batch sizes, multiples of process_count.
-  assignment: np.ndarray  # int [N] bucket of every record (-1: not in any).
+  batch_sizes: tuple   # K global batch sizes, multiples of `multiple`.
+  assignment: np.ndarray  # int [N] bucket of every record.
+  probs: np.ndarray    # float [K] chance of each bucket per step.
 
   def choose(self, *, seed, step):
-    """The bucket for `step`, drawn ∝ its number of batches per epoch, so every
-    utterance is visited at about the same rate."""
-    counts = np.bincount(self.assignment[self.assignment >= 0], minlength=len(self.lengths))
-    weights = counts / np.asarray(self.batch_sizes)
+    """The bucket (index into `lengths`) of `step`."""
     rng = np.random.default_rng([_STREAM_BUCKET, seed, step])
-    return int(rng.choice(len(weights), p=weights / weights.sum()))
+    return int(rng.choice(len(self.probs), p=self.probs))
 
 
-def dynamic_buckets(lengths, *, target_samples, crop_samples, process_count, max_buckets=4):
+def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, max_buckets=4):
   """Builds `DynamicBuckets` from the length distribution.
 
   Args:
     lengths: int [N] utterance lengths (samples) of the records to train on.
     target_samples: audio per global batch (data.dynamic_batch_sec * rate).
     crop_samples: longest crop; longer utterances are cropped to it.
-    process_count: every batch size is a multiple of it.
+    multiple: every batch size is a multiple of it. It must be a multiple of
+      the number of hosts and of batch-sharded devices, and should not depend on
+      the number of hosts, so that the global batches do not either.
     max_buckets: at most this many (batch, length) shapes.
 
   Returns:
@@ -105,17 +105,20 @@ def dynamic_buckets(lengths, *, target_samples, crop_samples, process_count, max
     whole frames.
   """
   clipped = np.minimum(np.asarray(lengths, np.int64), crop_samples)
-  if target_samples < process_count * crop_samples:
+  if target_samples < multiple * crop_samples:
     raise ValueError(f"data.dynamic_batch_sec gives {target_samples} samples per batch, fewer "
-                     f"than process_count ({process_count}) crops of data.crop_samples "
-                     f"({crop_samples}).")
+                     f"than {multiple} (data.dynamic_batch_multiple, hosts) crops of "
+                     f"data.crop_samples ({crop_samples}).")
   quantiles = np.quantile(clipped, np.arange(max_buckets) / max_buckets)
   edges = np.maximum(quantiles // FRAME_SAMPLES * FRAME_SAMPLES, clipped.min())
   edges = np.unique(edges.astype(np.int64))
   assignment = np.searchsorted(edges, clipped, side="right") - 1
-  batch_sizes = [max(process_count, round(target_samples / e / process_count) * process_count)
-                 for e in edges]
-  return DynamicBuckets(tuple(int(e) for e in edges), tuple(batch_sizes), assignment)
+  batch_sizes = [max(multiple, round(target_samples / e / multiple) * multiple) for e in edges]
+  # A bucket is drawn in proportion to its number of batches per epoch, so every
+  # utterance is visited at about the same rate.
+  weights = np.bincount(assignment, minlength=len(edges)) / np.array(batch_sizes)
+  return DynamicBuckets(tuple(int(e) for e in edges), tuple(batch_sizes), assignment,
+                        weights / weights.sum())
 
 
 def eval_bucket_edges(lengths, max_buckets=4):

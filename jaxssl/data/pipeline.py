@@ -21,6 +21,7 @@ batch assembly in `batching.py`; see STYLE.md "Data".
 """
 import functools
 import logging
+import math
 import sys
 
 import grain
@@ -89,10 +90,12 @@ class Loader:
     return {"step": self._step}
 
   def set_state(self, state):
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-      raise ValueError(f"Loader state must be {{'step': int}}, got {state!r}.")
+    try:
+      step = int(state["step"])
+    except (TypeError, KeyError, ValueError):
+      raise ValueError(f"Loader state must be {{'step': int}}, got {state!r}.") from None
     self.close()
-    self._step = state["step"]
+    self._step = step
 
   def batch_shape(self, step=None):
     """(global batch size, length in samples) of `step` (default: the next one)."""
@@ -160,9 +163,11 @@ class TrainPlan:
     self.pools = {0: records}
     self.buckets = None
     if data_cfg.dynamic_batch_sec > 0:
+      # A fixed multiple (not the host count) keeps global batches host-invariant.
+      multiple = math.lcm(data_cfg.get("dynamic_batch_multiple", 8), process_count)
       self.buckets = batching.dynamic_buckets(
           self.lengths[records], target_samples=round(data_cfg.dynamic_batch_sec * SAMPLE_RATE),
-          crop_samples=self.crop, process_count=process_count)
+          crop_samples=self.crop, multiple=multiple)
       for k in range(len(self.buckets.lengths)):
         self.pools[10 + k] = records[self.buckets.assignment == k]
     elif self.curriculum.name == "max_duration":
@@ -258,11 +263,13 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
   lengths = np.asarray(meta["num_samples"], np.int64)
   if not len(lengths):
     raise ValueError(f"Eval split {split!r} of {data_cfg.name!r} is empty.")
-  languages = sorted(set(meta["language"])) if languages is None else list(languages)
-  unknown = sorted(set(meta["language"]) - set(languages))
+  present = {str(x) for x in meta["language"]}
+  languages = sorted(present) if languages is None else [str(x) for x in languages]
+  unknown = sorted(present - set(languages))
   if unknown:
     raise ValueError(f"Eval split {split!r} has languages {unknown} missing from {languages}.")
-  language_ids = np.searchsorted(np.array(languages), meta["language"]).astype(np.int32)
+  position = {lang: i for i, lang in enumerate(languages)}
+  language_ids = np.array([position[str(x)] for x in meta["language"]], np.int32)
   speakers, speaker_ids = np.unique(meta["speaker"], return_inverse=True)
 
   edges = batching.eval_bucket_edges(lengths, max_buckets)
@@ -276,7 +283,7 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
              .map(plans.__getitem__)
              .map(functools.partial(_host_slice, index=process_index, count=process_count))
              .map(load))
-  return Loader(dataset, num_workers=data_cfg.num_workers, languages=[str(x) for x in languages],
+  return Loader(dataset, num_workers=data_cfg.num_workers, languages=languages,
                 speakers=[str(x) for x in speakers], num_steps=len(plans),
                 shape_fn=lambda t: (data_cfg.batch_size, batches[t][0]))
 
@@ -332,6 +339,7 @@ def _check_config(c, *, seed, process_index, process_count):
          f"data.curriculum.start_samples={cur.start_samples} must be in [0, data.crop_samples].")
   need(c.dynamic_batch_sec >= 0, f"data.dynamic_batch_sec must be >= 0, got "
        f"{c.dynamic_batch_sec}.")
+  need(c.get("dynamic_batch_multiple", 8) >= 1, "data.dynamic_batch_multiple must be >= 1.")
   need(not (c.dynamic_batch_sec > 0 and cur.name),
        "data.dynamic_batch_sec and data.curriculum cannot be combined (shapes would multiply).")
   sel = c.selection

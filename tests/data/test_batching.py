@@ -42,24 +42,24 @@ def test_crop_batch_normalizes_over_real_samples_only():
                              atol=1e-5)
 
 
-@pytest.mark.parametrize("process_count", [1, 2, 4])
-def test_dynamic_buckets_audio_per_batch(process_count):
+@pytest.mark.parametrize("multiple", [1, 2, 4])
+def test_dynamic_buckets_audio_per_batch(multiple):
   rng = np.random.default_rng(2)
   lengths = rng.integers(4_000, 300_000, size=2_000)
-  target, crop = 40 * 250_000 // 4 * process_count, 250_000  # ~10 crops per host.
+  target, crop = 40 * 250_000 // 4 * multiple, 250_000  # ~10 crops per multiple.
   b = batching.dynamic_buckets(lengths, target_samples=target, crop_samples=crop,
-                               process_count=process_count)
+                               multiple=multiple)
   assert 1 < len(b.lengths) <= 4 and max(b.lengths) <= crop
-  assert all(bs % process_count == 0 for bs in b.batch_sizes)
+  assert all(bs % multiple == 0 for bs in b.batch_sizes)
   for bs, length in zip(b.batch_sizes, b.lengths):
-    # Rounding to a multiple of P misses by at most P*L/2; here that is <= 5%.
-    assert abs(bs * length - target) <= process_count * length / 2
+    # Rounding to a multiple m misses by at most m*L/2; here that is <= 5%.
+    assert abs(bs * length - target) <= multiple * length / 2
     assert abs(bs * length - target) / target <= 0.05
   # Cropping to the bucket's lower edge means no padding in any bucket.
   clipped = np.minimum(lengths, crop)
   for k, length in enumerate(b.lengths):
     assert (clipped[b.assignment == k] >= length).all()
-  assert (b.assignment >= 0).all()
+  assert (b.assignment >= 0).all() and all(np.bincount(b.assignment) > 0)
   # Buckets are drawn in proportion to their number of batches per epoch.
   picks = np.bincount([b.choose(seed=0, step=t) for t in range(4_000)], minlength=len(b.lengths))
   weights = np.bincount(b.assignment) / np.array(b.batch_sizes)
@@ -69,7 +69,7 @@ def test_dynamic_buckets_audio_per_batch(process_count):
 def test_dynamic_buckets_rejects_tiny_target():
   with pytest.raises(ValueError, match="dynamic_batch_sec"):
     batching.dynamic_buckets([1_000, 2_000], target_samples=3_000, crop_samples=2_000,
-                             process_count=2)
+                             multiple=2)
 
 
 def test_eval_buckets_cover_every_record_once():

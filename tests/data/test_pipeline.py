@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 
 from configs import common
+from jaxssl.data import build
 from jaxssl.data import pipeline
+from jaxssl.data import sources
+from tests.data import corpus_fixtures
 
 
 class IndexSource:
   """In-memory Source whose audio is the constant record index + 1, so a batch
   row tells which record it came from (int16 -> /32768 is exact)."""
 
-  def __init__(self, num=120, *, seed=0, lo=200, hi=12_000, languages=("en", "fr"),
-               noisy=False):
-    self.noisy = noisy  # Random audio instead (for normalisation).
+  def __init__(self, num=120, *, seed=0, lo=200, hi=12_000, languages=("en", "fr")):
     rng = np.random.default_rng(seed)
     self.lengths = rng.integers(lo, hi, num)
     self.language = np.array([languages[i % len(languages)] for i in range(num)])
@@ -25,10 +26,7 @@ class IndexSource:
 
   def __getitem__(self, i):
     n = int(self.lengths[i])
-    audio = np.full(n, i + 1, np.int16)
-    if self.noisy:
-      audio = (np.random.default_rng(i).standard_normal(n) * 3_000 + 200).astype(np.int16)
-    return dict(audio=audio, id=f"utt{i}", text="", phones="",
+    return dict(audio=np.full(n, i + 1, np.int16), id=f"utt{i}", text="", phones="",
                 speaker=str(self.speaker[i]), language=str(self.language[i]),
                 phone_starts=np.zeros(0, np.int32), phone_ends=np.zeros(0, np.int32),
                 num_samples=n)
@@ -74,9 +72,15 @@ def test_train_batches_are_crops_of_the_right_records():
   assert len(set(seen)) == 80  # 80 draws of one epoch: no repeats.
 
 
-def test_global_batch_does_not_depend_on_process_count():
-  src = IndexSource(noisy=True)
-  cfg = _cfg(normalize=True)
+@pytest.mark.parametrize("overrides", [
+    dict(normalize=True),
+    dict(sampling=dict(name="temperature", alpha=0.5)),
+    dict(curriculum=dict(name="crop_length", start_samples=0, ramp_steps=2)),
+    dict(dynamic_batch_sec=2.0),  # Batch sizes: multiples of dynamic_batch_multiple=8.
+], ids=["uniform", "temperature", "curriculum", "dynamic"])
+def test_global_batch_does_not_depend_on_process_count(overrides):
+  src = sources.SyntheticSource(60, seed=0, min_samples=200, max_samples=12_000)
+  cfg = _cfg(**overrides)
   single = _take(pipeline.make_train_loader(cfg, seed=3, source=src), 4)
   hosts = [_take(pipeline.make_train_loader(cfg, seed=3, process_index=i, process_count=2,
                                             source=src), 4) for i in range(2)]
@@ -86,12 +90,13 @@ def test_global_batch_does_not_depend_on_process_count():
                                     np.concatenate([hosts[0][t][key], hosts[1][t][key]]))
   other = _take(pipeline.make_train_loader(cfg, seed=4, source=src), 1)
   assert not np.array_equal(other[0]["audio"], single[0]["audio"])
-  for row, ok in zip(single[0]["audio"], single[0]["valid"]):  # normalize=True
-    assert abs(row[ok].mean()) < 1e-3 and abs(row[ok].std() - 1) < 1e-2
+  if cfg.normalize:
+    for row, ok in zip(single[0]["audio"], single[0]["valid"]):
+      assert abs(row[ok].mean()) < 1e-3 and abs(row[ok].std() - 1) < 1e-2
 
 
 def test_state_resumes_the_same_stream():
-  src = IndexSource()
+  src = sources.SyntheticSource(60, seed=1, min_samples=200, max_samples=12_000)
   loader = pipeline.make_train_loader(_cfg(), seed=1, source=src)
   _take(loader, 5)
   state = json.loads(json.dumps(loader.get_state()))
@@ -133,7 +138,7 @@ def test_max_duration_curriculum_draws_short_whole_utterances():
 
 def test_dynamic_batching_fills_batches_without_padding():
   src = IndexSource(400, lo=500, hi=6_000)
-  cfg = _cfg(dynamic_batch_sec=2.0)  # 32,000 samples per global batch.
+  cfg = _cfg(dynamic_batch_sec=2.0, dynamic_batch_multiple=2)  # 32,000 samples per batch.
   hosts = [pipeline.make_train_loader(cfg, seed=0, process_index=i, process_count=2, source=src)
            for i in range(2)]
   shapes = set()
@@ -142,7 +147,7 @@ def test_dynamic_batching_fills_batches_without_padding():
     global_batch, length = hosts[0].batch_shape(t)
     assert a["audio"].shape == b["audio"].shape == (global_batch // 2, length)
     assert a["valid"].all() and b["valid"].all()
-    assert abs(global_batch * length - 32_000) <= length  # |error| <= P * L / 2.
+    assert abs(global_batch * length - 32_000) <= length  # |error| <= multiple * L / 2.
     shapes.add((global_batch, length))
   assert 1 < len(shapes) <= 4
 
@@ -177,6 +182,19 @@ def test_eval_loader_one_pass_in_buckets():
       np.testing.assert_array_equal(batch[key], np.concatenate([a[key], b[key]]))
 
 
+def test_eval_loader_uses_the_given_language_list():
+  src = IndexSource(10)
+  loader = pipeline.make_eval_loader(_cfg(), split="dev", seed=0, source=src,
+                                     languages=["fr", "de", "en"])
+  for batch in loader:
+    rows = batch["index"]
+    real = rows >= 0
+    np.testing.assert_array_equal(batch["language"][real],
+                                  np.where(src.language[rows[real]] == "fr", 0, 2))
+  with pytest.raises(ValueError, match=r"languages \['fr'\] missing"):
+    pipeline.make_eval_loader(_cfg(), split="dev", seed=0, source=src, languages=["en"])
+
+
 @pytest.mark.parametrize("overrides, process_count, match", [
     (dict(batch_size=6), 4, "batch_size=6 must be a positive multiple of process_count=4"),
     (dict(sampling=dict(name="mixture", alpha=1.0)), 1, "data.sampling.name"),
@@ -185,8 +203,30 @@ def test_eval_loader_one_pass_in_buckets():
           dynamic_batch_sec=4.0), 1, "cannot be combined"),
     (dict(selection=dict(score_file="", keep_fraction=0.5)), 1, "needs data.selection.score"),
     (dict(min_samples=20_000), 1, "No record"),
+    (dict(dynamic_batch_sec=1.0), 1, "fewer than 8"),
 ])
 def test_config_errors_name_the_field(overrides, process_count, match):
   with pytest.raises(ValueError, match=match):
     pipeline.make_train_loader(_cfg(**overrides), seed=0, process_count=process_count,
                                source=IndexSource())
+
+
+def test_loaders_read_a_built_array_record_dataset(tmp_path):
+  rows = corpus_fixtures.demo_corpus(str(tmp_path / "demo"), n=4, bad=False)
+  build.build("demo_corpus", source=str(tmp_path / "demo"), data_dir=str(tmp_path / "tfds"),
+              show_progress=False)
+  cfg = _cfg(name="demo_corpus", data_dir=str(tmp_path / "tfds"), crop_samples=2_000,
+             batch_size=4, normalize=True)
+  batch = next(pipeline.make_train_loader(cfg, seed=0))
+  assert batch["audio"].shape == (4, 2_000) and np.isfinite(batch["audio"]).all()
+  eval_loader = pipeline.make_eval_loader(cfg, split="dev", seed=0)
+  src = sources.open_source("demo_corpus", data_dir=str(tmp_path / "tfds"), split="dev")
+  for batch in eval_loader:
+    for index, n in zip(batch["index"], batch["valid"].sum(1)):
+      assert index < 0 or n == rows[src[int(index)]["id"]]["num_samples"]
+
+
+def test_state_rejects_garbage():
+  loader = pipeline.make_train_loader(_cfg(), seed=0, source=IndexSource())
+  with pytest.raises(ValueError, match="Loader state"):
+    loader.set_state({"next_index": 3})
