@@ -20,16 +20,17 @@ Strategies (samplers, curricula, selection) live in `sampling.py`, shapes and
 batch assembly in `batching.py`; see STYLE.md "Data".
 """
 import functools
-import logging
 import math
 import sys
 
+from absl import logging
 import grain
 import numpy as np
 
 from jaxssl.data import audio as audio_lib
 from jaxssl.data import batching
 from jaxssl.data import sampling
+from jaxssl.data import sources
 
 SAMPLE_RATE = 16_000
 _CURRICULA = ("", "crop_length", "max_duration")
@@ -215,7 +216,7 @@ def _host_slice(plan, *, index, count):
   return {**plan, "indices": plan["indices"][rows], "offsets": plan["offsets"][rows]}
 
 
-def _load(source, plan, *, language_ids, speaker_ids, normalize):
+def _load(source, plan, *, language_ids, speaker_ids, normalize, with_index=False):
   """Reads the planned records and assembles the numpy batch (-1 = padding row)."""
   indices = plan["indices"]
   audios = _read_audio(source, indices)
@@ -225,7 +226,7 @@ def _load(source, plan, *, language_ids, speaker_ids, normalize):
   batch = {"audio": audio, "valid": valid,
            "language": np.where(real, language_ids[indices], -1).astype(np.int32),
            "speaker": np.where(real, speaker_ids[indices], -1).astype(np.int32)}
-  if "with_index" in plan:
+  if with_index:
     batch["index"] = indices.astype(np.int32)
   return batch
 
@@ -274,11 +275,11 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
 
   edges = batching.eval_bucket_edges(lengths, max_buckets)
   batches = batching.eval_batches(lengths, edges, data_cfg.batch_size, seed=seed)
-  plans = [{"indices": idx, "offsets": np.zeros(len(idx), np.int64), "length": length,
-            "with_index": True} for length, idx in batches]
+  plans = [{"indices": idx, "offsets": np.zeros(len(idx), np.int64), "length": length}
+           for length, idx in batches]
   load = functools.partial(_load, source, language_ids=language_ids,
                            speaker_ids=speaker_ids.astype(np.int32),
-                           normalize=data_cfg.normalize)
+                           normalize=data_cfg.normalize, with_index=True)
   dataset = (grain.MapDataset.range(len(plans))
              .map(plans.__getitem__)
              .map(functools.partial(_host_slice, index=process_index, count=process_count))
@@ -289,7 +290,6 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
 
 
 def _open(data_cfg, split):
-  from jaxssl.data import sources  # pylint: disable=g-import-not-at-top
   return sources.open_source(data_cfg.name, data_dir=data_cfg.data_dir, split=split)
 
 
