@@ -1,0 +1,40 @@
+"""wav2vec 2.0 BASE on LibriSpeech 960 h (fairseq wav2vec2_base_librispeech.yaml).
+
+  python -m jaxssl.data.build --dataset=librispeech --source=/path/to/LibriSpeech --data_dir=$TFDS
+  python -m jaxssl.main --config=configs/wav2vec2/base.py --workdir=gs://$BUCKET/w2v2_base \
+      --config.data.data_dir=$TFDS
+
+fairseq ran 64 GPUs x 1.4M samples (about 1.56 h of audio per update); here batch_size counts
+utterances of the fixed 250k-sample crop, so 64 x 87.5 s / 15.6 s ≈ 358 -> 352 (divisible by
+common pod sizes). `:runlocal` shrinks everything for a CPU smoke run.
+"""
+import ml_collections as mlc
+
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False)
+  c = mlc.ConfigDict()
+  c.trainer = "pretrain"
+  c.seed = 0
+  c.total_steps = 400_000
+  c.log_every_steps = 100
+  c.max_consecutive_nonfinite = 10
+
+  c.data = common.data("librispeech", split="train_clean_100+train_clean_360+train_other_500",
+                       crop_samples=250_000, batch_size=352)
+  c.data.min_samples = 32_000
+
+  c.model = common.wav2vec2_model("base")  # Post-LN, group-norm extractor, grad mult 0.1.
+  c.masking = dict(prob=0.65, span=10, min_spans=2)
+  c.quantizer = dict(num_groups=2, num_vars=320, temp=(2.0, 0.5, 0.999995))
+  c.objective = dict(name="wav2vec2", num_negatives=100, cross_sample_negatives=0, logit_temp=0.1,
+                     diversity_weight=0.1, feature_penalty_weight=10.0, num_languages=0)
+  c.optim = common.adamw(lr=5e-4, weight_decay=0.01)
+  c.schedule = dict(name="warmup_poly", warmup_steps=32_000, power=1.0, end_lr=0.0)
+  c.mesh = common.mesh(data=-1)
+  c.ckpt = common.ckpt(every_steps=5_000, keep=3)
+  if arg.runlocal:
+    common.shrink_for_cpu(c)
+  return c.lock()

@@ -1,0 +1,91 @@
+"""Config validation: reject inconsistent values with a clear message before anything compiles.
+
+Mistyped field names are caught earlier, by the locked ConfigDict (see main.py); this module checks
+that the values agree with each other and with the machine (device count, paths).
+"""
+import os
+
+import jax
+
+from jaxssl import masking
+from jaxssl.models import variants
+
+
+class ConfigError(ValueError):
+  """A config value is inconsistent; the message names the field(s)."""
+
+
+def _check(cond, msg):
+  if not cond:
+    raise ConfigError(msg)
+
+
+def mesh_shape(mesh_cfg, num_devices=None):
+  """Resolves the (data, fsdp, tensor) sizes, -1 meaning 'the remaining devices'."""
+  n = jax.device_count() if num_devices is None else num_devices
+  sizes = {k: mesh_cfg[k] for k in ("data", "fsdp", "tensor")}
+  auto = [k for k, v in sizes.items() if v == -1]
+  _check(len(auto) <= 1, f"mesh: at most one axis may be -1, got {sizes}.")
+  fixed = 1
+  for k, v in sizes.items():
+    _check(v == -1 or v >= 1, f"mesh.{k}={v}: sizes are positive, or -1 for auto.")
+    fixed *= 1 if v == -1 else v
+  if auto:
+    _check(n % fixed == 0, f"mesh {sizes}: {n} devices are not divisible by {fixed}.")
+    sizes[auto[0]] = n // fixed
+  _check(sizes["data"] * sizes["fsdp"] * sizes["tensor"] == n,
+         f"mesh {sizes} needs {sizes['data'] * sizes['fsdp'] * sizes['tensor']} devices, "
+         f"but {n} are available.")
+  return sizes
+
+
+def validate(config, num_devices=None, num_processes=None):
+  """Raises ConfigError naming the offending field(s) when the config is inconsistent."""
+  c = config
+  _check(c.total_steps > 0, f"total_steps={c.total_steps} must be positive.")
+  d = c.data
+  _check(d.crop_samples >= variants.RECEPTIVE_FIELD,
+         f"data.crop_samples={d.crop_samples} is shorter than the model's receptive field "
+         f"({variants.RECEPTIVE_FIELD} samples, 25 ms at 16 kHz).")
+  _check(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be positive.")
+  sizes = mesh_shape(c.mesh, num_devices)
+  batch_shards = sizes["data"] * sizes["fsdp"]
+  _check(d.batch_size % batch_shards == 0,
+         f"data.batch_size={d.batch_size} is not divisible by the data-parallel size "
+         f"mesh.data x mesh.fsdp = {batch_shards}.")
+  procs = jax.process_count() if num_processes is None else num_processes
+  _check(d.batch_size % procs == 0,
+         f"data.batch_size={d.batch_size} is not divisible by the {procs} processes.")
+  accum = c.optim.get("grad_accum_steps", 1)
+  _check(accum >= 1 and d.batch_size % (batch_shards * accum) == 0,
+         f"data.batch_size={d.batch_size} must split into optim.grad_accum_steps={accum} "
+         f"microbatches that each divide over {batch_shards} data-parallel shards.")
+
+  v = variants.get(c.model.variant)
+  _check(v.embed_dim % v.num_heads == 0,
+         f"model.variant={c.model.variant!r}: embed_dim {v.embed_dim} % heads {v.num_heads} != 0.")
+  if "quantizer" in c:
+    dim = c.model.final_dim or v.final_dim
+    _check(dim % c.quantizer.num_groups == 0,
+           f"quantizer.num_groups={c.quantizer.num_groups} does not divide the final dim {dim}.")
+  if "masking" in c:
+    m = c.masking
+    _check(0.0 <= m.prob <= 1.0, f"masking.prob={m.prob} must be in [0, 1].")
+    _check(m.span >= 1, f"masking.span={m.span} must be at least 1.")
+    frames = variants.frames_for(d.crop_samples)
+    _check(frames > m.span * m.min_spans,
+           f"data.crop_samples={d.crop_samples} gives {frames} frames, too few for "
+           f"masking.min_spans={m.min_spans} spans of masking.span={m.span} frames.")
+    _check(masking.max_spans(frames, m.prob, m.span, m.min_spans) <= frames,
+           "masking: more spans than frames.")
+  if c.objective.name == "wav2vec2":
+    _check(c.objective.num_negatives >= 1,
+           f"objective.num_negatives={c.objective.num_negatives} must be at least 1.")
+    _check(c.objective.logit_temp > 0, f"objective.logit_temp={c.objective.logit_temp} <= 0.")
+  sched = c.schedule
+  _check(sched.get("warmup_steps", 0) <= c.total_steps,
+         f"schedule.warmup_steps={sched.get('warmup_steps')} exceeds total_steps={c.total_steps}.")
+  init_from = c.ckpt.get("init_from", "")
+  _check(not init_from or init_from.startswith("gs://") or os.path.exists(init_from),
+         f"ckpt.init_from={init_from!r}: no such checkpoint directory.")
+  return sizes
