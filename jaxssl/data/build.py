@@ -25,16 +25,6 @@ import tensorflow_datasets as tfds
 from jaxssl.data import builders
 from jaxssl.data.builders import skips as skips_lib
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", None, f"One of {sorted(builders.BUILDERS)}.")
-flags.DEFINE_string("source", None, "Local corpus folder (or manifest file for local_audio).")
-flags.DEFINE_string("data_dir", None, "Output root; the dataset goes to data_dir/<dataset>/...")
-flags.DEFINE_string("config", None, "Builder config: language (mls, common_voice) or the "
-                    "corpus name (local_audio).")
-flags.DEFINE_list("splits", None, "Build only these splits (default: all found).")
-flags.DEFINE_integer("num_workers", 4, "Audio decoding threads.")
-flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists.")
-
 
 def make_builder(dataset, *, data_dir, source=None, config=None, **kwargs):
   """Instantiates the builder for `dataset` writing array_record under `data_dir`."""
@@ -67,32 +57,43 @@ def build(dataset, *, source, data_dir, config=None, splits=None, num_workers=4,
   source = os.fspath(source)
   if not os.path.exists(source):
     raise FileNotFoundError(f"--source {source!r} does not exist.")
-  builder = make_builder(dataset, data_dir=data_dir, source=source, config=config,
-                         splits=splits, num_workers=num_workers, show_progress=show_progress,
-                         **builder_kwargs)
+  make = lambda: make_builder(dataset, data_dir=data_dir, source=source, config=config,
+                              splits=splits, num_workers=num_workers,
+                              show_progress=show_progress, **builder_kwargs)
+  builder = make()
   path = os.fspath(builder.data_path)
-  if os.path.exists(os.path.join(path, "dataset_info.json")) and not overwrite:
-    summary = _read_summary(path)
-    summary["already_built"] = True
-    summary["path"] = path
-    return summary
+  backup = None
+  if os.path.exists(os.path.join(path, "dataset_info.json")):
+    if not overwrite:
+      summary = _read_summary(path)
+      summary["already_built"] = True
+      summary["path"] = path
+      return summary
+    # Keep the old build until the new one is complete. (A builder made over an
+    # existing folder reads its info from there and cannot be re-prepared.)
+    backup = f"{path}.old{os.getpid()}"
+    os.replace(path, backup)
+    builder = make()
   # Our own per-split bars carry the ETA; TFDS's would be drawn over them.
   tfds.disable_progress_bar()
   download_dir = tempfile.mkdtemp(prefix="jaxssl_build_")  # Nothing is downloaded.
   try:
-    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite
-            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     builder.download_and_prepare(
         file_format="array_record", download_dir=download_dir,
         download_config=tfds.download.DownloadConfig(
-            manual_dir=source if os.path.isdir(source) else None,
-            try_download_gcs=False, download_mode=mode))
+            manual_dir=source if os.path.isdir(source) else None, try_download_gcs=False))
+  except BaseException:
+    if backup:
+      shutil.rmtree(path, ignore_errors=True)
+      os.replace(backup, path)
+    raise
   finally:
     shutil.rmtree(download_dir, ignore_errors=True)
+  if backup:
+    shutil.rmtree(backup, ignore_errors=True)
   summary = dict(builder.skip_summary)
   summary["path"] = path
   return summary
-
 
 def _read_summary(path):
   skipped = os.path.join(path, skips_lib.SKIPPED_FILE)
@@ -102,8 +103,22 @@ def _read_summary(path):
   return {"num_skipped": 0, "skipped": {}, "splits": {}}
 
 
+def _define_flags():
+  # Defined only when run as a script: library users (tests, the trainer)
+  # import this module next to others that own --config or --num_workers.
+  flags.DEFINE_string("dataset", None, f"One of {sorted(builders.BUILDERS)}.")
+  flags.DEFINE_string("source", None, "Local corpus folder (or manifest file for local_audio).")
+  flags.DEFINE_string("data_dir", None, "Output root; the dataset goes to data_dir/<dataset>/...")
+  flags.DEFINE_string("config", None, "Builder config: language (mls, common_voice) or the "
+                      "corpus name (local_audio).")
+  flags.DEFINE_list("splits", None, "Build only these splits (default: all found).")
+  flags.DEFINE_integer("num_workers", 4, "Audio decoding threads.")
+  flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists.")
+
+
 def main(argv):
   del argv
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   for name in ("dataset", "source", "data_dir"):
     if not getattr(FLAGS, name):
       sys.exit(f"error: --{name} is required (datasets: {sorted(builders.BUILDERS)}).")
@@ -120,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

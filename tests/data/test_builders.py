@@ -226,6 +226,20 @@ def test_split_with_only_bad_files_fails_clearly(tmp_path):
     _build("local_audio", root, tmp_path / "tfds")
 
 
+def test_rebuild_needs_overwrite_and_a_failed_overwrite_keeps_the_old_build(tmp_path):
+  fx.demo_corpus(str(tmp_path / "demo"), bad=False)
+  _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds")
+  again = _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds", splits=["dev"])
+  assert again["already_built"] and sorted(again["splits"]) == ["dev", "train"]
+  _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds", splits=["dev"], overwrite=True)
+  with pytest.raises(ValueError, match="Split 'train' not in"):
+    sources.open_source("demo_corpus", data_dir=tmp_path / "tfds", split="train")
+  with pytest.raises(ValueError, match=r"split\(s\) \['test'\] not found"):
+    _build("demo_corpus", tmp_path / "demo", tmp_path / "tfds", splits=["test"], overwrite=True)
+  assert len(sources.open_source("demo_corpus", data_dir=tmp_path / "tfds", split="dev")) == 3
+  assert os.listdir(tmp_path / "tfds" / "demo_corpus") == ["1.0.0"]
+
+
 def test_cli_builds_and_prints_the_skip_summary(tmp_path):
   fx.demo_corpus(str(tmp_path / "demo"))
   cmd = [sys.executable, "-m", "jaxssl.data.build", "--dataset=demo_corpus",
