@@ -10,9 +10,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
+import orbax.checkpoint as ocp
 
 from configs import common
 from jaxssl.data import sources
+from jaxssl.training import checkpointing
 
 FRAME = 8
 
@@ -86,3 +88,19 @@ def config(total_steps=4, *, batch_size=8, crop_samples=512, mesh=(-1, 1, 1)):
   c.mesh = common.mesh(*mesh)
   c.ckpt = common.ckpt(every_steps=2, keep=3)
   return c
+
+
+def latest_params(workdir):
+  """(step, params as numpy) of the newest checkpoint in `workdir`, whatever topology wrote it."""
+  ckpt = checkpointing.Checkpointer(workdir, common.ckpt())
+  step = ckpt.latest_step()
+  ckpt.close()
+  item = ckpt.directory / str(step) / "state"
+  meta = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree["params"]
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = {"params": jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)}
+  restored = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  return step, jax.device_get(restored["params"])

@@ -8,7 +8,6 @@ import signal
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxssl.training import checkpointing
@@ -25,15 +24,6 @@ def _train(config, workdir, objective=None):
 def _train_metrics(workdir):
   rows = metrics_lib.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
-
-
-def _latest_params(workdir, config):
-  """(step, params) of the latest checkpoint in `workdir`, as host arrays."""
-  ckpt = checkpointing.Checkpointer(workdir, config.ckpt)
-  step = ckpt.latest_step()
-  restored = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  ckpt.close()
-  return step, jax.device_get(restored.state["params"])
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
@@ -66,7 +56,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
   for ra, rb in zip(a, b):
     for k in ra:
       np.testing.assert_allclose(ra[k], rb[k], rtol=1e-6, err_msg=f"{k} at step {ra['step']}")
-  (sa, pa), (sb, pb) = _latest_params(straight, config), _latest_params(resumed, config)
+  (sa, pa), (sb, pb) = standin.latest_params(straight), standin.latest_params(resumed)
   assert sa == sb == 6
   jax.tree.map(np.testing.assert_array_equal, pa, pb)
 
