@@ -38,14 +38,15 @@ def warmup_poly(lr, total_steps, *, warmup_steps=0, power=1.0, end_lr=0.0):
   lr(t) = lr * t / warmup for t <= warmup; end_lr + (lr - end_lr) * (1 - (t - w) / (T - w))**power
   for warmup < t < T; end_lr from T on. `t` counts applied updates (optax's `count`).
   """
-  _need(0 <= warmup_steps < total_steps,
-        f"schedule.warmup_steps={warmup_steps} must be in [0, total_steps={total_steps}).")
+  # warmup_steps >= total_steps is allowed (a short debug run stays in warmup).
+  _need(warmup_steps >= 0, f"schedule.warmup_steps must be >= 0, got {warmup_steps}.")
   _need(power > 0, f"schedule.power must be > 0, got {power}.")
 
   def schedule(count):
     t = jnp.asarray(count, jnp.float32)
     warm = lr * t / max(warmup_steps, 1)
-    remaining = jnp.clip(1.0 - (t - warmup_steps) / (total_steps - warmup_steps), 0.0, 1.0)
+    remaining = jnp.clip(1.0 - (t - warmup_steps) / max(total_steps - warmup_steps, 1),
+                         0.0, 1.0)
     decay = end_lr + (lr - end_lr) * remaining**power
     return jnp.where(t <= warmup_steps, warm, decay)
 

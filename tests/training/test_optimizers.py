@@ -23,6 +23,11 @@ def test_warmup_poly_matches_fairseq_polynomial_decay():
   np.testing.assert_allclose(_values(s, [0, 5, 10, 60, 20, 110, 500]), expected, rtol=1e-6)
 
 
+def test_warmup_longer_than_the_run_stays_in_warmup():
+  s = optimizers.make_schedule(dict(name="warmup_poly", warmup_steps=60), lr=1.0, total_steps=4)
+  np.testing.assert_allclose(_values(s, [0, 3, 4]), [0.0, 0.05, 4 / 60], rtol=1e-6)
+
+
 def test_tri_stage_phases_from_ratios_and_steps():
   s = optimizers.make_schedule(
       dict(name="tri_stage", phase_ratio=(0.1, 0.4, 0.5), init_lr_scale=0.01,
@@ -44,7 +49,7 @@ def test_constant_with_warmup():
 @pytest.mark.parametrize("cfg,match", [
     (dict(name="cosine"), "choose from .*constant.*tri_stage.*warmup_poly"),
     (dict(name="warmup_poly", warmup_step=3), "warmup_step"),
-    (dict(name="warmup_poly", warmup_steps=100), "warmup_steps=100"),
+    (dict(name="warmup_poly", warmup_steps=-1), "warmup_steps must be >= 0"),
     (dict(name="tri_stage", phase_ratio=(0.5, 0.6, 0.1)), "phase_ratio"),
 ])
 def test_bad_schedule_config_names_the_field(cfg, match):
