@@ -41,7 +41,9 @@ class MetricsWriter:
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     _truncate_after(self.jsonl_path, start_step)
     self._jsonl = open(self.jsonl_path, "a")
-    self._tb = tensorboardX.SummaryWriter(logdir=workdir, purge_step=start_step + 1 if start_step else None)
+    # purge_step drops events a preempted run logged after its last checkpoint.
+    self._tb = tensorboardX.SummaryWriter(logdir=workdir,
+                                          purge_step=start_step + 1 if start_step else None)
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                           smoothing=0.1)
 

@@ -91,7 +91,9 @@ def train_step(state, batch, *, objective, tx, lr_schedule, grad_accum_steps=1):
   params = optax.apply_updates(state.params, updates)
   # jnp.where, not a cond: both branches are cheap elementwise work, and a skipped step must
   # leave params and Adam moments bitwise unchanged.
-  keep_if_bad = lambda new, old: jnp.where(finite, new, old)  # pylint: disable=unnecessary-lambda-assignment
+  def keep_if_bad(new, old):
+    return jnp.where(finite, new, old)
+
   nonfinite = jnp.where(finite, 0, state.nonfinite_count + 1)
   num_skipped = state.num_skipped + (~finite).astype(jnp.int32)
   new_state = state.replace(

@@ -18,7 +18,10 @@ from jaxssl.training import train_state
 def _state(mesh, params, step=0):
   shard = NamedSharding(mesh, P("fsdp"))
   repl = NamedSharding(mesh, P())
-  put = lambda x: jax.device_put(x, shard if x.ndim and x.shape[0] % 2 == 0 else repl)  # pylint: disable=unnecessary-lambda-assignment
+
+  def put(x):
+    return jax.device_put(x, shard if x.ndim and x.shape[0] % 2 == 0 else repl)
+
   return train_state.TrainState(
       step=jax.device_put(jnp.int32(step), repl), params=jax.tree.map(put, params),
       opt_state={"count": jax.device_put(jnp.int32(7), repl)},

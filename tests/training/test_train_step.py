@@ -83,7 +83,10 @@ def test_grad_accumulation_matches_full_batch():
 def test_nonfinite_step_is_skipped_bitwise():
   objective = standin.StandInObjective(nan_steps=(1, 2))
   _, state, step, batch_sharding = _setup((2, 2, 2), objective)
-  batch = lambda: partitioning.make_global_batch(_batch(), batch_sharding)  # pylint: disable=unnecessary-lambda-assignment
+
+  def batch():
+    return partitioning.make_global_batch(_batch(), batch_sharding)
+
   state, _ = step(state, batch())  # Step 0: fine.
   before = jax.device_get((state.params, state.opt_state))
   state, m = step(state, batch())  # Step 1: NaN loss.
@@ -105,3 +108,20 @@ def test_step_cost_counts_flops():
   spec = partitioning.abstract_batch(_batch(), batch_sharding)
   compiled = step.lower(state, spec).compile()
   assert train_step.step_cost(compiled) > 1e4
+
+
+def test_eval_step_runs_without_dropout():
+  objective = standin.StandInObjective(dropout_rate=0.5)
+  mesh, state, _, batch_sharding = _setup((2, 2, 2), objective)
+  params_sharding = jax.tree.map(lambda x: x.sharding, state.params)
+  evaluate = train_step.make_eval_step(mesh, params_sharding, batch_sharding, objective=objective)
+  batch = partitioning.make_global_batch(_batch(), batch_sharding)
+  rng = jax.random.PRNGKey(5)
+  m1, m2 = evaluate(state.params, batch, rng), evaluate(state.params, batch, jax.random.PRNGKey(6))
+  assert set(m1) == {"eval/loss", "eval/valid_frac"}
+  np.testing.assert_array_equal(m1["eval/loss"], m2["eval/loss"])  # No noise in eval mode.
+  host = jax.device_get((state.params, batch))
+  expected, _ = objective.loss(*host, rng, step=0, train=False)
+  trained, _ = objective.loss(*host, rng, step=0, train=True)
+  np.testing.assert_allclose(m1["eval/loss"], expected, rtol=1e-5)
+  assert abs(float(trained) - float(expected)) > 1e-4
