@@ -24,9 +24,9 @@ def _batch(batch_size=8, length=256, seed=0, all_valid=False):
           "language": np.zeros(batch_size, np.int32), "speaker": np.zeros(batch_size, np.int32)}
 
 
-def _setup(mesh_sizes, objective, *, grad_accum_steps=1, devices=None):
+def _setup(mesh_sizes, objective, *, grad_accum_steps=1, devices=None, trainable=".*"):
   mesh = partitioning.make_mesh(common.mesh(*mesh_sizes), devices=devices)
-  optim = common.adamw(lr=1e-2, clip_norm=1.0)
+  optim = common.adamw(lr=1e-2, clip_norm=1.0, trainable=trainable)
   tx, schedule = optimizers.make_optimizer(optim, mlc.ConfigDict(dict(name="constant")), 10)
   batch_sharding = partitioning.batch_sharding(mesh)
   local = _batch()
@@ -125,3 +125,17 @@ def test_eval_step_runs_without_dropout():
   trained, _ = objective.loss(*host, rng, step=0, train=True)
   np.testing.assert_allclose(m1["eval/loss"], expected, rtol=1e-5)
   assert abs(float(trained) - float(expected)) > 1e-4
+
+
+def test_frozen_params_stay_fixed_and_hold_no_moments_on_the_mesh():
+  objective = standin.StandInObjective()
+  _, state, step, batch_sharding = _setup((2, 2, 2), objective, trainable="fc1/.*")
+  # Adam moments exist for fc1 only (16*32 + 32 values, twice), sharded like fc1 itself.
+  moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim]
+  assert sum(x.size for x in moments) == 2 * (16 * 32 + 32)
+  before = jax.device_get(state.params)
+  state, _ = step(state, partitioning.make_global_batch(_batch(), batch_sharding))
+  after = jax.device_get(state.params)
+  for name in ("conv", "fc2"):
+    jax.tree.map(np.testing.assert_array_equal, before[name], after[name])
+  assert np.any(before["fc1"]["kernel"] != after["fc1"]["kernel"])
