@@ -30,14 +30,17 @@ LOGICAL_AXIS_RULES = (
 )
 
 
+def _as_axes(axes):
+  """None, "fsdp" or ("data", "fsdp") -> None or a tuple of mesh axis names."""
+  if axes is None:
+    return None
+  return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
 def logical_axis_rules(overrides=()):
   """LOGICAL_AXIS_RULES with `overrides` ((name, mesh_axes) pairs, e.g. config.mesh.rules) first."""
-  overrides = tuple((str(name), None if axes is None else (axes if isinstance(axes, str)
-                                                           else tuple(axes)))
-                    for name, axes in overrides)
-  unknown = [axes for _, axes in overrides
-             if axes is not None and not set((axes,) if isinstance(axes, str) else axes)
-             <= set(MESH_AXES)]
+  overrides = tuple((str(name), _as_axes(axes)) for name, axes in overrides)
+  unknown = [axes for _, axes in overrides if axes and not set(axes) <= set(MESH_AXES)]
   if unknown:
     raise ValueError(f"mesh.rules map to unknown mesh axes {unknown}; valid: {MESH_AXES}.")
   names = {name for name, _ in overrides}

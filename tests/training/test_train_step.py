@@ -2,7 +2,6 @@
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
