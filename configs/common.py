@@ -93,6 +93,13 @@ def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6, tr
                              trainable=trainable))
 
 
+def distributed(coordinator=""):
+  """The `distributed` section: "" = one process; "auto" = jax.distributed.initialize() on a
+  TPU pod (the coordinator is discovered); "host:port" = explicit, with num_processes and
+  process_id (e.g. two CPU processes on one machine)."""
+  return mlc.ConfigDict(dict(coordinator=coordinator, num_processes=1, process_id=0))
+
+
 def ckpt(every_steps=5_000, keep=3, init_from=""):
   """The `ckpt` section: orbax checkpoints every `every_steps`, keep the last `keep`."""
   return mlc.ConfigDict(dict(every_steps=every_steps, keep=keep, init_from=init_from,
@@ -107,3 +114,5 @@ def shrink_for_cpu(c):
   c.data.crop_samples = 8_000
   c.model.variant = "tiny"
   c.ckpt.every_steps = 2
+  if "warmup_steps" in c.schedule:
+    c.schedule.warmup_steps = 1

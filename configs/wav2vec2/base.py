@@ -2,7 +2,7 @@
 
   python -m jaxssl.data.build --dataset=librispeech --source=/path/to/LibriSpeech --data_dir=$TFDS
   python -m jaxssl.main --config=configs/wav2vec2/base.py --workdir=gs://$BUCKET/w2v2_base \
-      --config.data.data_dir=$TFDS
+      --config.data.data_dir=$TFDS --config.distributed.coordinator=auto
 
 fairseq ran 64 GPUs x 1.4M samples (about 1.56 h of audio per update); here batch_size counts
 utterances of the fixed 250k-sample crop, so 64 x 87.5 s / 15.6 s ≈ 358 -> 352 (divisible by
@@ -33,6 +33,7 @@ def get_config(arg=None):
                      diversity_weight=0.1, feature_penalty_weight=10.0, num_languages=0)
   c.optim = common.adamw(lr=5e-4, weight_decay=0.01)
   c.schedule = dict(name="warmup_poly", warmup_steps=32_000, power=1.0, end_lr=0.0)
+  c.distributed = common.distributed()
   c.mesh = common.mesh(data=-1)
   c.ckpt = common.ckpt(every_steps=5_000, keep=3)
   if arg.runlocal:

@@ -29,6 +29,7 @@ def get_config(arg=None):
                      diversity_weight=0.1, feature_penalty_weight=10.0, num_languages=0)
   c.optim = common.adamw(lr=5e-4, weight_decay=0.01, clip_norm=10.0)
   c.schedule = dict(name="warmup_poly", warmup_steps=60, power=1.0, end_lr=0.0)
+  c.distributed = common.distributed()
   c.mesh = common.mesh()
   c.ckpt = common.ckpt(every_steps=200, keep=2)
   if arg.runlocal:

@@ -38,6 +38,7 @@ def get_config(arg=None):
                      diversity_weight=0.1, feature_penalty_weight=0.0, num_languages=0)
   c.optim = common.adamw(lr=3e-4, weight_decay=0.01)
   c.schedule = dict(name="warmup_poly", warmup_steps=32_000, power=1.0, end_lr=0.0)
+  c.distributed = common.distributed()
   c.mesh = common.mesh(data=-1)
   c.ckpt = common.ckpt(every_steps=5_000, keep=3)
   if arg.runlocal:

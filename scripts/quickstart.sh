@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The README's two commands. Creates (or updates) .venv from the pinned requirements, then:
+#   bash scripts/quickstart.sh demo   build the demo corpus and pretrain wav2vec 2.0 on it
+#   bash scripts/quickstart.sh test   run the test suite (what CI runs)
+# Needs only Python 3.11 and pip access: no root, no apt package, no GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python_bin="${PYTHON:-}"
+if [[ -z "$python_bin" ]]; then
+  python_bin=$(command -v python3.11 || command -v python3)
+fi
+if [[ ! -x .venv/bin/python ]]; then
+  echo "== creating .venv with $python_bin"
+  "$python_bin" -m venv .venv
+fi
+# shellcheck disable=SC1091
+source .venv/bin/activate
+# Reinstall only when the pins or the package metadata changed.
+stamp=.venv/.jaxssl-installed
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  echo "== installing requirements"
+  python -m pip install --quiet --upgrade pip
+  python -m pip install --quiet -r requirements.txt
+  python -m pip install --quiet --no-deps -e .
+  echo "$want" > "$stamp"
+fi
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+
+case "${1:-}" in
+  demo)
+    workdir="${WORKDIR:-workdir/w2v2_demo}"
+    python -m jaxssl.data.demo_corpus --out=data/demo_corpus
+    python -m jaxssl.data.build --dataset=demo_corpus --source=data/demo_corpus --data_dir=data/tfds
+    python -m jaxssl.main --config=configs/wav2vec2/demo.py --workdir="$workdir" "${@:2}"
+    python -m jaxssl.training.plots --workdir="$workdir"
+    ;;
+  test)
+    python -m pytest -q "${@:2}"
+    ;;
+  *)
+    echo "usage: bash scripts/quickstart.sh demo|test [extra args]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,70 @@
+"""The entry point: clear errors for mistyped or inconsistent configs, and --dry_run's JSON line."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs.wav2vec2 import demo
+from jaxssl import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args, timeout=300):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", "jaxssl.main",
+                         "--config=configs/wav2vec2/demo.py:runlocal", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_mistyped_override_names_the_field_and_its_closest_names():
+  proc = _main("--config.optim.lrr=1e-3", "--dry_run")
+  assert proc.returncode == 2
+  assert "unknown config field 'optim.lrr'" in proc.stderr
+  assert "Did you mean 'lr'?" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_mistyped_section_is_reported_at_the_section():
+  proc = _main("--config.maskin.prob=0.5", "--dry_run")
+  assert proc.returncode == 2
+  assert "unknown config field 'maskin'" in proc.stderr and "'masking'" in proc.stderr
+
+
+def test_inconsistent_values_fail_before_compiling():
+  proc = _main("--config.data.crop_samples=300", "--dry_run")
+  assert proc.returncode == 2
+  assert "data.crop_samples=300 is shorter than the model's receptive field" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(batch_size=6), "data.batch_size=6 is not divisible by the data-parallel size"),
+    (dict(crop_samples=2_000), "too few for masking.min_spans=2 spans"),
+])
+def test_validator_messages(overrides, message):
+  c = demo.get_config("runlocal")
+  with c.unlocked():
+    c.data.update(overrides)
+  with pytest.raises(validate.ConfigError, match=message):
+    validate.validate(c, num_devices=4)
+
+
+def test_mesh_shape_resolves_auto_axis_and_rejects_bad_sizes():
+  c = demo.get_config()
+  assert validate.mesh_shape(c.mesh, 8) == dict(data=8, fsdp=1, tensor=1)
+  with c.unlocked():
+    c.mesh.update(dict(data=-1, fsdp=2, tensor=2))
+  assert validate.mesh_shape(c.mesh, 8) == dict(data=2, fsdp=2, tensor=2)
+  with pytest.raises(validate.ConfigError, match="needs 12 devices, but 8"):
+    validate.mesh_shape(dict(data=3, fsdp=2, tensor=2), 8)
+
+
+def test_dry_run_prints_params_and_flops():
+  proc = _main("--dry_run")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  line = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert line["num_params"] > 10_000
+  assert line["flops_per_step"] > 0
