@@ -82,6 +82,17 @@ def wav2vec2_model(variant, **overrides):
   return m
 
 
+def wav2vec2_sections(c, *, num_vars=320, temp=(2.0, 0.5, 0.999995), num_negatives=100,
+                      feature_penalty_weight=10.0):
+  """Sets the `masking`, `quantizer` and `objective` sections of a wav2vec 2.0 recipe
+  (fairseq's defaults: p=0.65, span 10, G=2 codebooks, logit temperature 0.1, diversity 0.1)."""
+  c.masking = dict(prob=0.65, span=10, min_spans=2)
+  c.quantizer = dict(num_groups=2, num_vars=num_vars, temp=temp)
+  c.objective = dict(name="wav2vec2", num_negatives=num_negatives, cross_sample_negatives=0,
+                     logit_temp=0.1, diversity_weight=0.1,
+                     feature_penalty_weight=feature_penalty_weight, num_languages=0)
+
+
 def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6, trainable=".*"):
   """The `optim` section: fairseq's Adam (β2 0.98, eps 1e-6) with decoupled weight decay.
 

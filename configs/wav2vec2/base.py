@@ -27,10 +27,7 @@ def get_config(arg=None):
   c.data.min_samples = 32_000
 
   c.model = common.wav2vec2_model("base")  # Post-LN, group-norm extractor, grad mult 0.1.
-  c.masking = dict(prob=0.65, span=10, min_spans=2)
-  c.quantizer = dict(num_groups=2, num_vars=320, temp=(2.0, 0.5, 0.999995))
-  c.objective = dict(name="wav2vec2", num_negatives=100, cross_sample_negatives=0, logit_temp=0.1,
-                     diversity_weight=0.1, feature_penalty_weight=10.0, num_languages=0)
+  common.wav2vec2_sections(c)
   c.optim = common.adamw(lr=5e-4, weight_decay=0.01)
   c.schedule = dict(name="warmup_poly", warmup_steps=32_000, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()

@@ -32,10 +32,7 @@ def get_config(arg=None):
       frontend=dict(name="cnn", mode="layer_norm", conv_bias=True, feature_grad_mult=1.0),
       dropout_rate=0.0, attention_dropout_rate=0.0, activation_dropout_rate=0.0,
       layerdrop_rate=0.0, remat=True, scan_layers=True)
-  c.masking = dict(prob=0.65, span=10, min_spans=2)
-  c.quantizer = dict(num_groups=2, num_vars=320, temp=(2.0, 0.1, 0.999995))
-  c.objective = dict(name="wav2vec2", num_negatives=100, cross_sample_negatives=0, logit_temp=0.1,
-                     diversity_weight=0.1, feature_penalty_weight=0.0, num_languages=0)
+  common.wav2vec2_sections(c, temp=(2.0, 0.1, 0.999995), feature_penalty_weight=0.0)
   c.optim = common.adamw(lr=3e-4, weight_decay=0.01)
   c.schedule = dict(name="warmup_poly", warmup_steps=32_000, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()

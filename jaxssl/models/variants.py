@@ -26,8 +26,8 @@ class Variant:
 VARIANTS = {
     "tiny": Variant(num_layers=2, embed_dim=32, mlp_dim=64, num_heads=2, conv_dim=32,
                     final_dim=16, pos_conv_kernel=8, pos_conv_groups=4),
-    "demo": Variant(num_layers=4, embed_dim=192, mlp_dim=768, num_heads=4, conv_dim=128,
-                    final_dim=128, pos_conv_kernel=32, pos_conv_groups=8),
+    "demo": Variant(num_layers=3, embed_dim=128, mlp_dim=512, num_heads=4, conv_dim=64,
+                    final_dim=64, pos_conv_kernel=32, pos_conv_groups=8),
     "base": Variant(num_layers=12, embed_dim=768, mlp_dim=3072, num_heads=12),
     "large": Variant(num_layers=24, embed_dim=1024, mlp_dim=4096, num_heads=16, final_dim=768),
 }

@@ -67,6 +67,7 @@ def tiny():
   with c.unlocked():
     c.model.final_dim = 256  # BASE's contrastive width: random cosines concentrate near 0.
     c.objective.num_negatives = 100
+    c.objective.feature_penalty_weight = 10.0  # BASE's weights, so every term is checked.
   obj = objectives.build(c)
   rs = np.random.default_rng(0)
   batch = dict(audio=jnp.asarray(rs.standard_normal((8, 24_000)), jnp.float32),
