@@ -12,6 +12,7 @@ Each step directory holds two items: "state" (`ocp.args.StandardSave` of the Tra
 sharded arrays written by every process) and "data" (the loader's JSON state).
 """
 import logging
+import os
 
 from etils import epath
 from flax import traverse_util
@@ -28,7 +29,7 @@ class Checkpointer:
     if ckpt_cfg.every_steps <= 0 or ckpt_cfg.keep <= 0:
       raise ValueError(f"ckpt.every_steps ({ckpt_cfg.every_steps}) and ckpt.keep "
                        f"({ckpt_cfg.keep}) must be > 0.")
-    self.directory = epath.Path(workdir) / "ckpt"
+    self.directory = _absolute(workdir) / "ckpt"  # orbax refuses relative paths.
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=ITEMS,
         options=ocp.CheckpointManagerOptions(
@@ -128,7 +129,7 @@ def load_params(path, params):
     (params, report): params with the matching leaves replaced, and a dict of '/'-path lists
     "taken", "shape_mismatch" and "missing" (in `params` but not in the checkpoint).
   """
-  step_dir = _resolve(path)
+  step_dir = _resolve(_absolute(path))
   item = step_dir / "state"
   meta = ocp.PyTreeCheckpointer().metadata(item)
   meta = getattr(meta, "item_metadata", meta)  # StepMetadata -> tree metadata.
@@ -159,6 +160,12 @@ def load_params(path, params):
       partial_restore=True))
   ours.update(traverse_util.flatten_dict(restored["params"], sep="/"))
   return traverse_util.unflatten_dict(ours, sep="/"), report
+
+
+def _absolute(path) -> epath.Path:
+  """Local paths made absolute (orbax requires it); gs:// and other URLs pass through."""
+  path = os.fspath(path)
+  return epath.Path(path if "://" in path else os.path.abspath(path))
 
 
 def save_config(config, workdir):

@@ -54,6 +54,19 @@ def test_save_restore_roundtrip_keeps_values_and_shardings(tmp_path, mesh):
   assert int(restored.num_skipped) == 2 and int(restored.opt_state["count"]) == 7
 
 
+def test_relative_workdir_saves_and_restores(tmp_path, mesh, monkeypatch):
+  # orbax refuses relative paths; `--workdir=workdir/demo` must still work (the README's command).
+  monkeypatch.chdir(tmp_path)
+  state = _state(mesh, {"w": jnp.arange(8.0)}, step=3)
+  ckpt = checkpointing.Checkpointer("runs/rel", common.ckpt(every_steps=1))
+  assert ckpt.save(3, state, {"step": 3})
+  ckpt.wait()
+  assert (tmp_path / "runs/rel/ckpt/3").is_dir()
+  restored, data = checkpointing.Checkpointer("runs/rel", common.ckpt()).restore(_abstract(state))
+  np.testing.assert_array_equal(restored.params["w"], np.arange(8.0))
+  assert data == {"step": 3}
+
+
 def test_resume_beats_init_from_beats_scratch(tmp_path, mesh):
   params = {"w": jnp.ones(4)}
   other = tmp_path / "pretrained"
