@@ -86,7 +86,13 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (unless --dry_run).")
   logging.info("Config:\n%s", config)
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    trainer.train_and_evaluate(config, _WORKDIR.value)
+  except (FileNotFoundError, trainer.NonFiniteError) as e:
+    # A missing dataset or a diverged run: the message says what to do; the last good
+    # checkpoint (if any) is intact in the workdir.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

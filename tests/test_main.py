@@ -68,3 +68,11 @@ def test_dry_run_prints_params_and_flops():
   line = json.loads(proc.stdout.strip().splitlines()[-1])
   assert line["num_params"] > 10_000
   assert line["flops_per_step"] > 0
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+  proc = _main(f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={tmp_path / 'nowhere'}")
+  assert proc.returncode == 1
+  assert "does not exist. Build it with:" in proc.stderr
+  assert "python -m jaxssl.data.build --dataset=demo_corpus" in proc.stderr
+  assert "Traceback" not in proc.stderr
