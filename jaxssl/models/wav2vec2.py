@@ -97,10 +97,16 @@ def speech_encoder_from_config(model_cfg) -> functools.partial:
   if fe.name != "cnn":
     raise ValueError(f"model.frontend.name={fe.name!r}: the wav2vec 2.0 encoder takes 'cnn'.")
   mixer_kwargs = {k: v_ for k, v_ in model_cfg.mixer.items() if k != "name"}
+  mixer_cls = mixers.get(model_cfg.mixer.name)
+  fields = set(mixer_cls.__dataclass_fields__) - {"parent", "name", "dtype"}
+  if set(mixer_kwargs) - fields:
+    raise ValueError(f"model.mixer.{sorted(set(mixer_kwargs) - fields)[0]} is not a field of "
+                     f"mixer {model_cfg.mixer.name!r}; valid: {sorted(fields)}.")
+  if "num_heads" in mixer_cls.__dataclass_fields__:  # mha; summary_mixing's block split.
+    mixer_kwargs.setdefault("num_heads", v.num_heads)
   if model_cfg.mixer.name == "mha":
-    mixer_kwargs = dict(num_heads=v.num_heads,
-                        attention_dropout_rate=model_cfg.attention_dropout_rate, **mixer_kwargs)
-  mixer = functools.partial(mixers.get(model_cfg.mixer.name), dtype=dtype, **mixer_kwargs)
+    mixer_kwargs.setdefault("attention_dropout_rate", model_cfg.attention_dropout_rate)
+  mixer = functools.partial(mixer_cls, dtype=dtype, **mixer_kwargs)
   make_encoder = functools.partial(
       encoder_lib.Encoder, num_layers=v.num_layers, mlp_dim=v.mlp_dim, mixer=mixer,
       pos_conv_kernel=v.pos_conv_kernel, pos_conv_groups=v.pos_conv_groups,
