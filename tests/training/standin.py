@@ -90,6 +90,21 @@ def config(total_steps=4, *, batch_size=8, crop_samples=512, mesh=(-1, 1, 1)):
   return c
 
 
+def setup(kind):
+  """(config, objective, source) for 3 steps on a (2, 2, 2) mesh: the stand-in, or the real
+  wav2vec 2.0 objective at the tiny `:runlocal` size."""
+  if kind == "standin":
+    return config(total_steps=3, mesh=(2, 2, 2)), StandInObjective(), source()
+  from configs.wav2vec2 import demo  # pylint: disable=g-import-not-at-top
+  from jaxssl import objectives  # pylint: disable=g-import-not-at-top
+  c = demo.get_config("runlocal")
+  with c.unlocked():
+    c.total_steps, c.log_every_steps, c.data.name = 3, 1, "synthetic"
+    c.mesh = common.mesh(2, 2, 2)
+  src = sources.SyntheticSource(32, seed=0, min_samples=6_000, max_samples=12_000)
+  return c, objectives.build(c), src
+
+
 def latest_params(workdir):
   """(step, params as numpy) of the newest checkpoint in `workdir`, whatever topology wrote it."""
   ckpt = checkpointing.Checkpointer(workdir, common.ckpt())

@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import portpicker
+import pytest
 
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import trainer
@@ -18,12 +19,13 @@ from tests.training import standin
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run_two_processes(workdir, timeout=240):
+def _run_two_processes(workdir, kind, timeout=300):
   port = portpicker.pick_unused_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # No forced 8 devices.
   env["JAX_PLATFORMS"] = "cpu"
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "tests.training.multiprocess_worker", str(i), str(port), workdir],
+      [sys.executable, "-m", "tests.training.multiprocess_worker", str(i), str(port), workdir,
+       kind],
       cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   outputs = []
@@ -39,23 +41,33 @@ def _run_two_processes(workdir, timeout=240):
   return outputs
 
 
-def test_two_processes_match_one(tmp_path):
-  config = standin.config(total_steps=3, mesh=(2, 2, 2))
+# After the first update the real model's runs differ by float rounding: gloo's cross-process
+# all-reduce sums in another order than the in-process one, and Adam turns tiny differences in
+# near-zero gradients into full-size steps (measured: 2.6e-4 relative in the step-3 loss).
+@pytest.mark.parametrize("kind,keys,rtol", [
+    ("standin", ("train/loss", "train/grad_norm", "train/valid_frac"), 1e-5),
+    pytest.param("wav2vec2", ("train/loss", "train/accuracy", "train/code_perplexity"), 2e-3,
+                 marks=pytest.mark.slow),  # ~1.5 min idle: three compiles of the real step.
+])
+def test_two_processes_match_one(tmp_path, kind, keys, rtol):
+  config, objective, source = standin.setup(kind)
   single = str(tmp_path / "single")
-  trainer.train_and_evaluate(config, single, objective=standin.StandInObjective(),
-                             source=standin.source())
+  trainer.train_and_evaluate(config, single, objective=objective, source=source)
   multi = str(tmp_path / "multi")
-  outputs = _run_two_processes(multi)
+  outputs = _run_two_processes(multi, kind)
   assert "process 1 done at step 3" in outputs[1]
 
   rows_1 = metrics_lib.read_jsonl(os.path.join(single, "metrics.jsonl"))
   rows_2 = metrics_lib.read_jsonl(os.path.join(multi, "metrics.jsonl"))
   assert [r["step"] for r in rows_2] == [1, 2, 3]
   for a, b in zip(rows_1, rows_2):
-    for k in ("train/loss", "train/grad_norm", "train/valid_frac"):
-      np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=f"{k} at step {a['step']}")
+    for k in keys:
+      tol = 1e-5 if a["step"] == 1 else rtol  # Step 1's metrics come before any update.
+      np.testing.assert_allclose(a[k], b[k], rtol=tol, err_msg=f"{k} at step {a['step']}")
   # Both processes wrote their shards of the global arrays into one checkpoint.
   (step_1, params_1), (step_2, params_2) = map(standin.latest_params, (single, multi))
   assert step_1 == step_2 == 3
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+  # Adam moves a parameter by at most ~lr per step, whatever the gradient's rounding: 3 steps.
+  atol = 1e-7 if kind == "standin" else 3 * config.optim.lr
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=rtol, atol=atol),
                params_1, params_2)
