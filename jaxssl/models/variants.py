@@ -33,7 +33,17 @@ VARIANTS = {
 }
 
 
-def get(name: str) -> Variant:
+def get(name) -> Variant:
+  """A variant by name, or explicit dims: a dict / ConfigDict of `Variant` fields (the odd
+  sizes of an imported checkpoint, see jaxssl/interop/native.py)."""
+  if hasattr(name, "items"):
+    dims = dict(name.items())
+    fields = {f.name for f in dataclasses.fields(Variant)}
+    if set(dims) - fields or not set(dims) >= fields - {"conv_dim", "final_dim",
+                                                         "pos_conv_kernel", "pos_conv_groups"}:
+      raise ValueError(f"model.variant={dims}: explicit dims take the fields {sorted(fields)} "
+                       "(num_layers, embed_dim, mlp_dim and num_heads required).")
+    return Variant(**dims)
   if name not in VARIANTS:
     raise ValueError(f"Unknown model variant {name!r}; choose from {sorted(VARIANTS)}.")
   return VARIANTS[name]
