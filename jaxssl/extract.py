@@ -1,0 +1,201 @@
+"""Every layer's hidden states for audio files: the s3prl upstream contract, as a CLI and library.
+
+  python -m jaxssl.extract --checkpoint=ckpts/w2v2_base --input=utt.wav --output=feats.npz
+  python -m jaxssl.extract --checkpoint=workdir/w2v2 --input=list.txt --output=feats.npz
+
+s3prl's upstreams return all hidden states (the Transformer's input and every block's output,
+L+1 of them, the last one after the final LayerNorm in pre-LN models) and their frame rate, and
+probes learn a softmax-weighted sum over them (https://arxiv.org/abs/2105.01051). `load` builds
+an `Upstream` from any jaxssl checkpoint (converted, or a wav2vec 2.0 / HuBERT training workdir);
+`extract` runs it over waveforms; the CLI reads a file or a list of files (one path per line,
+relative to the list, or a fairseq .tsv manifest whose first line is the root directory) and
+writes one .npz: `hidden_00000` ... [L+1, T_i, D] float32, `paths`, `num_frames`, `frame_rate`,
+`sample_rate`. Waveforms are normalised per utterance when the checkpoint's config says so
+(data.normalize, the LARGE / XLS-R recipes).
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxssl.data import audio as audio_lib
+from jaxssl.interop import ConversionError
+from jaxssl.interop import native
+from jaxssl.models import variants
+from jaxssl.models import wav2vec2 as wav2vec2_model
+from jaxssl.objectives import wav2vec2 as wav2vec2_objective
+
+SAMPLE_RATE = 16_000
+DOWNSAMPLE_RATE = 320  # Samples per frame (the CNN's total stride): 50 frames per second.
+_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".sph")
+
+
+class Upstream:
+  """A frozen jaxssl speech encoder: audio -> all hidden states.
+
+  Attributes:
+    config: the checkpoint's config.
+    params: the SpeechEncoder's params.
+    num_hidden: L + 1 hidden states.
+    frame_rate: frames per second (50).
+    normalize: whether waveforms are standardised per utterance before encoding.
+    pads_exactly: True when padding a batch leaves valid frames unchanged. The group-norm
+      feature encoder (BASE) normalises over the whole padded length, as fairseq and
+      transformers do, so there `extract` encodes each utterance at its own length.
+  """
+  frame_rate = SAMPLE_RATE / DOWNSAMPLE_RATE
+
+  def __init__(self, config, params):
+    if "speech_encoder" not in params:
+      raise ConversionError(f"the checkpoint's params have no 'speech_encoder' (top level: "
+                            f"{sorted(params)}).")
+    try:
+      self.encoder = wav2vec2_model.speech_encoder_from_config(config.model)()
+    except ValueError as e:
+      raise ConversionError(f"cannot build the checkpoint's encoder: {e}") from None
+    self.config, self.params = config, params["speech_encoder"]
+    self.num_hidden = variants.get(config.model.variant).num_layers + 1
+    self.normalize = bool(config.get("data", {}).get("normalize", False))
+    self.pads_exactly = config.model.frontend.mode == "layer_norm"
+    self._jitted = jax.jit(self.hidden_states)
+
+  def hidden_states(self, params, audio, valid_samples):
+    """Pure and jittable: ([L+1, B, T, D] hidden states, [B, T] bool frame mask).
+
+    Args:
+      params: `self.params` (or fine-tuned replacements).
+      audio: [B, S] float waveform at 16 kHz (normalised already if `self.normalize`).
+      valid_samples: [B, S] bool, True on real samples (right padding).
+    """
+    valid = wav2vec2_objective.frame_valid(valid_samples)
+    out = self.encoder.apply({"params": params}, audio, valid=valid, train=False)
+    return jnp.stack(out["hidden"]), valid
+
+  def __call__(self, audio, valid_samples):
+    return self._jitted(self.params, jnp.asarray(audio, jnp.float32), jnp.asarray(valid_samples))
+
+
+def load(checkpoint):
+  """An `Upstream` from a jaxssl checkpoint directory, training workdir or step directory."""
+  config, params = native.load(checkpoint)
+  return Upstream(config, params)
+
+
+def extract(upstream, waveforms, *, batch_size=8, bucket_samples=SAMPLE_RATE):
+  """All hidden states of each waveform.
+
+  Args:
+    upstream: an `Upstream`.
+    waveforms: sequence of [S_i] float arrays at 16 kHz, S_i >= 400 (raw: normalised here when
+      the checkpoint's config asks for it).
+    batch_size: utterances per call when padding is exact (layer-norm feature encoder).
+    bucket_samples: padded lengths are multiples of this, so few shapes get compiled.
+
+  Returns:
+    list of [L+1, T_i, D] float32 numpy arrays, T_i = variants.frames_for(S_i), in input order.
+  """
+  waves = []
+  for i, w in enumerate(waveforms):
+    w = np.asarray(w, np.float32).reshape(-1)
+    if w.size < variants.RECEPTIVE_FIELD:
+      raise ConversionError(f"waveform {i}: {w.size} samples < the {variants.RECEPTIVE_FIELD}-"
+                            "sample receptive field (one frame).")
+    waves.append(audio_lib.normalize(w) if upstream.normalize else w)
+  order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+  groups = ([order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+            if upstream.pads_exactly else [[i] for i in order])
+  out = [None] * len(waves)
+  for group in groups:
+    longest = max(len(waves[i]) for i in group)
+    s = -(-longest // bucket_samples) * bucket_samples if upstream.pads_exactly else longest
+    audio = np.zeros((len(group), s), np.float32)
+    valid = np.zeros((len(group), s), bool)
+    for row, i in enumerate(group):
+      audio[row, :len(waves[i])], valid[row, :len(waves[i])] = waves[i], True
+    hidden, _ = upstream(audio, valid)
+    hidden = np.asarray(hidden)
+    for row, i in enumerate(group):
+      out[i] = np.ascontiguousarray(hidden[:, row, :variants.frames_for(len(waves[i]))])
+  return out
+
+
+def read_input_list(path):
+  """An audio file -> [path]; a list file -> its paths (relative ones resolved against the
+  list's directory); a fairseq .tsv manifest -> root-joined paths. Errors name file and line."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ConversionError(f"--input={path}: no such file.")
+  if path.lower().endswith(_AUDIO_EXTENSIONS):
+    return [path]
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = [(n, line.rstrip("\n")) for n, line in enumerate(f, 1)]
+  root = os.path.dirname(os.path.abspath(path))
+  if path.endswith(".tsv") and lines and os.path.isdir(lines[0][1].strip()):
+    root, lines = lines[0][1].strip(), lines[1:]
+  out = []
+  for n, line in lines:
+    entry = line.split("\t")[0].strip()
+    if not entry or entry.startswith("#"):
+      continue
+    full = entry if os.path.isabs(entry) else os.path.join(root, entry)
+    if not os.path.isfile(full):
+      raise ConversionError(f"{path} line {n}: no such audio file {entry!r}.")
+    out.append(full)
+  if not out:
+    raise ConversionError(f"{path}: lists no audio files (one path per line).")
+  return out
+
+
+def extract_files(checkpoint, input_path, output, *, batch_size=8):
+  """The CLI's work: load, read every listed file, extract, write the .npz. Returns its path."""
+  paths = read_input_list(input_path)
+  upstream = load(checkpoint)
+  waves = []
+  for p in paths:
+    try:
+      waves.append(audio_lib.to_float(audio_lib.load_audio(p, target_rate=SAMPLE_RATE)))
+    except audio_lib.BadAudio as e:
+      raise ConversionError(f"cannot read audio: {e}") from None
+  hidden = extract(upstream, waves, batch_size=batch_size)
+  arrays = {f"hidden_{i:05d}": h for i, h in enumerate(hidden)}
+  arrays.update(paths=np.asarray(paths), num_frames=np.asarray([h.shape[1] for h in hidden]),
+                frame_rate=np.float64(upstream.frame_rate), sample_rate=np.int64(SAMPLE_RATE))
+  output = os.fspath(output)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  tmp = output + ".partial.npz"  # np.savez appends .npz to names without it.
+  np.savez(tmp, **arrays)
+  os.replace(tmp, output)
+  return output
+
+
+def _define_flags():
+  # Defined only when run as a script: jaxssl.convert and the trainer own --input / --config.
+  flags.DEFINE_string("checkpoint", None, "jaxssl checkpoint or workdir.")
+  flags.DEFINE_string("input", None, "An audio file, or a text file listing them.")
+  flags.DEFINE_string("output", None, "The .npz to write.")
+  flags.DEFINE_integer("batch_size", 8, "Utterances per forward pass.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  if not (f.checkpoint and f.input and f.output):
+    raise app.UsageError("--checkpoint, --input and --output are required.")
+  logging.set_verbosity(logging.ERROR)  # orbax's read-only-manager warnings are noise here.
+  try:
+    out = extract_files(f.checkpoint, f.input, f.output, batch_size=f.batch_size)
+  except ConversionError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(out)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

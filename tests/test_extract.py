@@ -1,0 +1,146 @@
+"""jaxssl.extract: all hidden states of audio files, against transformers and padding-exactness."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from jaxssl import convert
+from jaxssl import extract
+from jaxssl.interop import ConversionError
+from jaxssl.models import variants
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_hf(large):
+  kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
+            layerdrop=0.0)
+  if large:
+    kw.update(feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True)
+  torch.manual_seed(1)
+  return transformers.HubertModel(transformers.HubertConfig(**kw)).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+  """large -> (transformers model, converted jaxssl checkpoint); LARGE-like ones normalise."""
+  root = tmp_path_factory.mktemp("extract")
+  out = {}
+  for large in (False, True):
+    model = tiny_hf(large)
+    model.save_pretrained(root / f"hf_{large}")
+    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=large)
+    extractor.save_pretrained(root / f"hf_{large}")
+    convert.import_checkpoint("hf", root / f"hf_{large}", root / f"jx_{large}")
+    out[large] = model, root / f"jx_{large}"
+  return out
+
+
+def waves(lengths, seed=0):
+  rs = np.random.default_rng(seed)
+  # int16-representable values, so writing them to a 16-bit wav loses nothing.
+  return [np.round(rs.uniform(-0.5, 0.5, n) * 32768) / 32768 for n in lengths]
+
+
+def reference(model, wave, normalize):
+  """transformers' hidden states of one utterance, in our convention (last one after the final
+  LayerNorm in pre-LN models: `last_hidden_state`)."""
+  x = np.asarray(wave, np.float32)
+  if normalize:  # The same standardisation as jaxssl.data.audio.normalize (eps 1e-5).
+    x = (x - x.mean()) / np.sqrt(x.var() + 1e-5)
+  with torch.no_grad():
+    out = model(torch.tensor(x[None]), output_hidden_states=True)
+  hidden = [h[0].numpy() for h in out.hidden_states[:-1]] + [out.last_hidden_state[0].numpy()]
+  return np.stack(hidden)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_extract_matches_transformers_for_every_layer(checkpoints, large):
+  model, ckpt = checkpoints[large]
+  upstream = extract.load(ckpt)
+  assert upstream.normalize == large and upstream.pads_exactly == large
+  assert upstream.frame_rate == 50.0 and upstream.num_hidden == 3
+  lengths = [7000, 400, 3333]
+  feats = extract.extract(upstream, waves(lengths), batch_size=3)
+  for n, wave, h in zip(lengths, waves(lengths), feats):
+    assert h.shape == (3, variants.frames_for(n), 32) and h.dtype == np.float32
+    ref = reference(model, wave, large)
+    assert np.abs(h - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_padded_batches_equal_single_utterances_with_a_layer_norm_encoder(checkpoints):
+  _, ckpt = checkpoints[True]
+  upstream = extract.load(ckpt)
+  lengths = [9000, 5555, 401]
+  batched = extract.extract(upstream, waves(lengths, 3), batch_size=3, bucket_samples=8000)
+  for n, wave, h in zip(lengths, waves(lengths, 3), batched):
+    (alone,) = extract.extract(upstream, [wave], bucket_samples=1)  # Exact length, no padding.
+    np.testing.assert_allclose(h, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_group_norm_encoders_are_not_padding_invariant_so_run_unpadded(checkpoints):
+  """Why `extract` encodes BASE-style utterances one at a time: padding changes GroupNorm."""
+  _, ckpt = checkpoints[False]
+  upstream = extract.load(ckpt)
+  (wave,) = waves([3200])
+  audio = np.zeros((1, 6400), np.float32)
+  audio[0, :3200] = wave
+  padded, _ = upstream(audio, np.arange(6400)[None] < 3200)
+  (exact,) = extract.extract(upstream, [wave])
+  t = variants.frames_for(3200)
+  assert np.abs(np.asarray(padded)[:, 0, :t] - exact).max() > 1e-3
+
+
+def test_cli_writes_every_layer_and_the_frame_rate(checkpoints, tmp_path):
+  model, ckpt = checkpoints[True]
+  lengths = [4000, 8000]
+  (tmp_path / "wavs").mkdir()
+  for i, w in enumerate(waves(lengths, 5)):
+    sf.write(tmp_path / "wavs" / f"u{i}.wav", w, 16_000, subtype="PCM_16")
+  (tmp_path / "list.txt").write_text("wavs/u1.wav\n\n# comment\nwavs/u0.wav\n")
+  env = dict(os.environ, PYTHONPATH=os.getcwd(), JAX_PLATFORMS="cpu")
+  run = lambda *a: subprocess.run([sys.executable, "-m", "jaxssl.extract", *a], env=env,
+                                  capture_output=True, text=True, timeout=120)
+  ok = run(f"--checkpoint={ckpt}", f"--input={tmp_path / 'list.txt'}",
+           f"--output={tmp_path / 'out.npz'}")
+  assert ok.returncode == 0, ok.stderr
+  with np.load(tmp_path / "out.npz") as f:
+    assert [os.path.basename(p) for p in f["paths"]] == ["u1.wav", "u0.wav"]
+    assert float(f["frame_rate"]) == 50.0 and int(f["sample_rate"]) == 16_000
+    assert list(f["num_frames"]) == [variants.frames_for(8000), variants.frames_for(4000)]
+    for key, wave in (("hidden_00000", waves(lengths, 5)[1]), ("hidden_00001",
+                                                                waves(lengths, 5)[0])):
+      ref = reference(model, wave, True)
+      assert np.abs(f[key] - ref).max() / np.abs(ref).max() < 1e-4
+  (tmp_path / "bad.txt").write_text("wavs/u0.wav\nwavs/missing.wav\n")
+  bad = run(f"--checkpoint={ckpt}", f"--input={tmp_path / 'bad.txt'}",
+            f"--output={tmp_path / 'x.npz'}")
+  assert bad.returncode == 2 and "bad.txt line 2: no such audio file 'wavs/missing.wav'" in (
+      bad.stderr)
+  assert "Traceback" not in bad.stderr and not (tmp_path / "x.npz").exists()
+
+
+def test_bad_inputs_fail_clearly(checkpoints, tmp_path):
+  _, ckpt = checkpoints[True]
+  with pytest.raises(ConversionError, match="no config.json"):
+    extract.load(tmp_path)
+  with pytest.raises(ConversionError, match="no such jaxssl checkpoint"):
+    extract.load(tmp_path / "nope")
+  (tmp_path / "broken.wav").write_bytes(b"RIFF0000WAVEfmt garbage")
+  with pytest.raises(ConversionError, match=r"broken\.wav: unreadable"):
+    extract.extract_files(ckpt, tmp_path / "broken.wav", tmp_path / "o.npz")
+  (tmp_path / "empty.txt").write_text("\n# nothing\n")
+  with pytest.raises(ConversionError, match="lists no audio files"):
+    extract.read_input_list(tmp_path / "empty.txt")
+  with pytest.raises(ConversionError, match="waveform 1: 399 samples"):
+    extract.extract(extract.load(ckpt), waves([400, 399]))
+  root = tmp_path / "root"
+  root.mkdir()
+  sf.write(root / "a.flac", waves([800])[0], 16_000)
+  (tmp_path / "train.tsv").write_text(f"{root}\na.flac\t800\n")
+  assert extract.read_input_list(tmp_path / "train.tsv") == [str(root / "a.flac")]
