@@ -22,6 +22,7 @@ from configs.wav2vec2 import base as base_recipe
 from configs.wav2vec2 import large as large_recipe
 from jaxssl import convert
 from jaxssl.interop import fairseq
+from jaxssl.interop import files
 from jaxssl.interop import hf
 from jaxssl.interop import native
 from jaxssl.models import variants
@@ -283,3 +284,36 @@ def test_explicit_variant_dims_round_trip_through_config_json():
     variants.get(dict(num_layers=3, embed_dim=48, mlp_dim=80))
   with pytest.raises(ValueError, match="explicit dims take the fields"):
     variants.get(dict(dims, heads=4))
+
+
+def test_pytorch_bin_sharded_and_legacy_weight_norm_folders_convert_alike(converted, tmp_path):
+  """pytorch_model.bin with the pre-parametrization names weight_g / weight_v (older
+  transformers), and safetensors shards with an index, give the same params as the fixture."""
+  model, _, ckpt = converted["wav2vec2", False]
+  legacy = {k.replace("parametrizations.weight.original0", "weight_g")
+             .replace("parametrizations.weight.original1", "weight_v"): v
+            for k, v in model.state_dict().items()}
+  assert "encoder.pos_conv_embed.conv.weight_g" in legacy
+  (tmp_path / "bin").mkdir()
+  torch.save(legacy, tmp_path / "bin" / "pytorch_model.bin")
+  model.config.to_json_file(tmp_path / "bin" / "config.json")
+  shards = tmp_path / "shards"
+  shards.mkdir()
+  model.config.to_json_file(shards / "config.json")
+  names = sorted(model.state_dict())
+  weight_map = {}
+  for i, part in enumerate((names[::2], names[1::2])):
+    fname = f"model-0000{i + 1}-of-00002.safetensors"
+    files.write_safetensors(shards / fname, {k: model.state_dict()[k].numpy() for k in part},
+                            {"format": "pt"})
+    weight_map |= {k: fname for k in part}
+  (shards / "model.safetensors.index.json").write_text(json.dumps(dict(weight_map=weight_map)))
+  config, params = native.load(ckpt)
+  want = native.flatten(params, config)
+  for folder in (tmp_path / "bin", shards):
+    convert.import_checkpoint("hf", folder, tmp_path / f"{folder.name}_jx")
+    config, params = native.load(tmp_path / f"{folder.name}_jx")
+    got = native.flatten(params, config)
+    assert got.keys() == want.keys()
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)

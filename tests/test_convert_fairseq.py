@@ -97,7 +97,8 @@ def fairseq_checkpoint(path, family, large, *, old_style=False, finetuned=False)
     ckpt["args"] = argparse.Namespace(arch=cfg.pop("_name"), normalize=large, **cfg)
   else:
     ckpt["cfg"] = dict(model=cfg, task=task)
-  torch.save(ckpt, path)
+  # Old checkpoints predate torch's zip format (torch < 1.6): the legacy pickle layout.
+  torch.save(ckpt, path, _use_new_zipfile_serialization=not old_style)
   return model
 
 
