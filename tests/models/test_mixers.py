@@ -16,10 +16,14 @@ from scipy import special
 
 from configs import common
 from configs import mixers as mixer_configs
+from configs.mixers import hubert as hubert_mixer_config
 from configs.mixers import wav2vec2 as w2v2_mixer_config
+from configs.hubert import demo as hubert_demo
+from configs.wav2vec2 import base as w2v2_base
 from jaxssl import objectives
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import mixers
+from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.models.mixers import fnet
 from jaxssl.models.mixers import hyena
@@ -361,3 +365,23 @@ def test_mixer_configs_build_the_wav2vec2_loss_for_every_mixer():
     loss, metrics = jax.eval_shape(functools.partial(obj.loss, step=0), nn.unbox(params), batch,
                                    jax.random.key(2))
     assert loss.shape == () and "accuracy" in metrics
+
+
+@pytest.mark.parametrize("sweep,recipe,arg", [
+    (w2v2_mixer_config, w2v2_base, "recipe=base"),
+    (hubert_mixer_config, hubert_demo, "recipe=demo,iteration=2"),
+])
+def test_sweeps_change_only_the_mixer(sweep, recipe, arg):
+  """Same recipe, same budget: every field but model.mixer equals the recipe's."""
+  ref = recipe.get_config("iteration=2" if recipe is hubert_demo else None).to_dict()
+  for name in mixer_configs.MIXER_NAMES:
+    c = sweep.get_config(f"mixer={name},{arg}").to_dict()
+    assert c["model"].pop("mixer")["name"] == name
+    assert c["model"] == {k: v for k, v in ref["model"].items() if k != "mixer"}
+    assert {k: v for k, v in c.items() if k != "model"} == {
+        k: v for k, v in ref.items() if k != "model"}
+  hyena_cfg = sweep.get_config(f"mixer=hyena,{arg}")
+  assert hyena_cfg.model.mixer.max_frames == variants.frames_for(ref["data"]["crop_samples"])
+  # The built encoder takes the mixer's fields (a locked config rejects typos before that).
+  enc = wav2vec2_model.speech_encoder_from_config(hyena_cfg.model)
+  assert enc.keywords["make_encoder"].keywords["mixer"].func is hyena.HyenaMixer

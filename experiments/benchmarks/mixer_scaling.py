@@ -1,0 +1,313 @@
+"""Token-mixer scaling: forward+backward step time, peak memory and MACs vs utterance length.
+
+For each mixer (mha, summary_mixing, fnet, hyena; settings of configs/mixers) this builds the
+BASE Transformer encoder exactly as the configs do (12 x 768/3072, conv positional embedding,
+post-LN), without the CNN: the input is a [1, T, 768] frame sequence at 50 frames/s, so 1 s to
+120 s of audio is T = 50 to 6000 frames. One step is value_and_grad of mean(y^2) w.r.t. all
+encoder parameters, dropout off, `nn.scan` over layers with per-block rematerialisation (so
+quadratic attention at 6000 frames fits in memory; the same for every mixer and for the peer).
+Scope "mixer" times a single mixer layer at the same width, isolating the token mixing itself.
+
+Measured per (scope, mixer, length), all mixers of one length interleaved in one process:
+  - wall and process-CPU seconds per step (median over reps; CPU time counts all XLA threads
+    and is less disturbed by other jobs on a shared machine),
+  - MACs per step = XLA cost analysis FLOPs / 2 (FFTs included with XLA's own estimate),
+  - peak memory = XLA's compiled memory_analysis, temp + argument bytes,
+  - the HF transformers PyTorch peer (Wav2Vec2Encoder, SDPA attention, gradient checkpointing)
+    for the encoder scope, as a ratio against `mha`.
+The scaling exponent is the slope of log(cost) vs log(T) over lengths >= --fit_min_seconds.
+
+  python -m experiments.benchmarks.mixer_scaling                  # the committed sweep
+  python -m experiments.benchmarks.mixer_scaling --seconds=1,5 --scopes=mixer --out=""
+"""
+import functools
+import json
+import os
+import platform
+import subprocess
+import time
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs.mixers import wav2vec2 as mixer_config
+from jaxssl.models import wav2vec2 as wav2vec2_model
+
+flags.DEFINE_list("seconds", ["1", "2", "5", "10", "20", "30", "60", "120"], "Audio lengths.")
+flags.DEFINE_list("mixers", ["mha", "summary_mixing", "fnet", "hyena"], "Mixers to measure.")
+flags.DEFINE_list("scopes", ["mixer", "encoder"], "'encoder' (BASE stack) and/or 'mixer'.")
+flags.DEFINE_bool("remat", True, "Per-block rematerialisation (encoder scope; peer too).")
+flags.DEFINE_bool("peer", True, "Also time the HF transformers PyTorch encoder (encoder scope).")
+flags.DEFINE_float("min_time", 4.0, "Timed seconds per (mixer, length) before stopping reps.")
+flags.DEFINE_integer("max_reps", 5, "Most timed reps per (mixer, length).")
+flags.DEFINE_float("warmup_max_s", 10.0, "A first call longer than this counts as a rep; "
+                   "shorter ones are discarded as warm-up (allocator, thread pools, caches).")
+flags.DEFINE_float("fit_min_seconds", 10.0, "Fit exponents on lengths >= this.")
+flags.DEFINE_string("out", "experiments/benchmarks/results/mixer_scaling",
+                    "Output stem for .json/.md/.png; empty: print only.")
+FLAGS = flags.FLAGS
+
+FRAMES_PER_SEC = 50
+PEER = "mha (HF PyTorch)"
+
+
+def build_encoder(mixer_name, remat):
+  """The BASE encoder constructor of configs/mixers/wav2vec2.py:recipe=base, dropout off."""
+  c = mixer_config.get_config(f"mixer={mixer_name},recipe=base")
+  with c.unlocked():
+    c.model.update(dict(dropout_rate=0.0, attention_dropout_rate=0.0, layerdrop_rate=0.0,
+                        scan_layers=True, remat=remat))
+    if mixer_name == "summary_mixing":
+      c.model.mixer.dropout_rate = 0.0
+  return wav2vec2_model.speech_encoder_from_config(c.model).keywords["make_encoder"]
+
+
+def make_step(scope, mixer_name, remat):
+  """(init(rng, x, valid) -> params, step(params, x, valid) -> (loss, grads)) for one scope."""
+  make_encoder = build_encoder(mixer_name, remat)
+  module = make_encoder() if scope == "encoder" else make_encoder.keywords["mixer"]()
+
+  def forward(params, x, valid):
+    y = module.apply({"params": params}, x, valid=valid, train=True)
+    return y[0] if scope == "encoder" else y
+
+  def loss(params, x, valid):
+    return jnp.mean(jnp.square(forward(params, x, valid)))
+
+  def init(rng, x, valid):
+    return nn.unbox(module.init(rng, x, valid=valid, train=False)).get("params", {})  # FNet: {}
+
+  return init, jax.value_and_grad(loss)
+
+
+def time_call(fn, *args):
+  w, c = time.perf_counter(), time.process_time()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - w, time.process_time() - c
+
+
+class TorchPeer:
+  """HF transformers Wav2Vec2Encoder (BASE, SDPA attention): the PyTorch peer of `mha`."""
+
+  def __init__(self, remat):
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(os.cpu_count())
+    cfg = transformers.Wav2Vec2Config(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
+        do_stable_layer_norm=False)
+    cfg._attn_implementation = "sdpa"  # pylint: disable=protected-access
+    model = transformers.Wav2Vec2Model(cfg)
+    if remat:
+      enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+      (enable or model.gradient_checkpointing_enable)()
+    model.train()
+    self.torch, self.encoder = torch, model.encoder
+    self.version = f"torch {torch.__version__}, transformers {transformers.__version__}"
+
+  def step(self, x):
+    self.encoder.zero_grad(set_to_none=True)
+    loss = self.encoder(x).last_hidden_state.square().mean()
+    loss.backward()
+    return loss
+
+  def time(self, t):
+    x = self.torch.randn(1, t, 768)
+    w, c = time.perf_counter(), time.process_time()
+    self.step(x)
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def measure_length(scope, t, steps, params, peer):
+  """Compiles every mixer at length t and times them interleaved. Returns {name: row}."""
+  x = jax.random.normal(jax.random.key(0), (1, t, 768))
+  valid = jnp.ones((1, t), bool)
+  rows, compiled = {}, {}
+  for name, step in steps.items():
+    start = time.perf_counter()
+    exe = jax.jit(step).lower(params[name], x, valid).compile()
+    cost = exe.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = exe.memory_analysis()
+    rows[name] = dict(frames=t, seconds=t / FRAMES_PER_SEC,
+                      compile_s=time.perf_counter() - start,
+                      macs=float(cost.get("flops", 0.0)) / 2,
+                      peak_bytes=int(mem.temp_size_in_bytes + mem.argument_size_in_bytes),
+                      temp_bytes=int(mem.temp_size_in_bytes), wall=[], cpu=[])
+    compiled[name] = exe
+  runners = {n: functools.partial(time_call, exe, params[n], x, valid)
+             for n, exe in compiled.items()}
+  if peer is not None:
+    rows[PEER] = dict(frames=t, seconds=t / FRAMES_PER_SEC, wall=[], cpu=[])
+    runners[PEER] = functools.partial(peer.time, t)
+  # A first untimed call per runner, unless it is long enough to be a measurement itself.
+  for name, run in runners.items():
+    w, c = run()
+    if w > FLAGS.warmup_max_s:
+      rows[name]["wall"].append(w)
+      rows[name]["cpu"].append(c)
+  for _ in range(FLAGS.max_reps):  # Round-robin, so load changes hit every mixer alike.
+    todo = [n for n in runners
+            if sum(rows[n]["wall"]) < FLAGS.min_time and len(rows[n]["wall"]) < FLAGS.max_reps]
+    if not todo:
+      break
+    for name in todo:
+      w, c = runners[name]()
+      rows[name]["wall"].append(w)
+      rows[name]["cpu"].append(c)
+  for row in rows.values():
+    row["reps"] = len(row["wall"])
+    row["wall_s"] = float(np.median(row.pop("wall")))
+    row["cpu_s"] = float(np.median(row.pop("cpu")))
+  return rows
+
+
+def fit_exponent(seconds, values, min_seconds):
+  s, v = np.asarray(seconds, float), np.asarray(values, float)
+  keep = (s >= min_seconds) & (v > 0)
+  if keep.sum() < 2:
+    return float("nan")
+  return float(np.polyfit(np.log(s[keep]), np.log(v[keep]), 1)[0])
+
+
+def summarize(results, min_seconds):
+  """Exponents per (scope, mixer, quantity) and time ratios against mha per length."""
+  fits = {}
+  for scope, by_name in results.items():
+    for name, rows in by_name.items():
+      secs = [r["seconds"] for r in rows]
+      fits[f"{scope}/{name}"] = {
+          q: fit_exponent(secs, [r.get(q, 0) for r in rows], min_seconds)
+          for q in ("cpu_s", "wall_s", "macs", "peak_bytes")}
+      fits[f"{scope}/{name}"]["cpu_s_all_lengths"] = fit_exponent(
+          secs, [r["cpu_s"] for r in rows], 0.0)
+  return fits
+
+
+def markdown(results, fits, meta):
+  lines = [f"# Token-mixer scaling ({meta['date']})", "",
+           f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['backend']} backend; "
+           f"{meta['versions']}. 1-min load average {meta['load_start']:.2f} at start and "
+           f"{meta['load_end']:.2f} at the end: the machine was shared with other jobs, so wall "
+           "times are inflated and noisy; CPU times (process time, all threads) are steadier "
+           "and the ratios use them. Mixers of one length run interleaved in one process.", "",
+           f"Setup: BASE width (D 768, 12 heads), batch 1, 50 frames/s, fwd+bwd of mean(y^2) "
+           f"w.r.t. all parameters, dropout off, scan over layers, remat={meta['remat']}. "
+           "encoder = 12 blocks (mixer + FFN 3072, conv pos-emb, post-LN); mixer = one token "
+           "mixer alone. MACs = XLA cost-analysis FLOPs / 2. Peak = XLA memory_analysis "
+           "temp + argument bytes. Exponent = slope of log(cost) vs log(length) for lengths "
+           f">= {meta['fit_min_seconds']:g} s (\"all\": every length).", ""]
+  for scope, by_name in results.items():
+    names = [n for n in by_name if n != PEER]
+    lines += [f"## {scope}", "",
+              "| audio s | frames | " + " | ".join(
+                  f"{n} CPU s | {n} wall s | {n} GMACs | {n} peak MB" for n in names)
+              + (f" | {PEER} CPU s | {PEER} wall s" if PEER in by_name else "") + " |",
+              "|---:|---:|" + "---:|" * (4 * len(names) + (2 if PEER in by_name else 0))]
+    for i, row0 in enumerate(by_name[names[0]]):
+      cells = [f"{row0['seconds']:g}", str(row0["frames"])]
+      for n in names:
+        r = by_name[n][i]
+        cells += [f"{r['cpu_s']:.3f}", f"{r['wall_s']:.3f}", f"{r['macs'] / 1e9:.1f}",
+                  f"{r['peak_bytes'] / 2**20:.0f}"]
+      if PEER in by_name:
+        r = by_name[PEER][i]
+        cells += [f"{r['cpu_s']:.3f}", f"{r['wall_s']:.3f}"]
+      lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Speed-up over mha ({scope}, CPU time per step; wall in brackets):", "",
+              "| audio s | " + " | ".join(n for n in names if n != "mha") + (
+                  " | HF peer / mha |" if PEER in by_name else " |"),
+              "|---:|" + "---:|" * (len(names) - 1 + (1 if PEER in by_name else 0))]
+    if "mha" in by_name:
+      for i, ref in enumerate(by_name["mha"]):
+        cells = [f"{ref['seconds']:g}"]
+        for n in names:
+          if n != "mha":
+            r = by_name[n][i]
+            cells.append(f"{ref['cpu_s'] / r['cpu_s']:.2f}x ({ref['wall_s'] / r['wall_s']:.2f}x)")
+        if PEER in by_name:
+          p = by_name[PEER][i]
+          cells.append(f"{p['cpu_s'] / ref['cpu_s']:.2f}x ({p['wall_s'] / ref['wall_s']:.2f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Scaling exponents ({scope}):", "",
+              "| mixer | CPU time | CPU time (all) | wall time | MACs | peak memory |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for n in by_name:
+      f = fits[f"{scope}/{n}"]
+      lines.append(f"| {n} | {f['cpu_s']:.2f} | {f['cpu_s_all_lengths']:.2f} | "
+                   f"{f['wall_s']:.2f} | {f['macs']:.2f} | {f['peak_bytes']:.2f} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def plot(results, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = [(s, q, lbl) for s in results for q, lbl in (
+      ("cpu_s", "CPU s / step"), ("macs", "MACs / step"), ("peak_bytes", "peak bytes"))]
+  fig, axes = plt.subplots(len(results), 3, figsize=(15, 4.5 * len(results)), squeeze=False)
+  for ax, (scope, q, label) in zip(axes.flat, panels):
+    for name, rows in results[scope].items():
+      if q not in rows[0]:
+        continue
+      ax.loglog([r["seconds"] for r in rows], [r[q] for r in rows], "o-", label=name)
+    ax.set_xlabel("audio seconds (50 frames/s)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{scope}: {label}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  del argv
+  seconds = [float(s) for s in FLAGS.seconds]
+  lengths = [int(round(s * FRAMES_PER_SEC)) for s in seconds]
+  meta = dict(date=time.strftime("%Y-%m-%d"), load_start=os.getloadavg()[0],
+              cores=os.cpu_count(), backend=jax.default_backend(), remat=FLAGS.remat,
+              fit_min_seconds=FLAGS.fit_min_seconds, python=platform.python_version(),
+              cpu=subprocess.run("lscpu | sed -n 's/^Model name: *//p'", shell=True,
+                                 capture_output=True, text=True).stdout.strip() or "unknown",
+              device=str(jax.devices()[0].device_kind))
+  versions = [f"jax {jax.__version__}"]
+  peer = None
+  if FLAGS.peer and "encoder" in FLAGS.scopes:
+    peer = TorchPeer(FLAGS.remat)
+    versions.append(peer.version)
+  meta["versions"] = ", ".join(versions)
+  results = {}
+  for scope in FLAGS.scopes:
+    steps, params = {}, {}
+    for name in FLAGS.mixers:
+      init, steps[name] = make_step(scope, name, FLAGS.remat)
+      params[name] = jax.jit(init)(jax.random.key(1), jnp.zeros((1, 50, 768)),
+                                   jnp.ones((1, 50), bool))
+    by_name = {}
+    for t in lengths:
+      rows = measure_length(scope, t, steps, params, peer if scope == "encoder" else None)
+      for name, row in rows.items():
+        by_name.setdefault(name, []).append(row)
+        print(json.dumps(dict(scope=scope, mixer=name, **row)), flush=True)
+    results[scope] = by_name
+  meta["load_end"] = os.getloadavg()[0]
+  fits = summarize(results, FLAGS.fit_min_seconds)
+  md = markdown(results, fits, meta)
+  print(md)
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
+    with open(FLAGS.out + ".json", "w") as f:
+      json.dump(dict(meta=meta, results=results, exponents=fits), f, indent=1)
+    with open(FLAGS.out + ".md", "w") as f:
+      f.write(md)
+    plot(results, FLAGS.out + ".png")
+
+
+if __name__ == "__main__":
+  app.run(main)
