@@ -28,18 +28,24 @@ class MetricsWriter:
     start_step: the step the run starts at (> 0 when resuming).
     enabled: False on processes other than 0: every method is then a no-op.
     flops_per_step: FLOPs of one step on all devices (0: unknown), for a TFLOP/s readout.
+    accounting: optional `accounting.RunAccounting`; its cost scalars (MFU, FLOPs, device-hours,
+      energy) join every write.
   """
 
-  def __init__(self, workdir, *, total_steps, start_step=0, enabled=True, flops_per_step=0.0):
+  def __init__(self, workdir, *, total_steps, start_step=0, enabled=True, flops_per_step=0.0,
+               accounting=None):
     self.enabled = enabled
     self.flops_per_step = flops_per_step
+    self.accounting = accounting
     self._window = (time.perf_counter(), start_step, 0.0)  # (time, step, audio seconds)
     self._audio_sec = 0.0
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
-    _truncate_after(self.jsonl_path, start_step)
+    kept = _truncate_after(self.jsonl_path, start_step)
+    if accounting is not None and kept:
+      accounting.resume(kept[-1])  # Device-hours and energy continue the resumed run's totals.
     self._jsonl = open(self.jsonl_path, "a")
     # purge_step drops events a preempted run logged after its last checkpoint.
     self._tb = tensorboardX.SummaryWriter(logdir=workdir,
@@ -74,6 +80,9 @@ class MetricsWriter:
       scalars["perf/audio_hours_per_sec"] = (self._audio_sec - audio0) / 3600.0 / elapsed
       if self.flops_per_step:
         scalars["perf/tflops_per_sec"] = self.flops_per_step * (step - step0) / elapsed / 1e12
+    if self.accounting is not None:
+      scalars.update(self.accounting.scalars(step=step, flops_per_step=self.flops_per_step,
+                                             window_steps=step - step0, window_sec=elapsed))
     self._window = (now, step, self._audio_sec)
     if not self.enabled:
       return scalars
@@ -97,9 +106,11 @@ class MetricsWriter:
 
 
 def _truncate_after(path, step):
-  """Drops lines of metrics.jsonl logged after `step` (a resumed run rewrites them)."""
+  """Drops lines of metrics.jsonl logged after `step` (a resumed run rewrites them); returns
+  the rows kept."""
   if not os.path.exists(path):
-    return
+    return []
   kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
   with open(path, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in kept)
+  return kept

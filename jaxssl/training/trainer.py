@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxssl import objectives
 from jaxssl.data import pipeline
+from jaxssl.training import accounting
 from jaxssl.training import checkpointing
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import optimizers
@@ -88,8 +89,10 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
                f"{_num_params(boxed.params):,}")
 
   # 4. The step, compiled ahead of time once per batch shape.
+  # Cost readouts (MFU against a peak measured once per device kind, FLOPs, energy).
   writer = metrics_lib.MetricsWriter(workdir, total_steps=config.total_steps, start_step=step,
-                                     enabled=jax.process_index() == 0)
+                                     enabled=jax.process_index() == 0,
+                                     accounting=accounting.for_run(config, mesh))
   step_fn = train_step.make_train_step(
       mesh, state_sharding, batch_sharding, rules=rules, objective=objective, tx=tx,
       lr_schedule=lr_schedule, grad_accum_steps=config.optim.get("grad_accum_steps", 1))
