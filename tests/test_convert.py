@@ -119,8 +119,8 @@ def test_hidden_states_match_transformers(converted, family, large):
   assert config.model.layer_norm_first == large
   assert config.model.frontend.mode == ("layer_norm" if large else "default")
   assert config.objective.name == family
-  # One frame without an attention mask; 9 frames with; a padded batch of three lengths.
-  for lengths, mask in (([400], False), ([3200], True), ([5123, 2500, 400], True)):
+  # One frame without an attention mask; a padded batch of 16, 7 and 1 frames with one.
+  for lengths, mask in (([400], False), ([5123, 2500, 400], True)):
     audio, valid = batch(lengths)
     out, frames = ours(ckpt, audio, valid)
     assert_hidden_match(out, frames, theirs(model, audio, valid, mask), large)
