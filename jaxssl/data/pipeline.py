@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxssl.data import audio as audio_lib
 from jaxssl.data import batching
+from jaxssl.data import labels as labels_lib
 from jaxssl.data import sampling
 from jaxssl.data import sources
 
@@ -127,6 +128,8 @@ def make_train_loader(data_cfg, *, seed, process_index=0, process_count=1, sourc
     A `Loader` yielding {"audio": float32 [B/P, L], "valid": bool [B/P, L],
     "language": int32 [B/P], "speaker": int32 [B/P]}, where L is
     data.crop_samples (or the curriculum / dynamic-batching length of the step).
+    With data.labels set (see labels.py), crops start on whole label frames and batches also
+    hold "labels" int32 [B/P, L // hop + 1] and "labels_valid" bool of that shape.
   """
   _check_config(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
   source = _open(data_cfg, data_cfg.split) if source is None else source
@@ -140,6 +143,7 @@ def make_train_loader(data_cfg, *, seed, process_index=0, process_count=1, sourc
   load = functools.partial(_load, source, language_ids=language_ids.astype(np.int32),
                            speaker_ids=speaker_ids.astype(np.int32),
                            normalize=data_cfg.normalize)
+  load = labels_lib.attach(load, data_cfg, source, meta, split=data_cfg.split)
   dataset = (grain.MapDataset.range(sys.maxsize)
              .map(plan)
              .map(functools.partial(_host_slice, index=process_index, count=process_count))
@@ -280,6 +284,7 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
   load = functools.partial(_load, source, language_ids=language_ids,
                            speaker_ids=speaker_ids.astype(np.int32),
                            normalize=data_cfg.normalize, with_index=True)
+  load = labels_lib.attach(load, data_cfg, source, meta, split=split)
   dataset = (grain.MapDataset.range(len(plans))
              .map(plans.__getitem__)
              .map(functools.partial(_host_slice, index=process_index, count=process_count))
