@@ -30,6 +30,9 @@ VARIANTS = {
                     final_dim=64, pos_conv_kernel=32, pos_conv_groups=8),
     "base": Variant(num_layers=12, embed_dim=768, mlp_dim=3072, num_heads=12),
     "large": Variant(num_layers=24, embed_dim=1024, mlp_dim=4096, num_heads=16, final_dim=768),
+    # XLS-R 1B / 2B (Babu et al. 2021; HF facebook/wav2vec2-xls-r-{1b,2b} configs: 16 heads).
+    "xlsr_1b": Variant(num_layers=48, embed_dim=1280, mlp_dim=5120, num_heads=16, final_dim=1024),
+    "xlsr_2b": Variant(num_layers=48, embed_dim=1920, mlp_dim=7680, num_heads=16, final_dim=1024),
 }
 
 

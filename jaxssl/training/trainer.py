@@ -224,19 +224,24 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def dry_run(config, *, objective=None):
-  """Builds and compiles the train step from abstract shapes only; trains nothing.
+def abstract_step(config, *, objective=None, devices=None):
+  """The jitted train step and its abstract inputs, from shapes only (nothing is allocated).
+
+  `dry_run` and `jaxssl.aot` compile exactly this; `train_and_evaluate` builds the same pieces
+  around a real loader.
 
   Args:
     config: the experiment config (data.batch_size and data.crop_samples set the batch).
     objective: default `jaxssl.objectives.build(config)`.
+    devices: the mesh's devices (default all of `jax.devices()`); e.g. the devices of a TPU
+      topology description, to compile for a pod from a CPU machine.
 
   Returns:
-    dict with num_params, flops_per_step (all devices), flops_per_step_per_device,
-    compile_sec, state_bytes (all devices, unsharded total), temp_bytes_per_device
-    (XLA's scratch estimate, -1 if unknown), mesh (axis sizes) and batch_shape.
+    dict with mesh, step_fn (jitted, state donated), abstract_state (ShapeDtypeStructs with
+    their shardings), batch_spec (the loader's batch contract: audio/valid float32/bool [B, S],
+    language/speaker int32 [B]) and boxed (the abstract state with logical-axis boxes).
   """
-  mesh = partitioning.make_mesh(config.mesh)
+  mesh = partitioning.make_mesh(config.mesh, devices=devices)
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
   objective = objectives.build(config) if objective is None else objective
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
@@ -251,9 +256,26 @@ def dry_run(config, *, objective=None):
   step_fn = train_step.make_train_step(
       mesh, state_sharding, batch_sharding, rules=rules, objective=objective, tx=tx,
       lr_schedule=lr_schedule, grad_accum_steps=config.optim.get("grad_accum_steps", 1))
+  return dict(mesh=mesh, step_fn=step_fn, batch_spec=batch_spec, boxed=boxed,
+              abstract_state=train_state.with_shardings(boxed, state_sharding))
+
+
+def dry_run(config, *, objective=None):
+  """Builds and compiles the train step from abstract shapes only; trains nothing.
+
+  Args:
+    config: the experiment config (data.batch_size and data.crop_samples set the batch).
+    objective: default `jaxssl.objectives.build(config)`.
+
+  Returns:
+    dict with num_params, flops_per_step (all devices), flops_per_step_per_device,
+    compile_sec, state_bytes (all devices, unsharded total), temp_bytes_per_device
+    (XLA's scratch estimate, -1 if unknown), mesh (axis sizes) and batch_shape.
+  """
+  step = abstract_step(config, objective=objective)
+  mesh, boxed = step["mesh"], step["boxed"]
   start = time.perf_counter()
-  compiled = step_fn.lower(train_state.with_shardings(boxed, state_sharding),
-                           batch_spec).compile()
+  compiled = step["step_fn"].lower(step["abstract_state"], step["batch_spec"]).compile()
   compile_sec = time.perf_counter() - start
   per_device = train_step.step_cost(compiled)
   memory = compiled.memory_analysis()
@@ -265,4 +287,4 @@ def dry_run(config, *, objective=None):
       state_bytes=sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(boxed)),
       temp_bytes_per_device=getattr(memory, "temp_size_in_bytes", -1) if memory else -1,
       mesh=dict(mesh.shape),
-      batch_shape=(size, length))
+      batch_shape=(config.data.batch_size, config.data.crop_samples))
