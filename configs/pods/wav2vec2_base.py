@@ -1,0 +1,24 @@
+"""wav2vec 2.0 BASE on LibriSpeech 960 h, on a v5e-32 slice (32 chips, 8 hosts).
+
+  tpu_scripts/preemptible.sh --name=w2v2-base --zone=$ZONE --accelerator-type=v5litepod-32 \
+      --runtime-version=v2-alpha-tpuv5-lite --bucket=$BUCKET --spot \
+      --config=configs/pods/wav2vec2_base.py --workdir=/mnt/gcs/runs/w2v2_base
+  python -m jaxssl.aot --config=configs/pods/wav2vec2_base.py   # memory / FLOPs / step time
+
+configs/wav2vec2/base.py unchanged in model, objective and optimizer (fairseq's
+wav2vec2_base_librispeech): its 352 utterances of 250k samples split 11 per chip over a pure
+data-parallel mesh; BASE's 95M parameters and their Adam moments fit on every chip unsharded.
+"""
+from configs import common
+from configs import pods
+from configs.wav2vec2 import base
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False)
+  c = base.get_config()
+  with c.unlocked():
+    pods.on_pod(c, "v5e:4x8", data=-1, remat=False)
+    if arg.runlocal:
+      common.shrink_for_cpu(c)
+  return c.lock()
