@@ -1,7 +1,10 @@
 """Objectives: a model plus its loss. A config's `objective.name` is a key here."""
+from jaxssl.objectives import hubert
+from jaxssl.objectives import melhubert
 from jaxssl.objectives import wav2vec2
 
-OBJECTIVES = {"wav2vec2": wav2vec2.Wav2Vec2Objective}
+OBJECTIVES = {"wav2vec2": wav2vec2.Wav2Vec2Objective, "hubert": hubert.HubertObjective,
+              "melhubert": melhubert.MelHubertObjective}
 
 
 def get(name):

@@ -1,7 +1,8 @@
 """Frontends: raw audio -> frame features. A config's `model.frontend.name` is a key here."""
 from jaxssl.models.frontends import cnn
+from jaxssl.models.frontends import mel_stack
 
-FRONTENDS = {"cnn": cnn.ConvFeatureEncoder}
+FRONTENDS = {"cnn": cnn.ConvFeatureEncoder, "mel_stack": mel_stack.MelStack}
 
 
 def get(name):

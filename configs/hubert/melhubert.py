@@ -1,0 +1,48 @@
+"""MelHuBERT-20ms on LibriSpeech 360 h (nervjack2/MelHuBERT config_{model,runner}_20ms.yaml).
+
+  python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --split=train_clean_360 \
+      --features=logmel --num_clusters=512 --name=km512_logmel --splits=train_clean_360
+  python -m jaxssl.main --config=configs/hubert/melhubert.py --workdir=$RUNS/melhubert
+  python experiments/hubert_demo/macs.py   # MACs per second of speech next to HuBERT BASE
+
+HuBERT BASE's Transformer (post-LN, 12 x 768/3072/12, conv positional embedding, dropouts 0.1)
+on 40-d log-mel frames stacked to 80-d at 20 ms instead of the CNN; zero masking before the
+input projection (mask_prob 0.7, spans of 5 frames); a linear classifier over K = 512 k-means
+units of the log-mel frames (stage 1), cross-entropy on masked frames. Runner: Adam(0.9, 0.999),
+eps 1e-8, no weight decay, constant lr 1e-4, clip 10, batches of 4 x 8 accumulation = 32 random
+750-frame (15 s) crops of utterances longer than 320 frames, 200 epochs of the 104k utterances
+(~650k updates). `:runlocal` shrinks it for a CPU smoke run.
+"""
+import ml_collections as mlc
+
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False)
+  c = mlc.ConfigDict()
+  c.trainer = "pretrain"
+  c.seed = 0
+  c.total_steps = 650_000
+  c.log_every_steps = 100
+  c.max_consecutive_nonfinite = 10
+
+  c.data = common.data("librispeech", split="train_clean_360", crop_samples=240_000,
+                       batch_size=32)
+  c.data.min_samples = 102_400  # MelHuBERT keeps utterances longer than 320 frames of 20 ms.
+  c.data.labels = "km512_logmel"  # k-means on the 10 ms log-mel frames (stage 1).
+  c.data.label_rate = 100
+  c.model = common.wav2vec2_model(
+      "base", frontend=dict(name="mel_stack", num_mels=40, stack=2),
+      dropout_rate=0.1, attention_dropout_rate=0.1, activation_dropout_rate=0.1,
+      input_dropout_rate=0.0, feature_dropout_rate=0.0, layerdrop_rate=0.0)
+  c.masking = dict(prob=0.7, span=5, min_spans=2)
+  c.objective = dict(name="melhubert", num_clusters=512, masked_weight=1.0, unmasked_weight=0.0)
+  c.optim = common.adamw(lr=1e-4, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=10.0)
+  c.schedule = dict(name="constant", warmup_steps=0)
+  c.distributed = common.distributed()
+  c.mesh = common.mesh(data=-1)
+  c.ckpt = common.ckpt(every_steps=5_000, keep=3)
+  if arg.runlocal:
+    common.shrink_for_cpu(c)
+  return c.lock()

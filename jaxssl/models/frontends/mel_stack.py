@@ -1,0 +1,63 @@
+"""MelHuBERT's input: 10 ms log-mel frames, normalised, stacked in pairs to 20 ms frames.
+
+Lin et al. 2022, "MelHuBERT: A simplified HuBERT on Mel spectrograms",
+https://arxiv.org/abs/2211.09944 ; nervjack2/MelHuBERT (dataset.py, config_model_20ms.yaml).
+There is no CNN: 40-d log-mel at 100 Hz (`frontends.mel.log_mel`, computed in the graph) is
+normalised per utterance and every two consecutive frames are concatenated, [f_2t ; f_2t+1],
+the odd tail padded with zeros, giving 80-d frames at 50 Hz: the CNN frontend's frame rate, so
+the same span masking and 50 Hz targets apply. MelHuBERT normalises with the training set's
+mean and standard deviation per mel band; here each utterance is normalised over its own real
+frames (cepstral mean and variance normalisation), which needs no statistics pass and treats
+padding correctly. The module has no parameters.
+"""
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxssl.models.frontends import mel
+
+HOP = 160  # 10 ms mel frames at 16 kHz.
+
+
+def mel_frames_for(num_samples):
+  """10 ms log-mel frames of `num_samples` samples (ints or int arrays)."""
+  return 1 + num_samples // HOP
+
+
+def frames_for(num_samples, stack: int = 2):
+  """Stacked output frames of `num_samples` samples: ceil(mel frames / stack)."""
+  return -(-mel_frames_for(num_samples) // stack)
+
+
+def frame_valid(valid_samples, stack: int = 2):
+  """[B, S] sample padding mask -> [B, T] stacked-frame padding mask."""
+  t = frames_for(valid_samples.shape[-1], stack)
+  lengths = frames_for(valid_samples.sum(-1), stack)
+  return jnp.arange(t)[None] < lengths[:, None]
+
+
+class MelStack(nn.Module):
+  """[B, S] audio -> [B, T, num_mels * stack] normalised stacked log-mel, T = frames_for(S)."""
+  num_mels: int = 40
+  stack: int = 2
+  normalize: bool = True
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, audio, valid=None):
+    """Args: audio [B, S] float; valid: optional [B, S] bool sample padding mask (the
+    statistics are taken over the 10 ms frames of real audio only, and the others are zeroed).
+    Returns [B, T, num_mels * stack] float32."""
+    feats = mel.log_mel(audio, n_mels=self.num_mels)  # [B, T_mel, M]
+    b, t_mel, m = feats.shape
+    t = -(-t_mel // self.stack)
+    if self.normalize:
+      lengths = mel_frames_for(valid.sum(-1) if valid is not None else jnp.full(
+          (b,), audio.shape[1]))
+      w = (jnp.arange(t_mel)[None] < lengths[:, None]).astype(feats.dtype)[..., None]
+      n = jnp.maximum(w.sum(1, keepdims=True), 1.0)
+      mean = (feats * w).sum(1, keepdims=True) / n
+      var = (jnp.square(feats - mean) * w).sum(1, keepdims=True) / n
+      feats = (feats - mean) * jnp.reciprocal(jnp.sqrt(var + self.eps)) * w
+    feats = jnp.pad(feats, ((0, 0), (0, t * self.stack - t_mel), (0, 0)))
+    # [B, T, stack, M] -> [B, T, stack * M]: [f_2t ; f_2t+1], MelHuBERT's concatenation order.
+    return feats.reshape(b, t, self.stack * m)

@@ -1,0 +1,159 @@
+"""The MelHuBERT objective: HuBERT on stacked log-mel frames with a plain linear classifier.
+
+Lin et al. 2022, https://arxiv.org/abs/2211.09944 ; nervjack2/MelHuBERT model.py. Differences
+from HuBERT (objectives/hubert.py), each of which saves compute or parameters:
+- no CNN: 40-d log-mel stacked to 80-d 20 ms frames (`frontends.mel_stack.MelStack`);
+- masking *before* the input projection, with zeros (no learned mask embedding), spans of 5
+  frames with mask_prob 0.7;
+- `final_proj` is a linear classifier D -> K trained with cross-entropy (no cosine logits or
+  label embeddings), on masked frames only.
+Stage 1 targets are k-means units of the same log-mel frames (`python -m jaxssl.kmeans
+--features=logmel`, 100 Hz; frame t reads label 2t as MelHuBERT's `label[::2]`).
+
+`compare` counts its MACs per second of speech next to HuBERT BASE's
+(experiments/hubert_demo/macs.py).
+"""
+import dataclasses
+import importlib.util
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxssl import masking
+from jaxssl.models import layers
+from jaxssl.models import variants
+from jaxssl.models import wav2vec2 as wav2vec2_model
+from jaxssl.models.frontends import mel_stack
+from jaxssl.objectives import hubert
+
+
+class MelHubertModel(nn.Module):
+  """Stacked log-mel -> zero-masked -> Linear -> Transformer encoder -> linear classifier."""
+  make_encoder: Callable[..., nn.Module]
+  embed_dim: int
+  num_classes: int
+  num_mels: int = 40
+  stack: int = 2
+  input_dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
+               predict: bool = True):
+    """audio [B, S] (audio_valid: its [B, S] padding mask), valid/masked [B, T] bool -> dict
+    "logits" [B, T, K] (if `predict`), "x" [B, T, D], "hidden" (L+1 [B, T, D]), "features"
+    [B, T, num_mels * stack]."""
+    feats = mel_stack.MelStack(self.num_mels, self.stack, name="frontend")(audio, audio_valid)
+    x = feats if masked is None else jnp.where(masked[..., None], 0.0, feats)
+    x = layers.Dense(self.embed_dim, axes=(None, "embed"), dtype=self.dtype,
+                     kernel_init=layers.torch_linear_init, name="post_extract_proj")(x)
+    x = nn.Dropout(self.input_dropout_rate)(x, deterministic=not train)
+    x = nn.with_logical_constraint(x, ("act_batch", "act_time", "act_embed"))
+    x, hidden = self.make_encoder(name="encoder")(x, valid=valid, train=train)
+    if not predict:
+      return dict(x=x, hidden=hidden, features=feats)
+    logits = layers.Dense(self.num_classes, axes=("embed", None), dtype=self.dtype,
+                          kernel_init=layers.torch_linear_init, name="final_proj")(x)
+    return dict(logits=logits, x=x, hidden=hidden, features=feats)
+
+
+def make_encoder_from_config(model_cfg):
+  """The Transformer encoder constructor of `model_cfg`, exactly as the CNN models build it."""
+  cnn_cfg = model_cfg.copy_and_resolve_references()
+  with cnn_cfg.unlocked():
+    cnn_cfg.frontend = dict(name="cnn", mode="default", conv_bias=False, feature_grad_mult=1.0)
+  return wav2vec2_model.speech_encoder_from_config(cnn_cfg).keywords["make_encoder"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MelHubertObjective:
+  """Model + loss, with the interface of `hubert.HubertObjective`."""
+  config: Any
+
+  @property
+  def model(self):
+    m, fe = self.config.model, self.config.model.frontend
+    return MelHubertModel(
+        make_encoder=make_encoder_from_config(m), embed_dim=variants.get(m.variant).embed_dim,
+        num_classes=self.config.objective.num_clusters, num_mels=fe.num_mels, stack=fe.stack,
+        input_dropout_rate=m.input_dropout_rate, dtype=jnp.dtype(m.dtype))
+
+  def frame_valid(self, valid_samples):
+    return mel_stack.frame_valid(valid_samples, self.config.model.frontend.stack)
+
+  def init(self, rng, batch):
+    valid = self.frame_valid(batch["valid"])
+    rngs = dict(zip(("params", "dropout", "layerdrop"), jax.random.split(rng, 3)))
+    return self.model.init(rngs, batch["audio"], valid=valid, masked=valid,
+                           audio_valid=batch["valid"], train=True)["params"]
+
+  def loss(self, params, batch, rng, *, step, train: bool = True):
+    del step
+    cfg, obj = self.config, self.config.objective
+    labels, labels_valid = hubert.batch_labels(cfg, batch)
+    k_mask, k_drop, k_ld = jax.random.split(rng, 3)
+    valid = self.frame_valid(batch["valid"])
+    m = cfg.masking
+    masked = masking.span_mask(k_mask, valid, prob=m.prob, span=m.span, min_spans=m.min_spans,
+                               same_count=False)  # require_same_masks=False in MelHuBERT.
+    out = self.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
+                           audio_valid=batch["valid"], train=train,
+                           rngs={"dropout": k_drop, "layerdrop": k_ld})
+    hop = mel_stack.HOP * cfg.model.frontend.stack
+    targets, ok = hubert.frame_targets(labels, labels_valid, valid.shape[1],
+                                       cfg.data.label_rate, frame_hop=hop)
+    loss, metrics = hubert.prediction_loss(
+        [out["logits"].astype(jnp.float32)], [targets], masked, ok & valid,
+        masked_weight=obj.masked_weight, unmasked_weight=obj.unmasked_weight)
+    return loss, metrics
+
+  def represent(self, params, batch):
+    """(x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T]) without masking."""
+    valid = self.frame_valid(batch["valid"])
+    out = self.model.apply({"params": params}, batch["audio"], valid=valid,
+                           audio_valid=batch["valid"], train=False, predict=False)
+    return out["x"], out["hidden"], valid
+
+
+def macs_per_second(objective, seconds: float = 1.0):
+  """Multiply-accumulates of the encoder's forward pass per second of speech.
+
+  XLA's cost analysis of `represent` on one utterance of `seconds` (abstract shapes only:
+  nothing is allocated), halved (one MAC = 2 FLOPs). The pretraining heads are left out, as
+  the MelHuBERT paper counts the model that is kept after pretraining.
+  """
+  s = int(round(seconds * 16_000))
+  batch = dict(audio=jax.ShapeDtypeStruct((1, s), jnp.float32),
+               valid=jax.ShapeDtypeStruct((1, s), jnp.bool_))
+  params = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batch)
+  params = nn.unbox(params)
+  cost = jax.jit(lambda p, b: objective.represent(p, b)[0]).lower(params, batch).cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost["flops"]) / 2.0 / seconds
+
+
+def load_config(spec):
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_jaxssl_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def compare(config, baseline_config, seconds: float = 1.0):
+  """MACs/s of `config`'s model next to `baseline_config`'s, and the saving."""
+  from jaxssl import objectives  # pylint: disable=g-import-not-at-top (registry imports us)
+  ours = macs_per_second(objectives.build(config), seconds)
+  base = macs_per_second(objectives.build(baseline_config), seconds)
+  num_params = lambda c: int(sum(np.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(
+      objectives.build(c).init, jax.random.PRNGKey(0),
+      dict(audio=jax.ShapeDtypeStruct((1, 16_000), jnp.float32),
+           valid=jax.ShapeDtypeStruct((1, 16_000), jnp.bool_))))))
+  return dict(macs_per_sec=ours, baseline_macs_per_sec=base, macs_saving=1.0 - ours / base,
+              num_params=num_params(config), baseline_num_params=num_params(baseline_config),
+              seconds=seconds)
+
