@@ -195,3 +195,21 @@ def test_gpu_script_dry_check_on_cpu(tmp_path):
                         f"--out={tmp_path}/gs"], capture_output=True, text=True, check=True)
   assert "| train wav2vec2/base | 2 x 1 s |" in out.stdout
   assert (tmp_path / "gs_tiny_cpu.json").exists()
+
+
+def test_profile_maps_instructions_to_model_components():
+  from experiments.benchmarks import profile_step  # pylint: disable=g-import-not-at-top
+  bwd = ("jit(step)/transpose(jvp(Wav2Vec2Model))/speech_encoder/feature_extractor/conv_1/"
+         "conv_general_dilated")
+  assert profile_step.component(bwd) == "feature_extractor/conv_1 bwd"
+  assert profile_step.component("jit(step)/jvp(M)/encoder/pos_conv/dot") == "pos_conv fwd"
+  assert profile_step.component("jit(step)/sqrt") == "other: sqrt"
+
+  def f(x, w):
+    with jax.named_scope("ffn"):
+      return jnp.tanh(x @ w)
+
+  x = jnp.ones((4, 8))
+  names = profile_step.op_names(jax.jit(f).lower(x, x.T).compile().as_text())
+  assert names and any("ffn" in op for op in names.values())
+  assert {profile_step.component(op) for op in names.values() if "ffn" in op} == {"ffn fwd"}

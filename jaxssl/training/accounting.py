@@ -94,7 +94,8 @@ def device_watts(device_kind):
 
 
 def default_peak_dtype(platform):
-  """The dtype a run's peak is measured in: float32 on CPU (bf16 is slower there), else bf16."""
+  """The default dtype of the peak: float32 on CPU (what CPU runs compute in: a bf16 BASE step
+  is slower there even though AMX bf16 matmuls are not), bfloat16 on accelerators."""
   return jnp.float32 if platform == "cpu" else jnp.bfloat16
 
 
