@@ -8,8 +8,8 @@ devices of any TPU slice (v4, v5e, v5p, v6e) without a TPU, and XLA's TPU compil
 them. This tool builds the trainer's own step (`trainer.abstract_step`: same mesh, shardings,
 objective, optimizer and donation, abstract inputs only), compiles it for the topology, and
 reports per-device memory (arguments, outputs, temporaries) against the chip's HBM, FLOPs per
-step (XLA's cost analysis, remat recompute included) and a predicted step time
-FLOPs / (peak x MFU) at a stated MFU. A state or step that does not fit fails with `DoesNotFit`,
+step (matmuls and convolutions of the traced step, remat recompute included) and a predicted
+step time FLOPs / (peak x MFU) at a stated MFU. A state or step that does not fit fails with `DoesNotFit`,
 naming the biggest buffers and the mesh / remat / batch changes that shrink them. Compiling the
 model for the real chip is how the pod recipes in configs/pods/ are shown to fit
 (MaxText's train_compile.py does the same; https://github.com/AI-Hypercomputer/maxtext).
@@ -85,7 +85,7 @@ def topology_devices(name):
     topology = topologies.get_topology_desc(platform="tpu", topology_name=name)
   except (RuntimeError, ValueError, jax.errors.JaxRuntimeError) as e:
     hint = ("" if _has_libtpu() else
-            " The TPU compiler comes with PyPI's libtpu: pip install libtpu (see requirements.txt).")
+            " The TPU compiler comes with PyPI's libtpu: pip install -r requirements.txt.")
     raise ValueError(f"--topology={name!r}: libtpu could not describe it: "
                      f"{str(e).splitlines()[0]}.{hint}") from e
   return list(topology.devices)
@@ -148,6 +148,38 @@ def biggest_activations(closed_jaxpr, k=5):
   return rows[:k]
 
 
+def jaxpr_flops(closed_jaxpr):
+  """Matmul and convolution FLOPs of a traced program (2 per multiply-add), whole batch.
+
+  XLA's cost analysis counts the body of a while loop once, so a step with scanned layers
+  (model.scan_layers) reports a fraction of its FLOPs; here a scan's body counts `length` times
+  and remat's recomputation as often as the jaxpr runs it. Elementwise ops are left out (a few
+  percent of a Transformer's FLOPs).
+  """
+  def eqn_flops(eqn):
+    name, params = eqn.primitive.name, eqn.params
+    if name == "dot_general":
+      (contract, _), _ = params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      return 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
+    if name == "conv_general_dilated":
+      rhs = eqn.invars[1].aval.shape
+      rhs_spec = params["dimension_numbers"].rhs_spec  # (out features, in features, spatial...)
+      per_output = rhs[rhs_spec[1]] * math.prod(rhs[d] for d in rhs_spec[2:])
+      return 2 * math.prod(eqn.outvars[0].aval.shape) * per_output
+    subs = [walk(sub) for sub in jax_core.jaxprs_in_params(params)]
+    if name == "scan":
+      return params["length"] * sum(subs)
+    if name == "cond":
+      return max(subs, default=0)
+    return sum(subs)
+
+  def walk(jaxpr):
+    return sum(eqn_flops(eqn) for eqn in jaxpr.eqns)
+
+  return walk(closed_jaxpr.jaxpr)
+
+
 def _suggestions(config, sizes, state_heavy):
   """Concrete config changes that shrink per-device memory, most effective first."""
   m = config.model
@@ -196,7 +228,8 @@ def plan(config, topology, *, mfu=0.4, objective=None):
     dict: topology, chip, num_devices, devices_per_chip, mesh, num_params, batch_shape,
     per-device bytes (state_bytes, argument_bytes, output_bytes, alias_bytes, temp_bytes,
     peak_bytes = arguments + outputs - aliased + temporaries), hbm_bytes (per device),
-    hbm_fraction, flops_per_step (all devices), flops_per_step_per_device, mfu,
+    hbm_fraction, flops_per_step (all devices, `jaxpr_flops`), flops_per_step_per_device,
+    xla_flops_per_step (XLA's cost analysis x devices; undercounts scanned layers), mfu,
     step_sec (predicted), audio_sec_per_step, audio_hours_per_hour (predicted), days_total
     (predicted for config.total_steps), compile_sec.
 
@@ -243,12 +276,16 @@ def plan(config, topology, *, mfu=0.4, objective=None):
   peak_bytes = arg + out - alias + temp
   if peak_bytes > hbm:
     heavy = arg > temp
-    rows = ([f"{p}: {_fmt(b)} per device" for p, b, _, _ in biggest_state_buffers(state)] if heavy else
-            _activation_rows(step, sizes))
+    if heavy:
+      rows = [f"{p}: {_fmt(b)} per device" for p, b, _, _ in biggest_state_buffers(state)]
+    else:
+      rows = _activation_rows(step, sizes)
     raise DoesNotFit(_not_fit_message(
         f"The compiled train step (arguments {_fmt(arg)}, temporaries {_fmt(temp)})",
         peak_bytes, hbm, where, config, sizes, heavy, rows))
-  flops_dev = train_step.step_cost(compiled)
+  # FLOPs from the traced step (scans counted in full), spread evenly over the devices.
+  flops = jaxpr_flops(step["step_fn"].trace(state, step["batch_spec"]).jaxpr)
+  flops_dev = flops / len(devices)
   step_sec = flops_dev / (peak * mfu)
   audio_sec = config.data.batch_size * config.data.crop_samples / pipeline.SAMPLE_RATE
   return dict(
@@ -257,7 +294,8 @@ def plan(config, topology, *, mfu=0.4, objective=None):
       batch_shape=(config.data.batch_size, config.data.crop_samples),
       state_bytes=state_bytes, argument_bytes=arg, output_bytes=out, alias_bytes=alias,
       temp_bytes=temp, peak_bytes=peak_bytes, hbm_bytes=hbm, hbm_fraction=peak_bytes / hbm,
-      flops_per_step=flops_dev * len(devices), flops_per_step_per_device=flops_dev, mfu=mfu,
+      flops_per_step=flops, flops_per_step_per_device=flops_dev, mfu=mfu,
+      xla_flops_per_step=train_step.step_cost(compiled) * len(devices),
       step_sec=step_sec, audio_sec_per_step=audio_sec,
       audio_hours_per_hour=audio_sec / step_sec if step_sec else 0.0,
       days_total=step_sec * config.total_steps / 86400, compile_sec=compile_sec)
@@ -294,8 +332,9 @@ def format_plan(p):
       f"{_fmt(p['alias_bytes'])}), temporaries {_fmt(p['temp_bytes'])}",
       f"peak {_fmt(p['peak_bytes'])} of {_fmt(p['hbm_bytes'])} HBM "
       f"({100 * p['hbm_fraction']:.0f}%)",
-      f"FLOPs per step {p['flops_per_step']:.3g} ({p['flops_per_step_per_device']:.3g} per "
-      "device, remat recompute included)",
+      f"FLOPs per step {p['flops_per_step']:.3g} (matmuls and convolutions, remat recompute "
+      f"included; {p['flops_per_step_per_device']:.3g} per device); XLA's cost analysis says "
+      f"{p['xla_flops_per_step']:.3g} (a scanned layer counted once)",
       f"predicted at MFU {p['mfu']:.2f}: {p['step_sec']:.3f} s/step, "
       f"{p['audio_hours_per_hour']:,.0f} h of audio per hour, {p['days_total']:.1f} days for "
       "the config's total_steps",

@@ -197,11 +197,13 @@ case "$*" in
   *"queued-resources describe"*)
     [[ -f "$STATE/exists" ]] && cat "$STATE/state" ;;
   *"queued-resources create"*)
-    touch "$STATE/exists"; echo ACTIVE > "$STATE/state"; echo $(( $(n creates) + 1 )) > "$STATE/creates" ;;
+    touch "$STATE/exists"; echo ACTIVE > "$STATE/state"
+    echo $(( $(n creates) + 1 )) > "$STATE/creates" ;;
   *"queued-resources delete"*)
     rm -f "$STATE/exists" ;;
   *"tpu-vm ssh"*"--worker=0"*)
-    if [[ "$(n creates)" == 1 ]]; then echo SUSPENDED > "$STATE/state"; echo running; else echo done; fi ;;
+    if [[ "$(n creates)" == 1 ]]; then echo SUSPENDED > "$STATE/state"; echo running
+    else echo done; fi ;;
 esac
 exit 0
 """

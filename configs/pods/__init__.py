@@ -12,6 +12,8 @@ import re
 
 import ml_collections as mlc
 
+from configs import common
+
 # Cloud TPU VM software versions per generation (Cloud TPU docs, "TPU software versions").
 RUNTIME_VERSIONS = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite",
                     "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
@@ -52,3 +54,13 @@ def on_pod(c, topology, *, data=-1, fsdp=1, tensor=1, batch_size=None, remat=Fal
   c.model.remat = remat
   c.distributed.coordinator = "auto"  # jax.distributed finds the other workers on a TPU pod.
   return c
+
+
+def runlocal(c):
+  """`:runlocal` for a pod recipe: the CPU smoke shrink, back on one local process."""
+  common.shrink_for_cpu(c)
+  c.distributed.coordinator = ""
+  c.data.data_dir = "data/tfds"
+  c.data.num_workers = 0
+  c.model.dtype = "float32"  # bf16 matmuls are slower than f32 on CPUs.
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1

@@ -6,8 +6,9 @@
   python -m jaxssl.aot --config=configs/pods/hubert_base.py:iteration=1
 
 configs/hubert/base.py unchanged in model, objective and optimizer: 176 utterances of 250k
-samples (fairseq's 32 GPUs x 1.4M samples), 11 per chip on a pure data-parallel mesh. The k-means
-labels live beside the dataset on the bucket (data.labels).
+samples (fairseq's 32 GPUs x 1.4M samples), 11 per chip on a pure data-parallel mesh, remat on
+(as configs/pods/wav2vec2_base.py). The k-means labels live beside the dataset on the bucket
+(data.labels).
 """
 from configs import common
 from configs import pods
@@ -18,7 +19,7 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, iteration=1, runlocal=False)
   c = base.get_config(f"iteration={arg.iteration}")
   with c.unlocked():
-    pods.on_pod(c, "v5e:4x4", data=-1, remat=False)
+    pods.on_pod(c, "v5e:4x4", data=-1, remat=True)
     if arg.runlocal:
-      common.shrink_for_cpu(c)
+      pods.runlocal(c)
   return c.lock()

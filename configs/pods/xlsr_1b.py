@@ -24,5 +24,5 @@ def get_config(arg=None):
     c.model.variant = "xlsr_1b"
     pods.on_pod(c, "v5e:16x16", data=-1, fsdp=8, batch_size=512, remat=True)
     if arg.runlocal:
-      common.shrink_for_cpu(c)
+      pods.runlocal(c)
   return c.lock()

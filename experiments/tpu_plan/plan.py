@@ -1,14 +1,15 @@
 """Compiles every pod recipe for its TPU topology and writes the README's planning table.
 
-  python experiments/tpu_plan/plan.py                       # all recipes (tens of minutes on 2 cores)
-  python experiments/tpu_plan/plan.py --only=wav2vec2_base  # one recipe; others kept from the JSON
+  python experiments/tpu_plan/plan.py                       # all recipes (an hour on 2 cores)
+  python experiments/tpu_plan/plan.py --only=wav2vec2_base  # one recipe (runs can go in parallel)
 
 Each recipe in configs/pods/ is compiled by `jaxssl.aot.plan` (the trainer's own train step,
 abstract inputs, XLA's TPU compiler from PyPI's libtpu; no TPU involved) for the slice in its `tpu`
-section. Results accumulate in results/plan.json (one entry per recipe, with the machine and
-library versions that produced it) and the table in results/plan.md is rendered from that JSON
-only, so the README numbers are the ones the compiler printed. Predicted step times assume the
-stated MFU of the chip's peak bf16 FLOP/s (https://arxiv.org/abs/2204.02311, Appendix B).
+section. Each recipe's result goes to results/<recipe>.json (with the machine and library versions
+that produced it, and the compile's wall and CPU time) and the table in results/plan.md is
+rendered from those files only, so the README numbers are the ones the compiler printed.
+Predicted step times assume the stated MFU of the chip's peak bf16 FLOP/s (MFU as defined in
+PaLM, https://arxiv.org/abs/2204.02311, Appendix B).
 """
 import argparse
 import datetime
@@ -112,8 +113,6 @@ def main():
   if unknown:
     parser.error(f"unknown recipes {unknown}; choose from {[n for n, _, _ in RECIPES]}")
   RESULTS.mkdir(parents=True, exist_ok=True)
-  path = RESULTS / "plan.json"
-  results = json.loads(path.read_text()) if path.exists() else {}
   for name, module, arg in RECIPES:
     if only and name not in only:
       continue
@@ -121,9 +120,10 @@ def main():
     entry = run_recipe(module, arg, args.mfu)
     entry["total_steps"] = importlib.import_module(f"configs.pods.{module}").get_config(
         arg).total_steps
-    results[name] = entry
-    path.write_text(json.dumps(results, indent=1) + "\n")  # After each: partial runs survive.
+    (RESULTS / f"{name}.json").write_text(json.dumps(entry, indent=1) + "\n")
     print(aot.format_plan(entry) if entry["fits"] else entry["error"], flush=True)
+  results = {name: json.loads((RESULTS / f"{name}.json").read_text())
+             for name, _, _ in RECIPES if (RESULTS / f"{name}.json").exists()}
   (RESULTS / "plan.md").write_text(render(results))
   print(render(results))
 
