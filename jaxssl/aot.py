@@ -1,18 +1,18 @@
 """Ahead-of-time compilation of a recipe's train step for a TPU pod, from a CPU machine.
 
   python -m jaxssl.aot --config=configs/pods/wav2vec2_base.py --topology=v5e:4x8 \
-      [--config.mesh.fsdp=2 ...] [--mfu=0.4] [--json_out=plan.json]
+      [--config.mesh.fsdp=2 ...] [--mfu=0.4] [--json_out=plan.json] [--nocompile]
 
 With PyPI's `libtpu` installed, `jax.experimental.topologies.get_topology_desc` describes the
 devices of any TPU slice (v4, v5e, v5p, v6e) without a TPU, and XLA's TPU compiler compiles for
 them. This tool builds the trainer's own step (`trainer.abstract_step`: same mesh, shardings,
 objective, optimizer and donation, abstract inputs only), compiles it for the topology, and
-reports per-device memory (arguments, outputs, temporaries) against the chip's HBM, FLOPs per
-step (matmuls and convolutions of the traced step, remat recompute included) and a predicted
-step time FLOPs / (peak x MFU) at a stated MFU. A state or step that does not fit fails with `DoesNotFit`,
+reports per-device memory (arguments, outputs, temporaries) against the chip's HBM, FLOPs per step
+(matmuls and convolutions of the traced step, remat recompute included) and a predicted step time
+FLOPs / (peak x MFU) at a stated MFU. A state or step that does not fit fails with `DoesNotFit`,
 naming the biggest buffers and the mesh / remat / batch changes that shrink them. Compiling the
-model for the real chip is how the pod recipes in configs/pods/ are shown to fit
-(MaxText's train_compile.py does the same; https://github.com/AI-Hypercomputer/maxtext).
+model for the real chip is how the pod recipes in configs/pods/ are shown to fit (MaxText's
+train_compile.py does the same; https://github.com/AI-Hypercomputer/maxtext).
 """
 import dataclasses
 import json
@@ -47,6 +47,7 @@ _TOPOLOGY = flags.DEFINE_string(
     "(default: the config's tpu.topology).")
 _MFU = flags.DEFINE_float("mfu", 0.4, "Assumed model FLOPs utilisation for the step-time guess.")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Also write the plan as JSON to this path.")
+_COMPILE = flags.DEFINE_bool("compile", True, "--nocompile: state and FLOPs only, in seconds.")
 
 GIB = 1024 ** 3
 
@@ -215,7 +216,7 @@ def _not_fit_message(what, need, hbm, where, config, sizes, state_heavy, buffers
   return "\n".join(lines)
 
 
-def plan(config, topology, *, mfu=0.4, objective=None):
+def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
   """Compiles `config`'s train step for a TPU `topology` and predicts its memory and speed.
 
   Args:
@@ -223,9 +224,11 @@ def plan(config, topology, *, mfu=0.4, objective=None):
     topology: a topology name ("v5e:4x8") or a list of its devices (`topology_devices`).
     mfu: assumed model FLOPs utilisation for the predicted step time, in (0, 1].
     objective: default `jaxssl.objectives.build(config)`.
+    compile_step: False skips XLA (seconds instead of minutes): the state and FLOPs figures
+      stay exact, the compiled-memory fields are None and the fit is checked for the state only.
 
   Returns:
-    dict: topology, chip, num_devices, devices_per_chip, mesh, num_params, batch_shape,
+    dict: compiled, topology, chip, num_devices, devices_per_chip, mesh, num_params, batch_shape,
     per-device bytes (state_bytes, argument_bytes, output_bytes, alias_bytes, temp_bytes,
     peak_bytes = arguments + outputs - aliased + temporaries), hbm_bytes (per device),
     hbm_fraction, flops_per_step (all devices, `jaxpr_flops`), flops_per_step_per_device,
@@ -257,9 +260,28 @@ def plan(config, topology, *, mfu=0.4, objective=None):
             for p, b, s, spec in biggest_state_buffers(state)]
     raise DoesNotFit(_not_fit_message("The train state (params + optimizer moments)",
                                       state_bytes, hbm, where, config, sizes, True, rows))
+  # FLOPs from the traced step (scans counted in full), spread evenly over the devices.
+  traced = step["step_fn"].trace(state, step["batch_spec"])
+  flops = jaxpr_flops(traced.jaxpr)
+  flops_dev = flops / len(devices)
+  step_sec = flops_dev / (peak * mfu)
+  audio_sec = config.data.batch_size * config.data.crop_samples / pipeline.SAMPLE_RATE
+  result = dict(
+      compiled=compile_step, topology=name, chip=chip.name, num_devices=len(devices),
+      devices_per_chip=per_chip, mesh=sizes,
+      num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
+      batch_shape=(config.data.batch_size, config.data.crop_samples), state_bytes=state_bytes,
+      hbm_bytes=hbm, flops_per_step=flops, flops_per_step_per_device=flops_dev, mfu=mfu,
+      step_sec=step_sec, audio_sec_per_step=audio_sec,
+      audio_hours_per_hour=audio_sec / step_sec if step_sec else 0.0,
+      days_total=step_sec * config.total_steps / 86400)
+  if not compile_step:
+    return dict(result, argument_bytes=None, output_bytes=None, alias_bytes=None,
+                temp_bytes=None, peak_bytes=None, hbm_fraction=state_bytes / hbm,
+                xla_flops_per_step=None, compile_sec=0.0)
   start = time.perf_counter()
   try:
-    compiled = step["step_fn"].lower(state, step["batch_spec"]).compile()
+    compiled = traced.lower().compile()
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e):
       raise
@@ -283,22 +305,10 @@ def plan(config, topology, *, mfu=0.4, objective=None):
     raise DoesNotFit(_not_fit_message(
         f"The compiled train step (arguments {_fmt(arg)}, temporaries {_fmt(temp)})",
         peak_bytes, hbm, where, config, sizes, heavy, rows))
-  # FLOPs from the traced step (scans counted in full), spread evenly over the devices.
-  flops = jaxpr_flops(step["step_fn"].trace(state, step["batch_spec"]).jaxpr)
-  flops_dev = flops / len(devices)
-  step_sec = flops_dev / (peak * mfu)
-  audio_sec = config.data.batch_size * config.data.crop_samples / pipeline.SAMPLE_RATE
-  return dict(
-      topology=name, chip=chip.name, num_devices=len(devices), devices_per_chip=per_chip,
-      mesh=sizes, num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
-      batch_shape=(config.data.batch_size, config.data.crop_samples),
-      state_bytes=state_bytes, argument_bytes=arg, output_bytes=out, alias_bytes=alias,
-      temp_bytes=temp, peak_bytes=peak_bytes, hbm_bytes=hbm, hbm_fraction=peak_bytes / hbm,
-      flops_per_step=flops, flops_per_step_per_device=flops_dev, mfu=mfu,
-      xla_flops_per_step=train_step.step_cost(compiled) * len(devices),
-      step_sec=step_sec, audio_sec_per_step=audio_sec,
-      audio_hours_per_hour=audio_sec / step_sec if step_sec else 0.0,
-      days_total=step_sec * config.total_steps / 86400, compile_sec=compile_sec)
+  return dict(result, argument_bytes=arg, output_bytes=out, alias_bytes=alias, temp_bytes=temp,
+              peak_bytes=peak_bytes, hbm_fraction=peak_bytes / hbm,
+              xla_flops_per_step=train_step.step_cost(compiled) * len(devices),
+              compile_sec=compile_sec)
 
 
 def _activation_rows(step, sizes):
@@ -322,23 +332,30 @@ def _compiler_need(message):
 
 def format_plan(p):
   """The human-readable report `python -m jaxssl.aot` prints."""
+  if p["compiled"]:
+    memory = [
+        f"per-device memory: arguments {_fmt(p['argument_bytes'])} (state "
+        f"{_fmt(p['state_bytes'])}), outputs {_fmt(p['output_bytes'])} (aliased "
+        f"{_fmt(p['alias_bytes'])}), temporaries {_fmt(p['temp_bytes'])}",
+        f"peak {_fmt(p['peak_bytes'])} of {_fmt(p['hbm_bytes'])} HBM "
+        f"({100 * p['hbm_fraction']:.0f}%)"]
+  else:
+    memory = [f"per-device state {_fmt(p['state_bytes'])} of {_fmt(p['hbm_bytes'])} HBM "
+              f"({100 * p['hbm_fraction']:.0f}%); not compiled: activations unknown"]
+  xla = (f"; XLA's cost analysis says {p['xla_flops_per_step']:.3g} (a scanned layer counted "
+         "once)") if p["compiled"] else ""
   return "\n".join([
       f"topology {p['topology']}: {p['num_devices']} devices ({p['chip']}, "
       f"{p['devices_per_chip']} per chip), mesh {p['mesh']}",
       f"params {p['num_params']:,}; batch {p['batch_shape'][0]} x {p['batch_shape'][1]} samples "
       f"({p['audio_sec_per_step'] / 3600:.2f} h of audio per step)",
-      f"per-device memory: arguments {_fmt(p['argument_bytes'])} (state "
-      f"{_fmt(p['state_bytes'])}), outputs {_fmt(p['output_bytes'])} (aliased "
-      f"{_fmt(p['alias_bytes'])}), temporaries {_fmt(p['temp_bytes'])}",
-      f"peak {_fmt(p['peak_bytes'])} of {_fmt(p['hbm_bytes'])} HBM "
-      f"({100 * p['hbm_fraction']:.0f}%)",
+      *memory,
       f"FLOPs per step {p['flops_per_step']:.3g} (matmuls and convolutions, remat recompute "
-      f"included; {p['flops_per_step_per_device']:.3g} per device); XLA's cost analysis says "
-      f"{p['xla_flops_per_step']:.3g} (a scanned layer counted once)",
+      f"included; {p['flops_per_step_per_device']:.3g} per device){xla}",
       f"predicted at MFU {p['mfu']:.2f}: {p['step_sec']:.3f} s/step, "
       f"{p['audio_hours_per_hour']:,.0f} h of audio per hour, {p['days_total']:.1f} days for "
       "the config's total_steps",
-      f"compiled in {p['compile_sec']:.1f} s"])
+      f"compiled in {p['compile_sec']:.1f} s" if p["compiled"] else "not compiled (--nocompile)"])
 
 
 def main(argv):
@@ -350,7 +367,7 @@ def main(argv):
   if not topology:
     raise app.UsageError("--topology is required (the config has no tpu.topology).")
   try:
-    result = plan(config, topology, mfu=_MFU.value)
+    result = plan(config, topology, mfu=_MFU.value, compile_step=_COMPILE.value)
   except (DoesNotFit, ValueError) as e:  # validate.ConfigError is a ValueError.
     print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
     sys.exit(3 if isinstance(e, DoesNotFit) else 2)

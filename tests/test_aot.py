@@ -104,6 +104,24 @@ def test_demo_compiles_for_v5e_with_a_data_fsdp_tensor_mesh_via_the_cli(tmp_path
   assert "predicted at MFU 0.50" in proc.stdout
 
 
+def test_nocompile_plans_a_pod_recipe_in_seconds(tmp_path):
+  # XLS-R 1B on its v5e-256 slice: exact sharded state and traced FLOPs, no XLA compile.
+  out = tmp_path / "plan.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "jaxssl.aot", "--config=configs/pods/xlsr_1b.py", "--nocompile",
+       f"--json_out={out}"], cwd=ROOT, env=dict(os.environ, XLA_FLAGS=""), capture_output=True,
+      text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  p = json.loads(out.read_text())
+  assert not p["compiled"] and p["temp_bytes"] is None and "not compiled" in proc.stdout
+  assert p["topology"] == "v5e:16x16" and p["mesh"] == {"data": 32, "fsdp": 8, "tensor": 1}
+  assert p["num_params"] == 965_514_752
+  # f32 params + two Adam moments, sharded 8 ways (norms and biases are replicated: a few %).
+  assert 12 * p["num_params"] / 8 <= p["state_bytes"] < 1.05 * 12 * p["num_params"] / 8
+  frames = 512 * ((320_000 - 400) // 320 + 1)
+  assert 6 * p["num_params"] * frames < p["flops_per_step"] < 12 * p["num_params"] * frames
+
+
 def test_per_device_argument_memory_shrinks_as_fsdp_grows():
   config = demo.get_config("runlocal")
   args, states = [], []

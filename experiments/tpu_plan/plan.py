@@ -2,6 +2,7 @@
 
   python experiments/tpu_plan/plan.py                       # all recipes (an hour on 2 cores)
   python experiments/tpu_plan/plan.py --only=wav2vec2_base  # one recipe (runs can go in parallel)
+  python experiments/tpu_plan/plan.py --no_compile          # state and FLOPs only, no XLA compile
 
 Each recipe in configs/pods/ is compiled by `jaxssl.aot.plan` (the trainer's own train step,
 abstract inputs, XLA's TPU compiler from PyPI's libtpu; no TPU involved) for the slice in its `tpu`
@@ -50,14 +51,15 @@ def _versions():
   return {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "libtpu", "flax")}
 
 
-def run_recipe(module, arg, mfu):
+def run_recipe(module, arg, mfu, compile_step=True):
   """aot.plan for one recipe; a recipe that does not fit is recorded with the error text."""
   config = importlib.import_module(f"configs.pods.{module}").get_config(arg)
   start, cpu = time.perf_counter(), time.process_time()
   entry = dict(config=f"configs/pods/{module}.py" + (f":{arg}" if arg else ""),
                topology=config.tpu.topology, accelerator_type=config.tpu.accelerator_type)
   try:
-    entry.update(aot.plan(config, config.tpu.topology, mfu=mfu), fits=True)
+    entry.update(aot.plan(config, config.tpu.topology, mfu=mfu, compile_step=compile_step),
+                 fits=True)
   except aot.DoesNotFit as e:
     entry.update(fits=False, error=str(e))
   entry.update(wall_sec=time.perf_counter() - start, cpu_sec=time.process_time() - cpu,
@@ -86,20 +88,24 @@ def render(results):
       continue
     m = r["mesh"]
     b, s = r["batch_shape"]
+    if r.get("compiled", True):  # Entries from before --no_compile existed were compiled.
+      memory = (f"{_gib(r['argument_bytes'])} / {_gib(r['temp_bytes'])} / "
+                f"{_gib(r['peak_bytes'])} ({_gib(r['hbm_bytes'])})")
+    else:
+      memory = f"state {_gib(r['state_bytes'])} ({_gib(r['hbm_bytes'])}), not compiled"
     rows.append(
         f"| `{r['config']}` | {r['accelerator_type']} (`{r['topology']}`) | "
         f"{m['data']}, {m['fsdp']}, {m['tensor']} | {r['num_params'] / 1e6:,.1f}M | "
-        f"{b} x {s / 16000:.1f} s | {_gib(r['argument_bytes'])} / {_gib(r['temp_bytes'])} / "
-        f"{_gib(r['peak_bytes'])} ({_gib(r['hbm_bytes'])}) | {r['flops_per_step']:.3g} | "
+        f"{b} x {s / 16000:.1f} s | {memory} | {r['flops_per_step']:.3g} | "
         f"{r['step_sec']:.2f} ({r['mfu']:.2f}) | {r['audio_hours_per_hour']:,.0f} | "
         f"{r['days_total']:.1f} ({r['total_steps'] // 1000}k) |")
   first = next(iter(results.values()), {})
   rows.append("")
-  rows.append(f"Compiled with jax {first.get('versions', {}).get('jax')}, libtpu "
+  rows.append(f"Planned with jax {first.get('versions', {}).get('jax')}, libtpu "
               f"{first.get('versions', {}).get('libtpu')} on {first.get('machine')}; "
-              "peak = arguments + outputs - donated aliases + temporaries, per chip; step time = "
-              "per-chip FLOPs (XLA cost analysis, remat recompute included) / (peak bf16 FLOP/s "
-              "x MFU).")
+              "peak = arguments + outputs - donated aliases + temporaries, per chip (XLA's memory "
+              "analysis); FLOPs = matmuls and convolutions of the traced step, remat recompute "
+              "included; step time = per-chip FLOPs / (peak bf16 FLOP/s x MFU).")
   return "\n".join(rows) + "\n"
 
 
@@ -107,6 +113,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", default="", help="Comma-separated recipe names to (re)compile.")
   parser.add_argument("--mfu", type=float, default=0.4)
+  parser.add_argument("--render_only", action="store_true",
+                      help="Only re-render results/plan.md from the results/*.json files.")
+  parser.add_argument("--no_compile", action="store_true",
+                      help="State and FLOPs only (seconds); no compiled memory figures.")
   args = parser.parse_args()
   only = [n for n in args.only.split(",") if n]
   unknown = sorted(set(only) - {n for n, _, _ in RECIPES})
@@ -114,10 +124,10 @@ def main():
     parser.error(f"unknown recipes {unknown}; choose from {[n for n, _, _ in RECIPES]}")
   RESULTS.mkdir(parents=True, exist_ok=True)
   for name, module, arg in RECIPES:
-    if only and name not in only:
+    if (only and name not in only) or args.render_only:
       continue
     print(f"compiling {name} ...", flush=True)
-    entry = run_recipe(module, arg, args.mfu)
+    entry = run_recipe(module, arg, args.mfu, compile_step=not args.no_compile)
     entry["total_steps"] = importlib.import_module(f"configs.pods.{module}").get_config(
         arg).total_steps
     (RESULTS / f"{name}.json").write_text(json.dumps(entry, indent=1) + "\n")
