@@ -1,0 +1,187 @@
+"""Probes on a frozen upstream: a learned softmax-weighted layer sum, a projector and a small head.
+
+This is the SUPERB protocol of s3prl (REFERENCE.md §7.2; https://arxiv.org/abs/2105.01051):
+`Featurizer` learns one weight per hidden state (all L+1 of them: the Transformer's input and
+every layer's output), initialised to zero, and feeds `sum_l softmax(w)_l * h_l` (optionally each
+h_l layer-normalised without affine parameters) to the task head. The heads are s3prl's:
+
+  ctc        Linear(D, projector_dim) -> Linear(projector_dim, vocab), CTC loss (phone
+             recognition: ctc/libriphone.yaml, `select: FrameLevel`); with `head="blstm"`, a
+             bidirectional LSTM stack in between (ASR: asr/config.yaml, 2 x 1024);
+  utterance  Linear(D, projector_dim) -> mean over valid frames -> Linear(projector_dim,
+             classes), cross-entropy (speaker ID: voxceleb1, language ID).
+
+CTC loss follows `torch.nn.CTCLoss(zero_infinity=True)` with mean reduction: each utterance's
+negative log-likelihood is divided by its target length, infeasible ones (more labels than the
+frames can hold) count as 0, and the batch mean is over real (non-padding) rows.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxssl.models import layers
+
+
+class WeightedSum(nn.Module):
+  """s3prl's Featurizer: softmax-weighted sum of hidden states. [B, L, T, D] -> [B, T, D]."""
+  layer_norm: bool = False
+
+  @nn.compact
+  def __call__(self, hidden):
+    w = self.param("layer_weights", nn.with_logical_partitioning(
+        nn.initializers.zeros, ("layers",)), (hidden.shape[1],))
+    if self.layer_norm:  # F.layer_norm(h, (D,)): no affine parameters, eps 1e-5.
+      mean = hidden.mean(-1, keepdims=True)
+      var = hidden.var(-1, keepdims=True)
+      hidden = (hidden - mean) * jax.lax.rsqrt(var + 1e-5)
+    return jnp.einsum("l,bltd->btd", jax.nn.softmax(w), hidden)
+
+
+def layer_weights(params):
+  """The normalised layer weights (softmax of the learned logits) of probe `params`, [L]."""
+  return np.asarray(jax.nn.softmax(nn.unbox(params)["weighted_sum"]["layer_weights"]))
+
+
+class BLSTM(nn.Module):
+  """Stacked bidirectional LSTMs that respect each row's length. [B, T, D] -> [B, T, 2H]."""
+  hidden_dim: int
+  num_layers: int
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, lengths, *, train: bool):
+    for i in range(self.num_layers):
+      x = nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell(self.hidden_dim)),
+                           nn.RNN(nn.OptimizedLSTMCell(self.hidden_dim)),
+                           name=f"blstm_{i:02d}")(x, seq_lengths=lengths)
+      x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    return x
+
+
+class Probe(nn.Module):
+  """WeightedSum -> projector -> [BLSTM] -> (frame logits | mean-pooled utterance logits).
+
+  Attributes:
+    kind: "ctc" (frame-level logits [B, T, V]) or "utterance" (logits [B, C]).
+    num_outputs: vocabulary size (blank included) or number of classes.
+    projector_dim: width of the first linear layer (s3prl project_dim / projector_dim).
+    head: "linear" or "blstm" (ctc only).
+    hidden_dim, num_layers, dropout_rate: the BLSTM's sizes.
+    layer_norm: layer-normalise every hidden state before the weighted sum.
+  """
+  kind: str
+  num_outputs: int
+  projector_dim: int = 256
+  head: str = "linear"
+  hidden_dim: int = 1024
+  num_layers: int = 2
+  dropout_rate: float = 0.2
+  layer_norm: bool = False
+
+  @nn.compact
+  def __call__(self, hidden, valid, *, train: bool = False):
+    """hidden: [B, L, T, D] float; valid: [B, T] bool -> logits [B, T, V] or [B, C]."""
+    x = WeightedSum(self.layer_norm, name="weighted_sum")(hidden.astype(jnp.float32))
+    x = layers.Dense(self.projector_dim, axes=("embed", "mlp"),
+                     kernel_init=layers.torch_linear_init, name="projector")(x)
+    if self.head == "blstm":
+      x = BLSTM(self.hidden_dim, self.num_layers, self.dropout_rate, name="blstm")(
+          x, valid.sum(-1), train=train)
+    elif self.head != "linear":
+      raise ValueError(f"probe.head={self.head!r}: choose from ['blstm', 'linear'].")
+    if self.kind == "utterance":
+      w = valid.astype(x.dtype)[..., None]
+      x = (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+    return layers.Dense(self.num_outputs, axes=("mlp", "vocab"),
+                        kernel_init=layers.torch_linear_init, name="output")(x)
+
+
+def ctc_loss(logits, valid, labels, label_valid, rows):
+  """Mean per-token CTC loss over real rows (torch CTCLoss, zero_infinity, reduction="mean").
+
+  Args:
+    logits: [B, T, V] float; blank is id 0.
+    valid: [B, T] bool frame mask.
+    labels: [B, U] int32 targets, padded.
+    label_valid: [B, U] bool.
+    rows: [B] float, 1 on real rows whose targets fit in their frames, 0 elsewhere (padding rows
+      and infeasible alignments, whose loss counts as zero).
+
+  Returns:
+    Scalar loss.
+  """
+  nll = optax.ctc_loss(logits.astype(jnp.float32), (~valid).astype(jnp.float32), labels,
+                       (~label_valid).astype(jnp.float32), blank_id=0)
+  per_token = nll / jnp.maximum(label_valid.sum(-1), 1)
+  return (per_token * rows).sum() / jnp.maximum((rows > 0).sum() + 0.0, 1.0)
+
+
+def ctc_feasible(label_ids, num_frames):
+  """Whether CTC can align each target: labels + repeated neighbours <= frames. [B] bool.
+
+  Args:
+    label_ids: B int arrays (unpadded targets).
+    num_frames: [B] frames of each row.
+  """
+  need = [len(x) + int(np.sum(np.asarray(x)[1:] == np.asarray(x)[:-1])) for x in label_ids]
+  return np.asarray(need) <= np.asarray(num_frames)
+
+
+def classification_loss(logits, classes, rows):
+  """Mean cross-entropy over real rows. logits [B, C], classes [B] int32, rows [B] float."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                       jnp.maximum(classes, 0))
+  return (ce * rows).sum() / jnp.maximum(rows.sum(), 1.0)
+
+
+def loss_fn(probe, params, inputs, *, train: bool, rng=None):
+  """The task loss of `probe` on one batch of `inputs` (see `ProbeTrainer.step`)."""
+  logits = probe.apply({"params": params}, inputs["hidden"], inputs["valid"], train=train,
+                       rngs={"dropout": rng} if rng is not None else None)
+  if probe.kind == "ctc":
+    return ctc_loss(logits, inputs["valid"], inputs["labels"], inputs["label_valid"],
+                    inputs["rows"])
+  return classification_loss(logits, inputs["labels"], inputs["rows"])
+
+
+class ProbeTrainer:
+  """Adam (+ global-norm clipping) on the probe's parameters; the upstream never changes.
+
+  `step(state, inputs) -> (state, loss)` and `predict(params, inputs)` are jitted; the inputs
+  dict holds "hidden" [B, L, T, D], "valid" [B, T], "rows" [B] and "labels" ([B, U] with
+  "label_valid" for ctc, [B] for utterance). Each new (T, U) shape compiles once; the eval
+  loader's length buckets keep that to a few.
+  """
+
+  def __init__(self, probe: Probe, *, lr: float, clip_norm: float = 0.0,
+               weight_decay: float = 0.0):
+    self.probe = probe
+    self.tx = optax.chain(
+        optax.clip_by_global_norm(clip_norm) if clip_norm > 0 else optax.identity(),
+        optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr))
+    self.step = jax.jit(self._step, donate_argnums=(0,))
+    self.predict = jax.jit(self._predict)
+
+  def init(self, rng, inputs) -> dict[str, Any]:
+    """The train state {"params", "opt_state", "step", "rng"} from one batch's shapes."""
+    init_rng, rng = jax.random.split(rng)
+    params = nn.unbox(self.probe.init(init_rng, inputs["hidden"], inputs["valid"])["params"])
+    return dict(params=params, opt_state=self.tx.init(params), step=jnp.zeros((), jnp.int32),
+                rng=rng)
+
+  def _step(self, state, inputs):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    loss, grads = jax.value_and_grad(
+        lambda p: loss_fn(self.probe, p, inputs, train=True, rng=rng))(state["params"])
+    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+    return dict(params=optax.apply_updates(state["params"], updates), opt_state=opt_state,
+                step=state["step"] + 1, rng=state["rng"]), loss
+
+  def _predict(self, params, inputs):
+    """Arg-max labels: [B, T] per frame (ctc) or [B] per utterance; and the eval loss."""
+    logits = self.probe.apply({"params": params}, inputs["hidden"], inputs["valid"])
+    return jnp.argmax(logits, -1), loss_fn(self.probe, params, inputs, train=False)

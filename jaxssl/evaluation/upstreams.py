@@ -1,0 +1,229 @@
+"""Upstreams for the probes: trained or imported checkpoints, the same architecture untrained, and
+MFCC / filterbank baselines, all behind one call `upstream(batch) -> (hidden, valid)`.
+
+s3prl's upstream contract (https://arxiv.org/abs/2105.01051, REFERENCE.md §7.2): every hidden
+state, L+1 of them for an L-layer Transformer (its input and each layer's output), at a known
+frame rate. A jaxssl model gives them through its objective's `represent(params, batch) -> (x,
+hidden tuple of L+1 [B, T, D], valid [B, T])`, jitted here once per batch shape; `upstream` names:
+
+  <path>        a jaxssl training workdir, one of its ckpt/<step> directories, or a checkpoint
+                written by `python -m jaxssl.convert` (HF / fairseq imports): config.json says
+                which objective and architecture, `checkpointing.load_params` reads the weights;
+  random_init   the architecture of `upstream_arch` (a config file or a checkpoint directory)
+                with freshly initialised weights;
+  mfcc, fbank   39-d MFCC (+ deltas) and 80-d log-mel at 100 Hz from jaxssl/data/features.py,
+                normalised per utterance (CMVN, as s3prl's baseline upstream) and presented as a
+                single "layer"; `mfcc_no_cmvn` / `fbank_no_cmvn` skip the CMVN. With CMVN every
+                utterance's mean feature is zero, so a mean-pooled linear probe (speaker,
+                language) is at chance, as SUPERB's FBANK baseline (SID 0.0009 accuracy).
+
+Waveforms reach a checkpoint upstream scaled as in its pretraining (`data.normalize`).
+"""
+import dataclasses
+import importlib.util
+import json
+import os
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from jaxssl import objectives
+from jaxssl.data import features
+from jaxssl.training import checkpointing
+
+BASELINES = ("mfcc", "fbank", "mfcc_no_cmvn", "fbank_no_cmvn")
+_HOP = 160  # 10 ms at 16 kHz: the baselines' frame shift.
+
+
+@dataclasses.dataclass
+class Upstream:
+  """A frozen feature extractor.
+
+  Attributes:
+    name: what was loaded ("mfcc", "random_init", a checkpoint path, ...).
+    num_hidden: number of hidden states the probe weighs (L+1; 1 for the baselines).
+    dim: their width D.
+    frame_rate: frames per second (50 for the wav2vec 2.0 CNN, 100 for the baselines).
+    normalize: whether waveforms must be normalised per utterance (the pretraining's
+      data.normalize), which the probe's loader then does.
+    encode: `batch -> (hidden [B, L+1, T, D], valid [B, T] bool)`; batch holds "audio" [B, S]
+      float32 and "valid" [B, S] bool as the pipeline yields them.
+    config: the pretraining config of a model upstream (None for the baselines).
+  """
+  name: str
+  num_hidden: int
+  dim: int
+  frame_rate: float
+  normalize: bool
+  encode: Callable[[dict], tuple]
+  config: Any = None
+
+  def __call__(self, batch):
+    return self.encode(batch)
+
+
+def baseline(name) -> Upstream:
+  """The MFCC-39 or 80-d log-mel baseline, with or without CMVN (host numpy + librosa)."""
+  if name not in BASELINES:
+    raise ValueError(f"Unknown baseline {name!r}; choose from {list(BASELINES)}.")
+  kind, cmvn = name.split("_")[0], not name.endswith("_no_cmvn")
+  dim = 39 if kind == "mfcc" else 80
+
+  def encode(batch):
+    audio, valid = np.asarray(batch["audio"]), np.asarray(batch["valid"], bool)
+    num_frames = features.num_frames(audio.shape[1], _HOP)
+    hidden = np.zeros((audio.shape[0], 1, num_frames, dim), np.float32)
+    frames = np.zeros((audio.shape[0], num_frames), bool)
+    for i, n in enumerate(valid.sum(-1)):
+      if not n:
+        continue  # A padding row: no frames.
+      x = audio[i, :n]
+      f = features.mfcc(x) if kind == "mfcc" else features.log_mel(x)
+      if cmvn:  # s3prl: (x - mean) / (eps + std) over the utterance's frames.
+        f = (f - f.mean(0)) / (f.std(0) + 1e-5)
+      hidden[i, 0, :len(f)] = f
+      frames[i, :len(f)] = True
+    return hidden, frames
+
+  return Upstream(name=name, num_hidden=1, dim=dim, frame_rate=16000 / _HOP, normalize=False,
+                  encode=encode)
+
+
+_REPRESENT = {}  # id(config) -> (config, jitted represent): evals reuse one compiled forward.
+
+
+def _jitted_represent(config):
+  """`(params, audio, valid) -> (hidden [B, L+1, T, D], valid [B, T])`, jitted once per config."""
+  if id(config) not in _REPRESENT:
+    objective = objectives.build(config)
+
+    @jax.jit
+    def represent(params, audio, valid):
+      _, hidden, frame_valid = objective.represent(params, {"audio": audio, "valid": valid})
+      return jnp.stack(hidden, axis=1), frame_valid
+
+    _REPRESENT[id(config)] = (config, represent)  # Holding config keeps its id unique.
+  return _REPRESENT[id(config)][1]
+
+
+def from_params(config, params, *, name) -> Upstream:
+  """A model upstream from a pretraining config and its (possibly sharded) params.
+
+  This is also what the pretraining `evals` hook uses on the live train state.
+  """
+  represent = _jitted_represent(config)
+
+  def shape(num_samples):
+    return jax.eval_shape(represent, params,
+                          jax.ShapeDtypeStruct((1, num_samples), jnp.float32),
+                          jax.ShapeDtypeStruct((1, num_samples), jnp.bool_))[0].shape
+
+  # Frames added by one more second (a 400-sample receptive field makes 1 s give 49, not 50).
+  (_, num_hidden, t1, dim), t2 = shape(16000), shape(32000)[2]
+  frames_per_sec = t2 - t1
+
+  def encode(batch):
+    # No extra padding to share compiled shapes between splits: the default (group-norm)
+    # wav2vec 2.0 frontend normalises over time, padding included, so padding changes features.
+    return represent(params, jnp.asarray(batch["audio"], jnp.float32),
+                     jnp.asarray(batch["valid"], bool))
+
+  return Upstream(name=name, num_hidden=num_hidden, dim=dim, frame_rate=float(frames_per_sec),
+                  normalize=bool(config.data.get("normalize", False)), encode=encode,
+                  config=config)
+
+
+def _dummy_batch():
+  return {"audio": jnp.zeros((1, 16000), jnp.float32), "valid": jnp.ones((1, 16000), bool)}
+
+
+def _init_params(config, seed):
+  """Fresh (unboxed) params of the config's objective, from a 1 s dummy batch."""
+  objective = objectives.build(config)
+  return nn.unbox(jax.jit(objective.init)(jax.random.PRNGKey(seed), _dummy_batch()))
+
+
+def _abstract_params(config):
+  """The objective's params as ShapeDtypeStructs placed on the first device (nothing runs)."""
+  objective = objectives.build(config)
+  shapes = nn.unbox(jax.eval_shape(objective.init, jax.random.PRNGKey(0), _dummy_batch()))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+
+
+def _config_json(path):
+  """config.json of a run dir / converted checkpoint, or two levels up from a ckpt/<step>."""
+  path = os.path.abspath(os.fspath(path))
+  for candidate in (path, os.path.dirname(os.path.dirname(path))):
+    f = os.path.join(candidate, "config.json")
+    if os.path.isfile(f):
+      with open(f) as fh:
+        try:
+          return mlc.ConfigDict(json.load(fh))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"upstream={path!r}: {f} is not valid JSON ({e}).") from None
+  raise FileNotFoundError(
+      f"upstream={path!r}: no config.json there (or two levels up), so it is not a jaxssl "
+      f"checkpoint; expected a training workdir, a ckpt/<step> directory or a directory "
+      f"written by `python -m jaxssl.convert`. Baselines: {list(BASELINES)} or 'random_init'.")
+
+
+def load_config(arch):
+  """A pretraining config from a config file ("file.py[:arg]") or a checkpoint directory."""
+  path, _, arg = str(arch).partition(":")
+  if path.endswith(".py"):
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"upstream_arch={arch!r}: no such config file.")
+    spec = importlib.util.spec_from_file_location("_jaxssl_upstream_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+  return _config_json(path)
+
+
+def load_checkpoint(path):
+  """(config, params) of a jaxssl or converted checkpoint, with every encoder weight restored.
+
+  Raises:
+    ValueError: naming the encoder parameters the checkpoint lacks or has in another shape
+      (pretraining heads, which no probe uses, may be missing).
+  """
+  config = _config_json(path)
+  # Abstract targets: load_params reads only their shape, dtype and sharding, so nothing is
+  # initialised; leaves the checkpoint lacks (pretraining heads) stay abstract and are dropped.
+  params, report = checkpointing.load_params(path, _abstract_params(config))
+  encoder = "speech_encoder/" if "speech_encoder" in params else ""
+  bad = [p for p in report["missing"] + report["shape_mismatch"] if p.startswith(encoder)]
+  if bad or not report["taken"]:
+    raise ValueError(f"upstream={os.fspath(path)!r}: the checkpoint does not match its "
+                     f"config.json: {len(bad)} encoder parameters missing or misshapen, e.g. "
+                     f"{bad[:3]}.")
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  restored = {k: v for k, v in flat.items() if isinstance(v, jax.Array)}
+  return config, flax.traverse_util.unflatten_dict(restored, sep="/")
+
+
+def load(spec, *, arch="configs/wav2vec2/demo.py", seed=0) -> Upstream:
+  """The upstream named by `spec` (see the module docstring).
+
+  Args:
+    spec: "mfcc", "fbank", "random_init" or a checkpoint path.
+    arch: for random_init, the architecture: a config file ("file.py[:arg]") or a checkpoint
+      directory whose config.json is used.
+    seed: initialisation seed of random_init.
+  """
+  if not spec:
+    raise ValueError("upstream is empty: pass --config.upstream=<checkpoint dir> or one of "
+                     f"{list(BASELINES) + ['random_init']}.")
+  if spec in BASELINES:
+    return baseline(spec)
+  if spec == "random_init":
+    config = load_config(arch)
+    return from_params(config, _init_params(config, seed), name="random_init")
+  config, params = load_checkpoint(spec)
+  return from_params(config, params, name=os.fspath(spec))

@@ -1,0 +1,112 @@
+"""Upstreams: baseline features, hidden states of a model (fresh or restored), clear errors."""
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from jaxssl import objectives
+from jaxssl.data import features
+from jaxssl.evaluation import upstreams
+from jaxssl.training import checkpointing
+
+TINY = "configs/wav2vec2/demo.py:runlocal"  # The demo recipe at the "tiny" size.
+
+
+def _batch(lengths, total):
+  rng = np.random.default_rng(0)
+  audio = np.zeros((len(lengths), total), np.float32)
+  for i, n in enumerate(lengths):
+    audio[i, :n] = 0.1 * rng.standard_normal(n)
+  return {"audio": audio, "valid": np.arange(total)[None] < np.array(lengths)[:, None]}
+
+
+@pytest.mark.parametrize("kind,dim", [("mfcc", 39), ("fbank", 80)])
+def test_baselines_are_cmvn_features_at_100_hz(kind, dim):
+  up = upstreams.load(kind)
+  assert (up.num_hidden, up.dim, up.frame_rate, up.normalize) == (1, dim, 100.0, False)
+  batch = _batch([8000, 4000, 0], 8000)
+  hidden, valid = up(batch)
+  assert hidden.shape == (3, 1, 51, dim)
+  assert list(valid.sum(-1)) == [51, 26, 0]  # 1 + n // 160 frames; a padding row has none.
+  raw = (features.mfcc if kind == "mfcc" else features.log_mel)(batch["audio"][1, :4000])
+  np.testing.assert_allclose(hidden[1, 0, :26], (raw - raw.mean(0)) / (raw.std(0) + 1e-5),
+                             rtol=1e-4, atol=1e-4)
+  assert not hidden[1, 0, 26:].any() and not hidden[2].any()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  """A saved tiny wav2vec 2.0 run (step 7) and the params it holds."""
+  config = upstreams.load_config(TINY)
+  params = jax.tree.map(lambda x: x + 0.01, upstreams._init_params(config, 5))  # pylint: disable=protected-access
+  run = str(tmp_path_factory.mktemp("upstream") / "run")
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt.save(7, {"params": params}, {"step": 7}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  checkpointing.save_config(config, run)
+  return run, config, params
+
+
+def test_checkpoint_upstream_gives_the_saved_models_hidden_states(tiny_run):
+  run, config, params = tiny_run
+  up = upstreams.load(run)
+  assert (up.num_hidden, up.dim, up.frame_rate) == (3, 32, 50.0)  # tiny: 2 layers of 32.
+  assert up.normalize == config.data.normalize is True
+  batch = _batch([16000, 9000], 16000)
+  hidden, valid = up(batch)
+  assert hidden.shape == (2, 3, 49, 32)
+  assert list(np.asarray(valid).sum(-1)) == [49, 27]
+  _, expected, _ = jax.jit(objectives.build(config).represent)(
+      params, jax.tree.map(jnp.asarray, batch))
+  np.testing.assert_allclose(hidden, jnp.stack(expected, 1), rtol=1e-5, atol=1e-5)
+  _, restored = upstreams.load_checkpoint(os.path.join(run, "ckpt", "7"))  # A step dir.
+  jax.tree.map(np.testing.assert_array_equal, restored, params)
+
+
+def test_checkpoint_without_pretraining_heads_loads_the_encoder(tiny_run, tmp_path):
+  """E.g. a HuBERT encoder converted from transformers, which has no heads."""
+  _, config, params = tiny_run
+  run = str(tmp_path / "encoder_only")
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt.save(0, {"params": {"speech_encoder": params["speech_encoder"]}}, {}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  checkpointing.save_config(config, run)
+  _, restored = upstreams.load_checkpoint(run)
+  assert set(restored) == {"speech_encoder"}
+  jax.tree.map(np.testing.assert_array_equal, restored["speech_encoder"],
+               params["speech_encoder"])
+
+
+def test_random_init_is_the_same_architecture_untrained(tiny_run):
+  run, _, params = tiny_run
+  up = upstreams.load("random_init", arch=run, seed=0)  # Architecture from config.json.
+  assert (up.num_hidden, up.dim, up.normalize, up.name) == (3, 32, True, "random_init")
+  fresh = upstreams._init_params(up.config, 0)  # pylint: disable=protected-access
+  assert jax.tree.structure(fresh) == jax.tree.structure(params)
+  assert not np.allclose(fresh["speech_encoder"]["post_extract_proj"]["dense"]["kernel"],
+                         params["speech_encoder"]["post_extract_proj"]["dense"]["kernel"])
+
+
+def test_checkpoint_errors_name_the_problem(tiny_run, tmp_path):
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    upstreams.load(str(tmp_path))
+  with pytest.raises(ValueError, match="upstream is empty"):
+    upstreams.load("")
+  with pytest.raises(FileNotFoundError, match="no such config file"):
+    upstreams.load("random_init", arch="configs/nope.py")
+  run = str(tmp_path / "run")
+  shutil.copytree(tiny_run[0], run)
+  with open(os.path.join(run, "config.json")) as f:
+    saved = json.load(f)
+  saved["model"]["variant"] = "demo"  # config.json no longer matches the weights.
+  with open(os.path.join(run, "config.json"), "w") as f:
+    json.dump(saved, f)
+  with pytest.raises(ValueError, match="encoder parameters missing or misshapen"):
+    upstreams.load(run)
