@@ -1,0 +1,85 @@
+"""Shared builder of the probe configs (SUPERB-style, s3prl protocol; REFERENCE.md §7.2).
+
+Each task file (phone.py, speaker.py, language.py, asr.py) calls `probe_config` with its head and
+learning rate; `:dataset=` picks the corpus:
+
+  demo_corpus   the embedded demo corpus (train / dev / test; dev and test speakers are unseen);
+  librispeech   train_clean_100 -> dev_clean / test_clean (SUPERB's PR and ASR splits);
+  local_audio   a `python -m jaxssl.data.build --dataset=local_audio` build with train/dev/test.
+
+Speaker ID always splits the training speakers' own utterances (`splits.by_utterance`), since the
+corpora above hold out their dev/test speakers. https://arxiv.org/abs/2105.01051
+"""
+import ml_collections as mlc
+
+from configs import common
+
+DATASETS = {
+    "demo_corpus": ("train", "dev", "test"),
+    "librispeech": ("train_clean_100", "dev_clean", "test_clean"),
+    "local_audio": ("train", "dev", "test"),
+}
+
+
+def splits(dataset, *, by_utterance=False, dev_fraction=0.1, test_fraction=0.2,
+           max_train_utterances=0):
+  """The `splits` section: which splits train / select / test, or a per-speaker holdout."""
+  if dataset not in DATASETS:
+    raise ValueError(f"Unknown probe dataset {dataset!r}; choose from {sorted(DATASETS)}.")
+  train, dev, test = DATASETS[dataset]
+  return mlc.ConfigDict(dict(
+      train=train, dev=dev, test=test,
+      by_utterance=by_utterance,   # True: dev/test are utterances of the train split's speakers.
+      dev_fraction=dev_fraction, test_fraction=test_fraction, seed=0,
+      max_train_utterances=max_train_utterances,  # > 0: an evenly spread subset of train.
+  ))
+
+
+def probe_config(task, *, dataset="demo_corpus", data_dir="data/tfds", lr, total_steps,
+                 eval_every_steps, batch_size=16, head="linear", projector_dim=256,
+                 hidden_dim=1024, num_layers=2, clip_norm=1.0, by_utterance=False):
+  """A complete, unlocked probe config; task files adjust and lock it."""
+  c = mlc.ConfigDict()
+  c.task = task                   # phone | asr | speaker | language
+  c.upstream = ""                 # Checkpoint dir, or mfcc | fbank | random_init.
+  c.upstream_arch = "configs/wav2vec2/demo.py"  # random_init's architecture (file or ckpt dir).
+  c.seed = 0
+  c.total_steps = total_steps
+  c.eval_every_steps = eval_every_steps  # Dev evaluation; the best dev step is tested.
+  c.log_every_steps = 50
+  c.cache_features = True         # Keep upstream features in memory (False: rerun per epoch).
+
+  c.data = common.data(dataset, data_dir=data_dir, batch_size=batch_size)
+  c.splits = splits(dataset, by_utterance=by_utterance)
+  c.probe = dict(projector_dim=projector_dim, head=head, hidden_dim=hidden_dim,
+                 num_layers=num_layers, dropout_rate=0.2, layer_norm=False)
+  c.optim = dict(lr=lr, clip_norm=clip_norm, weight_decay=0.0)
+  return c
+
+
+def shrink_for_cpu(c):
+  """A few steps of a small head: what tests and `:runlocal` run."""
+  c.total_steps = 6
+  c.eval_every_steps = 3
+  c.log_every_steps = 1
+  c.data.batch_size = 8
+  c.probe.projector_dim = 16
+  c.probe.hidden_dim = 16
+  c.probe.num_layers = 1
+
+
+def pretraining_eval(task, *, every_steps, dataset="demo_corpus", total_steps=500,
+                     eval_every_steps=250, lr=1e-2, max_train_utterances=384, batch_size=16):
+  """One entry of a pretraining config's `evals` section: a probe run every `every_steps`.
+
+  data.name / data.data_dir left empty mean the pretraining data's (so --config.data.data_dir
+  reaches the evals too). A subset of the training utterances and a short probe keep each eval
+  to well under a minute on the demo corpus.
+  """
+  c = probe_config(task, dataset=dataset, data_dir="", lr=lr, total_steps=total_steps,
+                   eval_every_steps=eval_every_steps, batch_size=batch_size,
+                   by_utterance=task == "speaker")
+  c.data.name = ""
+  c.splits.max_train_utterances = max_train_utterances
+  c.every_steps = every_steps
+  return c

@@ -1,0 +1,25 @@
+"""Phone recognition probe: weighted layer sum -> linear -> linear -> CTC over phones, PER.
+
+  python -m jaxssl.evaluate --config=configs/probes/phone.py \
+      --config.upstream=workdir/w2v2_demo --workdir=workdir/probes/phone_w2v2
+  python -m jaxssl.evaluate --config=configs/probes/phone.py --config.upstream=mfcc ...
+
+s3prl ctc/libriphone.yaml: project_dim 256, FrameLevel linear, Adam lr 1e-2, clip 1, batch 16 x 2,
+100k steps, best dev PER. The demo corpus runs 3,000 steps of batch 16 (~45 epochs of 1,088
+utterances, ~1-3 min on 2 cores). LibriSpeech has no phones: s3prl maps words through a g2p
+lexicon (not shipped here), so `:dataset=local_audio` with a phones manifest is the other option.
+"""
+from configs import common
+from configs import probes
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, dataset="demo_corpus", runlocal=False)
+  c = probes.probe_config("phone", dataset=arg.dataset, lr=1e-2, total_steps=3_000,
+                          eval_every_steps=500)
+  if arg.dataset != "demo_corpus":
+    c.total_steps, c.eval_every_steps = 100_000, 1_000
+    c.data.batch_size = 32  # s3prl: 16 x 2 accumulated.
+  if arg.runlocal:
+    probes.shrink_for_cpu(c)
+  return c.lock()

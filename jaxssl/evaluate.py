@@ -1,0 +1,60 @@
+"""Command line of the evaluation: probes on a frozen upstream, or whole-model CTC fine-tuning.
+
+  python -m jaxssl.evaluate --config=configs/probes/phone.py \
+      --config.upstream=workdir/w2v2_demo --workdir=workdir/probes/phone_w2v2
+  python -m jaxssl.evaluate --config=configs/probes/speaker.py --config.upstream=mfcc
+  python -m jaxssl.evaluate --config=configs/probes/phone.py --config.upstream=random_init \
+      --config.upstream_arch=configs/wav2vec2/demo.py
+  python -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py \
+      --config.upstream=workdir/w2v2_demo --workdir=workdir/finetune/ctc_demo
+
+`--config.upstream` is a jaxssl training workdir, a checkpoint from `python -m jaxssl.convert`
+(HF / fairseq imports), `random_init` (the architecture of `upstream_arch`, untrained), or the
+baselines `mfcc` / `fbank`. Results go to the workdir as results.json, results.md and (probes)
+layer_weights.png. Config errors (a mistyped field, a missing upstream) print one line.
+SUPERB: https://arxiv.org/abs/2105.01051
+"""
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from jaxssl import main as main_lib  # Defines --config / --workdir and their clear errors.
+
+
+def default_workdir(config):
+  """workdir/probes/<task>_<upstream name> (or workdir/finetune/...) when --workdir is unset."""
+  name = os.path.basename(os.path.normpath(config.upstream)) or "none"
+  kind = "finetune" if config.task == "ctc_finetune" else "probes"
+  return os.path.join("workdir", kind, f"{config.task}_{name}")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = flags.FLAGS.config
+  if config is None:
+    raise app.UsageError("--config=configs/probes/<task>.py (or configs/finetune/...) is "
+                         "required.")
+  if flags.FLAGS.dry_run:
+    raise app.UsageError("--dry_run is a pretraining flag; jaxssl.evaluate has none.")
+  workdir = flags.FLAGS.workdir or default_workdir(config)
+  # Imported here so that flag errors print before JAX starts.
+  from jaxssl.evaluation import ctc  # pylint: disable=g-import-not-at-top
+  from jaxssl.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  try:
+    if config.task == "ctc_finetune":
+      results = ctc.finetune(config, workdir)
+    else:
+      results = evaluate.run(config, workdir)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  summary = {k: results[k] for k in ("task", "upstream", "dev", "test", "best_step")}
+  print(json.dumps(dict(summary, workdir=workdir)))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=main_lib.parse_flags)

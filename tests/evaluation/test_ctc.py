@@ -1,0 +1,132 @@
+"""CTC fine-tuning: the optimizer's groups (frozen CNN, encoder frozen for K steps), the loss,
+and a whole run from a saved checkpoint."""
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+import pytest
+
+from configs import common
+from configs.finetune import ctc_demo
+from jaxssl.evaluation import ctc
+from jaxssl.evaluation import upstreams
+from jaxssl.training import checkpointing
+from jaxssl.training import optimizers
+from tests.evaluation import tone_corpus
+
+TRAINABLE = r"speech_encoder/(?!feature_extractor/).*|ctc_proj/.*"
+
+
+def _params():
+  rng = np.random.default_rng(0)
+  return {"speech_encoder": {"feature_extractor": {"w": jnp.asarray(rng.normal(size=(3,)))},
+                             "encoder": {"w": jnp.asarray(rng.normal(size=(4,)))}},
+          "ctc_proj": {"w": jnp.asarray(rng.normal(size=(2,)))}}
+
+
+def _grads(step):
+  return jax.tree.map(lambda x: jnp.cos(x * (step + 1)), _params())
+
+
+def _run(tx, steps):
+  params = _params()
+  state, out = tx.init(params), []
+  for t in range(steps):
+    updates, state = tx.update(_grads(t), state, params)
+    out.append(updates)
+    params = optax.apply_updates(params, updates)
+  return out
+
+
+def _optim(weight_decay=0.0):
+  return common.adamw(lr=1e-2, weight_decay=weight_decay, eps=1e-8, trainable=TRAINABLE)
+
+
+SCHEDULE = mlc.ConfigDict(dict(name="tri_stage", phase_ratio=(0.1, 0.4, 0.5),
+                               init_lr_scale=0.01, final_lr_scale=0.05))
+
+
+def test_without_freezing_it_is_the_pretraining_optimizer():
+  ours, _ = ctc.make_optimizer(_optim(0.01), SCHEDULE, 20)
+  reference, _ = optimizers.make_optimizer(_optim(0.01), SCHEDULE, 20)
+  for a, b in zip(_run(ours, 5), _run(reference, 5)):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9), a, b)
+
+
+def test_encoder_waits_k_steps_then_starts_a_fresh_adam_at_the_global_lr():
+  k = 3
+  tx, lr = ctc.make_optimizer(_optim(), SCHEDULE, 20, freeze_encoder_steps=k)
+  updates = _run(tx, k + 2)
+  for t, u in enumerate(updates):
+    assert not np.any(u["speech_encoder"]["feature_extractor"]["w"])  # The CNN never trains.
+    assert np.all(u["ctc_proj"]["w"] != 0)
+    assert np.any(u["speech_encoder"]["encoder"]["w"]) == (t >= k), t
+  # fairseq's Adam skips parameters without gradients: the first encoder update is Adam's
+  # first step (bias-corrected: -lr * sign(g)), at the schedule's global step.
+  g = _grads(k)["speech_encoder"]["encoder"]["w"]
+  np.testing.assert_allclose(updates[k]["speech_encoder"]["encoder"]["w"],
+                             -lr(k) * g / (jnp.abs(g) + 1e-8), rtol=1e-5)
+
+
+def test_sentence_ctc_loss_sums_per_utterance_and_averages_over_real_rows():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (3, 6, 4))
+  valid = jnp.arange(6)[None] < jnp.array([[6], [4], [6]])
+  labels = jnp.array([[1, 2, 3], [2, 0, 0], [1, 0, 0]])
+  label_valid = jnp.array([[1, 1, 1], [1, 0, 0], [1, 0, 0]], bool)
+  nll = jax.jit(optax.ctc_loss)(logits, ~valid, labels, ~label_valid)
+  got = jax.jit(ctc.sentence_ctc_loss)(logits, valid, labels, label_valid,
+                                       jnp.array([1.0, 1.0, 0.0]))
+  np.testing.assert_allclose(got, (nll[0] + nll[1]) / 2, rtol=1e-6)
+
+
+def _finetune_config(upstream):
+  c = ctc_demo.get_config("runlocal")
+  with c.unlocked():
+    c.upstream = upstream
+    c.upstream_arch = "configs/wav2vec2/demo.py:runlocal"
+    c.total_steps, c.eval_every_steps = 4, 4  # The tested params are the last step's.
+    c.finetune.freeze_encoder_steps = 2
+    c.optim.lr = 1e-3
+  return c
+
+
+def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
+  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  rng = np.random.default_rng(3)  # Random "pretrained" weights of the right shapes.
+  pretrained = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype),
+                            upstreams._abstract_params(config))  # pylint: disable=protected-access
+  run = str(tmp_path / "pretrained")
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt.save(1, {"params": pretrained}, {"step": 1}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  checkpointing.save_config(config, run)
+
+  out = str(tmp_path / "finetuned")
+  results = ctc.finetune(_finetune_config(run), out, source_fn=tone_corpus.source_fn(16, 8))
+  assert results["best_step"] == 4 and set(results["test"]) == {"per"}
+  assert results["num_outputs"] == 2 + len(tone_corpus.PHONES)  # Blank, <unk>, phones.
+  assert os.path.exists(os.path.join(out, "results.md"))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          {"speech_encoder": pretrained["speech_encoder"]})
+  tuned, report = checkpointing.load_params(out, abstract)  # The best (= last) step's params.
+  assert not report["missing"]
+  enc, new = pretrained["speech_encoder"], tuned["speech_encoder"]
+  new, enc = jax.device_get((new, enc))
+  jax.tree.map(np.testing.assert_array_equal, new["feature_extractor"], enc["feature_extractor"])
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != b)), new["encoder"],
+                                       enc["encoder"]))
+  assert all(moved)  # Steps 3-4 trained every Transformer weight.
+
+
+def test_finetune_config_errors_are_named(tmp_path):
+  with pytest.raises(ValueError, match="fine-tuning needs a model checkpoint"):
+    ctc.finetune(_finetune_config("mfcc"), str(tmp_path))
+  c = _finetune_config("random_init")
+  with c.unlocked():
+    c.finetune.labels = "words"
+  with pytest.raises(ValueError, match=r"finetune.labels='words': choose from \['chars'"):
+    ctc.finetune(c, str(tmp_path))
