@@ -15,6 +15,7 @@ for thousands of steps. This recipe leaves that plateau after ~250 steps.
 import ml_collections as mlc
 
 from configs import common
+from configs import probes
 
 
 def get_config(arg=None):
@@ -40,6 +41,7 @@ def get_config(arg=None):
   c.distributed = common.distributed()
   c.mesh = common.mesh()
   c.ckpt = common.ckpt(every_steps=500, keep=2)
+  c.evals = dict(phone=probes.pretraining_eval("phone", every_steps=500))  # PER vs compute.
   if arg.runlocal:
     common.shrink_for_cpu(c)
   return c.lock()

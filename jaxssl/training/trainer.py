@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxssl import objectives
 from jaxssl.data import pipeline
+from jaxssl.evaluation import evaluate as evals_lib
 from jaxssl.training import accounting
 from jaxssl.training import checkpointing
 from jaxssl.training import metrics as metrics_lib
@@ -137,6 +138,9 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
           nonfinite = int(jax.device_get(step_metrics["train/nonfinite_count"]))
           _check_nonfinite(nonfinite, step, max_nonfinite, ckpt)
         ckpt.save(step, state, loader.get_state(), force=True)
+      if evals_lib.evals_due(config, step):  # Probes on the live model: quality vs compute.
+        evals_lib.run_pretraining_evals(config, state.params, step=step, workdir=workdir,
+                                        writer=writer, source=source)
       if stop:
         logging.warning("SIGTERM: saved a checkpoint at step %d and stopped.", step)
         break

@@ -1,0 +1,48 @@
+"""The pretraining `evals` hook: probes on the live model, logged against cumulative FLOPs."""
+import json
+import os
+
+import pytest
+
+from configs import probes as probe_configs
+from configs.wav2vec2 import demo
+from jaxssl.data import sources
+from jaxssl.evaluation import evaluate
+from jaxssl.training import metrics as metrics_lib
+from jaxssl.training import trainer
+
+
+def test_demo_config_probes_phones_every_500_steps():
+  c = demo.get_config()
+  assert evaluate.evals_due(c, 500) == ["phone"] and evaluate.evals_due(c, 499) == []
+  assert c.evals.phone.task == "phone" and c.evals.phone.data.name == ""  # The run's data.
+  assert evaluate.evals_due(demo.get_config("runlocal"), 4) == []
+
+
+def test_evals_run_during_pretraining_and_log_quality_against_compute(tmp_path):
+  config = demo.get_config("runlocal")
+  e = probe_configs.pretraining_eval("language", every_steps=2, total_steps=4,
+                                     eval_every_steps=2, max_train_utterances=0, batch_size=8)
+  e.probe.projector_dim = 8
+  with config.unlocked():
+    config.evals = {"language": e}
+    config.log_every_steps = 1
+  # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
+  source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
+  final = trainer.train_and_evaluate(config, str(tmp_path), source=source)
+  assert final["step"] == 4
+  with open(tmp_path / "evals.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  assert [r["step"] for r in rows] == [2, 4]
+  # Cumulative compute: XLA's FLOPs of one train step times the step.
+  assert rows[0]["cumulative_flops"] > 0
+  assert rows[1]["cumulative_flops"] == pytest.approx(2 * rows[0]["cumulative_flops"])
+  weights = rows[1]["language"]["layer_weights"]
+  assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)  # tiny: 2 layers + input.
+  assert 0.0 <= rows[1]["language"]["test"]["accuracy"] <= 1.0
+  logged = {r["step"]: r for r in metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+            if "eval/language/test_accuracy" in r}
+  assert sorted(logged) == [2, 4]
+  assert logged[4]["eval/language/test_accuracy"] == rows[1]["language"]["test"]["accuracy"]
+  assert os.path.getsize(tmp_path / "evals.png") > 0
+  assert os.path.exists(tmp_path / "evals" / "language" / "step_0000004" / "results.json")
