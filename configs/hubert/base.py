@@ -1,10 +1,14 @@
 """HuBERT BASE on LibriSpeech 960 h (fairseq hubert_base_librispeech.yaml), iteration 1 or 2.
 
+Hsu et al. 2021, https://arxiv.org/abs/2106.07447
+
+  TRAIN=train_clean_100+train_clean_360+train_other_500
   python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --features=mfcc \
-      --num_clusters=100 --name=km100_mfcc --splits=train,dev
+      --num_clusters=100 --name=km100_mfcc --fit_split=$TRAIN --splits=$TRAIN,dev_clean
   python -m jaxssl.main --config=configs/hubert/base.py:iteration=1 --workdir=$RUNS/hubert_it1
-  python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --checkpoint=$RUNS/hubert_it1 \
-      --layer=6 --num_clusters=500 --name=km500_it1_l6 --splits=train,dev
+  python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --features=layer --layer=6 \
+      --checkpoint=$RUNS/hubert_it1 --num_clusters=500 --name=km500_it1_l6 --fit_split=$TRAIN \
+      --splits=$TRAIN,dev_clean
   python -m jaxssl.main --config=configs/hubert/base.py:iteration=2 --workdir=$RUNS/hubert_it2
 
 Iteration 1 predicts K = 100 MFCC units at 100 Hz, iteration 2 K = 500 units of layer 6 of the

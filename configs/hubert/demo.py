@@ -1,5 +1,7 @@
 """HuBERT on the embedded demo corpus: iteration 1 (MFCC units) or 2 (units of iteration 1).
 
+Hsu et al. 2021, https://arxiv.org/abs/2106.07447
+
 The whole two-iteration recipe is one command (see experiments/hubert_demo/README.md):
 
   python experiments/hubert_demo/run.py --workdir=workdir/hubert_demo
@@ -9,7 +11,7 @@ or step by step:
   python -m jaxssl.kmeans --dataset=demo_corpus --data_dir=data/tfds --features=mfcc \
       --num_clusters=100 --name=km100_mfcc --splits=train,dev
   python -m jaxssl.main --config=configs/hubert/demo.py:iteration=1 --workdir=workdir/hubert_it1
-  python -m jaxssl.kmeans --dataset=demo_corpus --data_dir=data/tfds \
+  python -m jaxssl.kmeans --dataset=demo_corpus --data_dir=data/tfds --features=layer \
       --checkpoint=workdir/hubert_it1 --layer=2 --num_clusters=100 --name=km100_it1 \
       --splits=train,dev
   python -m jaxssl.main --config=configs/hubert/demo.py:iteration=2 --workdir=workdir/hubert_it2

@@ -1,7 +1,9 @@
 """HuBERT LARGE on Libri-Light 60k h (fairseq hubert_large_librivox.yaml).
 
-  python -m jaxssl.kmeans --dataset=local_audio --data_dir=$TFDS --checkpoint=$RUNS/hubert_it2 \
-      --layer=9 --num_clusters=500 --name=km500_base_it2_l9 --splits=train
+Hsu et al. 2021, https://arxiv.org/abs/2106.07447
+
+  python -m jaxssl.kmeans --dataset=local_audio --data_dir=$TFDS --features=layer --layer=9 \
+      --checkpoint=$RUNS/hubert_it2 --num_clusters=500 --name=km500_base_it2_l9 --splits=train
   python -m jaxssl.main --config=configs/hubert/large.py --workdir=$RUNS/hubert_large
 
 Targets are K = 500 units of layer 9 of the iteration-2 BASE model at 50 Hz (fairseq released them

@@ -1,6 +1,8 @@
 """MelHuBERT-20ms on LibriSpeech 360 h (nervjack2/MelHuBERT config_{model,runner}_20ms.yaml).
 
-  python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --split=train_clean_360 \
+Lin et al. 2022, https://arxiv.org/abs/2211.09944
+
+  python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --fit_split=train_clean_360 \
       --features=logmel --num_clusters=512 --name=km512_logmel --splits=train_clean_360
   python -m jaxssl.main --config=configs/hubert/melhubert.py --workdir=$RUNS/melhubert
   python experiments/hubert_demo/macs.py   # MACs per second of speech next to HuBERT BASE
