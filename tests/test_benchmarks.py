@@ -213,3 +213,34 @@ def test_profile_maps_instructions_to_model_components():
   names = profile_step.op_names(jax.jit(f).lower(x, x.T).compile().as_text())
   assert names and any("ffn" in op for op in names.values())
   assert {profile_step.component(op) for op in names.values() if "ffn" in op} == {"ffn fwd"}
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_heads_first_attention_matches_the_library_attention(dropout):
+  """The XLA attention path equals jax.nn (no dropout) / flax (dropout, same key) on padding."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from jaxssl.models.mixers import mha  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.standard_normal((3, 11, 4, 8)), jnp.float32) for _ in range(3))
+  valid = jnp.arange(11)[None] < jnp.array([11, 7, 1])[:, None]
+  key = jax.random.PRNGKey(3)
+  if dropout:
+    want = nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :], dropout_rng=key,
+                                    dropout_rate=dropout, deterministic=False)
+    got = mha.heads_first_attention(q, k, v, valid, dropout_rng=key, dropout_rate=dropout)
+  else:
+    want = jax.nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :])
+    got = mha.heads_first_attention(q, k, v, valid)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Gradients too (the backward pass is what the train step runs).
+  f = lambda fn: jax.grad(lambda q: jnp.sum(jnp.sin(fn(q))))(q)
+  if dropout:
+    g_want = f(lambda q: nn.dot_product_attention(
+        q, k, v, mask=valid[:, None, None, :], dropout_rng=key, dropout_rate=dropout,
+        deterministic=False))
+    g_got = f(lambda q: mha.heads_first_attention(q, k, v, valid, dropout_rng=key,
+                                                  dropout_rate=dropout))
+  else:
+    g_want = f(lambda q: jax.nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :]))
+    g_got = f(lambda q: mha.heads_first_attention(q, k, v, valid))
+  np.testing.assert_allclose(g_got, g_want, rtol=1e-5, atol=1e-6)
