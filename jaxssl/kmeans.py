@@ -21,7 +21,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import numpy as np
 
 from jaxssl.clustering import features as features_lib

@@ -189,7 +189,7 @@ def fit(points, num_clusters, *, seed=0, batch_size=10_000, max_epochs=100, num_
   points = np.asarray(points) if not isinstance(points, np.ndarray) else points
   if points.ndim != 2 or not len(points):
     raise ValueError(f"k-means needs [N, D] points with N > 0, got shape {points.shape}.")
-  n, dim = points.shape
+  n = points.shape[0]
   if not 0 < num_clusters <= n:
     raise ValueError(f"num_clusters={num_clusters} must be in [1, number of points {n}].")
   log = log_fn or (lambda _: None)

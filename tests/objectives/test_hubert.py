@@ -125,7 +125,7 @@ def tiny():
 
 
 def test_loss_at_init_is_log_k(tiny):
-  c, obj, params, batch, fn = tiny
+  _, _, params, batch, fn = tiny
   loss, m = fn(params, batch)
   assert float(m["loss_masked"]) == pytest.approx(np.log(100), abs=0.1)
   assert float(m["loss_unmasked"]) == pytest.approx(np.log(100), abs=0.1)
