@@ -13,8 +13,8 @@ Measured per (scope, mixer, length), all mixers of one length interleaved in one
     and is less disturbed by other jobs on a shared machine),
   - MACs per step = XLA cost analysis FLOPs / 2 (FFTs included with XLA's own estimate),
   - peak memory = XLA's compiled memory_analysis, temp + argument bytes,
-  - the HF transformers PyTorch peer (Wav2Vec2Encoder, SDPA attention, gradient checkpointing)
-    for the encoder scope, as a ratio against `mha`.
+  - the HF transformers PyTorch peer (Wav2Vec2Encoder, SDPA attention, gradient checkpointing,
+    one thread: see TorchPeer) for the encoder scope, as a ratio against `mha`.
 The scaling exponent is the slope of log(cost) vs log(T) over lengths >= --fit_min_seconds.
 
   python -m experiments.benchmarks.mixer_scaling                  # the committed sweep
@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import psutil
 
 from configs.mixers import wav2vec2 as mixer_config
 from jaxssl.models import wav2vec2 as wav2vec2_model
@@ -47,6 +48,11 @@ flags.DEFINE_integer("max_reps", 5, "Most timed reps per (mixer, length).")
 flags.DEFINE_float("warmup_max_s", 10.0, "A first call longer than this counts as a rep; "
                    "shorter ones are discarded as warm-up (allocator, thread pools, caches).")
 flags.DEFINE_float("fit_min_seconds", 10.0, "Fit exponents on lengths >= this.")
+flags.DEFINE_float("memory_fraction", 0.8, "Compiled steps whose XLA peak exceeds this fraction "
+                   "of the available RAM are not run (reported as skipped), so a long mha step "
+                   "cannot push a shared machine into the OOM killer.")
+flags.DEFINE_string("reuse_log", "", "stdout of an interrupted run: its JSON rows are reused "
+                    "(and marked) instead of being measured again.")
 flags.DEFINE_string("out", "experiments/benchmarks/results/mixer_scaling",
                     "Output stem for .json/.md/.png; empty: print only.")
 FLAGS = flags.FLAGS
@@ -96,7 +102,10 @@ class TorchPeer:
   def __init__(self, remat):
     import torch  # pylint: disable=g-import-not-at-top
     import transformers  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(os.cpu_count())
+    # One thread: under load, PyTorch's OpenMP pool spin-waits at every barrier and its CPU
+    # time stops measuring work (6x at T=50 with 2 threads on a load-15 machine). XLA's pool does
+    # not spin, so JAX keeps its default threads and CPU time still counts work only.
+    torch.set_num_threads(1)
     cfg = transformers.Wav2Vec2Config(
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
@@ -123,12 +132,30 @@ class TorchPeer:
     return time.perf_counter() - w, time.process_time() - c
 
 
-def measure_length(scope, t, steps, params, peer):
+def load_reused(path):
+  """{(scope, mixer, frames): row} from the JSON lines of an earlier run's stdout."""
+  out = {}
+  if path:
+    with open(path) as f:
+      for line in f:
+        if line.startswith("{"):
+          row = json.loads(line)
+          key = (row.pop("scope"), row.pop("mixer"), row["frames"])
+          out[key] = dict(row, reused=True)
+  return out
+
+
+def measure_length(scope, t, steps, params, peer, reused):
   """Compiles every mixer at length t and times them interleaved. Returns {name: row}."""
   x = jax.random.normal(jax.random.key(0), (1, t, 768))
   valid = jnp.ones((1, t), bool)
   rows, compiled = {}, {}
+  for name in list(steps) + ([PEER] if peer is not None else []):
+    if (scope, name, t) in reused:
+      rows[name] = reused[(scope, name, t)]
   for name, step in steps.items():
+    if name in rows:
+      continue
     start = time.perf_counter()
     exe = jax.jit(step).lower(params[name], x, valid).compile()
     cost = exe.cost_analysis()
@@ -139,10 +166,14 @@ def measure_length(scope, t, steps, params, peer):
                       macs=float(cost.get("flops", 0.0)) / 2,
                       peak_bytes=int(mem.temp_size_in_bytes + mem.argument_size_in_bytes),
                       temp_bytes=int(mem.temp_size_in_bytes), wall=[], cpu=[])
+    if rows[name]["peak_bytes"] > FLAGS.memory_fraction * psutil.virtual_memory().available:
+      rows[name].update(skipped="memory", reps=0, wall_s=float("nan"), cpu_s=float("nan"))
+      del rows[name]["wall"], rows[name]["cpu"]
+      continue
     compiled[name] = exe
   runners = {n: functools.partial(time_call, exe, params[n], x, valid)
              for n, exe in compiled.items()}
-  if peer is not None:
+  if peer is not None and PEER not in rows:
     rows[PEER] = dict(frames=t, seconds=t / FRAMES_PER_SEC, wall=[], cpu=[])
     runners[PEER] = functools.partial(peer.time, t)
   # A first untimed call per runner, unless it is long enough to be a measurement itself.
@@ -160,7 +191,8 @@ def measure_length(scope, t, steps, params, peer):
       w, c = runners[name]()
       rows[name]["wall"].append(w)
       rows[name]["cpu"].append(c)
-  for row in rows.values():
+  for name in runners:
+    row = rows[name]
     row["reps"] = len(row["wall"])
     row["wall_s"] = float(np.median(row.pop("wall")))
     row["cpu_s"] = float(np.median(row.pop("cpu")))
@@ -202,6 +234,17 @@ def markdown(results, fits, meta):
            "mixer alone. MACs = XLA cost-analysis FLOPs / 2. Peak = XLA memory_analysis "
            "temp + argument bytes. Exponent = slope of log(cost) vs log(length) for lengths "
            f">= {meta['fit_min_seconds']:g} s (\"all\": every length).", ""]
+  reused = sorted({(sc, r["seconds"]) for sc, by in results.items() for rows in by.values()
+                   for r in rows if r.get("reused")})
+  skipped = [(sc, n, r["seconds"]) for sc, by in results.items() for n, rows in by.items()
+             for r in rows if r.get("skipped")]
+  if reused:
+    lines += ["Rows measured by an earlier, interrupted run of this script on the same machine "
+              "and day (reused, so not interleaved with the rest): " + ", ".join(
+                  f"{sc} {sec:g} s" for sc, sec in reused) + ".", ""]
+  if skipped:
+    lines += ["Not run (XLA peak above the free-RAM guard; MACs and memory still reported): "
+              + ", ".join(f"{sc}/{n} {sec:g} s" for sc, n, sec in skipped) + ".", ""]
   for scope, by_name in results.items():
     names = [n for n in by_name if n != PEER]
     lines += [f"## {scope}", "",
@@ -282,6 +325,8 @@ def main(argv):
     peer = TorchPeer(FLAGS.remat)
     versions.append(peer.version)
   meta["versions"] = ", ".join(versions)
+  reused = load_reused(FLAGS.reuse_log)
+  meta["reused_rows"] = len(reused)
   results = {}
   for scope in FLAGS.scopes:
     steps, params = {}, {}
@@ -291,7 +336,8 @@ def main(argv):
                                    jnp.ones((1, 50), bool))
     by_name = {}
     for t in lengths:
-      rows = measure_length(scope, t, steps, params, peer if scope == "encoder" else None)
+      rows = measure_length(scope, t, steps, params, peer if scope == "encoder" else None,
+                            reused)
       for name, row in rows.items():
         by_name.setdefault(name, []).append(row)
         print(json.dumps(dict(scope=scope, mixer=name, **row)), flush=True)

@@ -5,7 +5,8 @@ biases (fairseq MultiheadAttention, so checkpoints map one to one). Without atte
 product goes through `jax.nn.dot_product_attention`'s cuDNN kernel on a GPU when the compute
 dtype is bf16/fp16 (the only dtypes that kernel takes; `implementation=None` picks it there),
 and through `heads_first_attention` ("xla") elsewhere and whenever attention dropout is on.
-Cost: O(T^2 D) time and, on the XLA path, O(H T^2) memory per layer.
+Cost: O(T^2 D) time; on the XLA path O(H T^2) memory per layer up to `query_chunk_size`
+frames and O(H T chunk) beyond (query blocks, rematerialised).
 """
 from typing import Any
 
@@ -68,6 +69,31 @@ def heads_first_attention(q, k, v, valid, *, dropout_rng=None, dropout_rate=0.0)
   return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, v), 1, 2)
 
 
+def chunked_attention(q, k, v, valid, chunk_size: int):
+  """`heads_first_attention` over blocks of `chunk_size` queries, each block rematerialised.
+
+  The same values as one call; the [B, H, T, T] logits are never whole in memory, only
+  [B, H, chunk_size, T] per block, in the forward and in the backward pass (which recomputes
+  each block's probabilities). On CPU this makes 120 s of audio (6,000 frames: 1.7 GB of f32
+  logits per layer, several times that in the backward pass) trainable without a flash kernel.
+
+  Args:
+    q, k, v: [B, T, H, d].
+    valid: [B, T] bool; False keys get no attention.
+    chunk_size: queries per block.
+
+  Returns:
+    [B, T, H, d].
+  """
+  b, t, h, d = q.shape
+  n = -(-t // chunk_size)
+  blocks = jnp.pad(q, ((0, 0), (0, n * chunk_size - t), (0, 0), (0, 0)))
+  blocks = jnp.moveaxis(blocks.reshape(b, n, chunk_size, h, d), 1, 0)
+  one_block = jax.checkpoint(lambda q_block: heads_first_attention(q_block, k, v, valid))
+  out = jax.lax.map(one_block, blocks)                          # [n, B, chunk, H, d]
+  return jnp.moveaxis(out, 0, 1).reshape(b, n * chunk_size, h, d)[:, :t]
+
+
 class SelfAttention(nn.Module):
   """Every mixer: __call__(x [B, T, D], *, valid [B, T] bool, train) -> [B, T, D].
 
@@ -78,11 +104,15 @@ class SelfAttention(nn.Module):
       kernel takes the padding as per-row lengths (sum of `valid`), which equals the mask when
       `valid` is right padding (a prefix of True), as the data pipeline makes it; the XLA path
       masks every padded key exactly, wherever it is.
+    query_chunk_size: without dropout on the XLA path, sequences longer than this attend in
+      blocks of this many queries (`chunked_attention`: same values, O(chunk T) memory instead
+      of O(T^2)); 0 never chunks. 1024 frames (20 s) leaves pretraining crops untouched.
     dtype: compute dtype.
   """
   num_heads: int
   attention_dropout_rate: float = 0.0
   implementation: str | None = None
+  query_chunk_size: int = 1024
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -107,6 +137,8 @@ class SelfAttention(nn.Module):
       lengths = jnp.sum(valid, axis=-1, dtype=jnp.int32)
       out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
                                          implementation="cudnn")
+    elif 0 < self.query_chunk_size < t:
+      out = chunked_attention(q, k, v, valid, self.query_chunk_size)
     else:
       out = heads_first_attention(q, k, v, valid)
     out = out.reshape(b, t, d)
