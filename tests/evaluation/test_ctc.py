@@ -93,6 +93,37 @@ def _finetune_config(upstream):
   return c
 
 
+def test_frozen_encoder_gets_no_gradient():
+  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  batch = {"audio": jnp.asarray(tone_corpus.ToneSource(2).records[0]["audio"][None, :4800]
+                                / 32768.0, jnp.float32).repeat(2, 0),
+           "valid": jnp.ones((2, 4800), bool), "labels": jnp.array([[1, 2, 3], [2, 2, 0]]),
+           "label_valid": jnp.array([[1, 1, 1], [1, 1, 0]], bool), "rows": jnp.ones(2)}
+  objective = ctc.CTCObjective(ctc._model_config(config, {"feature_grad_mult": 0.0}),  # pylint: disable=protected-access
+                               config.masking, vocab_size=5)
+  @jax.jit
+  def grads(rng):
+    params = jax.tree.map(lambda x: getattr(x, "value", x), objective.init(rng, batch),
+                          is_leaf=lambda x: hasattr(x, "value"))
+    out = {}
+    for frozen in (False, True):
+      obj = ctc.CTCObjective(objective.model_config, objective.masking_config, 5,
+                             freeze_encoder=frozen)
+      fn = lambda p, o=obj: o.loss(p, batch, rng, step=0, train=True)[0]  # pylint: disable=cell-var-from-loop
+      out[frozen] = jax.value_and_grad(fn)(params)
+    return out
+
+  out = grads(jax.random.PRNGKey(1))
+  (loss, g), (frozen_loss, frozen_g) = out[False], out[True]
+  np.testing.assert_allclose(loss, frozen_loss, rtol=1e-6)  # Same forward pass.
+  norm = lambda t: float(optax.tree.norm(t))  # pylint: disable=unnecessary-lambda-assignment
+  assert norm(g["speech_encoder"]["encoder"]) > 0 and norm(g["ctc_proj"]) > 0
+  assert norm(frozen_g["speech_encoder"]) == 0 and norm(frozen_g["ctc_proj"]) > 0
+  # feature_grad_mult 0: the CNN never gets a gradient (fairseq's frozen feature encoder).
+  assert norm(g["speech_encoder"]["feature_extractor"]) == 0
+
+
+@pytest.mark.slow  # ~30 s of CPU (four compiles of the model on 8 devices).
 def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
   config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
   rng = np.random.default_rng(3)  # Random "pretrained" weights of the right shapes.

@@ -2,12 +2,16 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import probes as probe_configs
 from configs.wav2vec2 import demo
 from jaxssl.data import sources
 from jaxssl.evaluation import evaluate
+from jaxssl.evaluation import upstreams
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import trainer
 
@@ -19,13 +23,63 @@ def test_demo_config_probes_phones_every_500_steps():
   assert evaluate.evals_due(demo.get_config("runlocal"), 4) == []
 
 
-def test_evals_run_during_pretraining_and_log_quality_against_compute(tmp_path):
-  config = demo.get_config("runlocal")
-  e = probe_configs.pretraining_eval("language", every_steps=2, total_steps=4,
+class _Writer:
+  """The MetricsWriter calls the hook makes."""
+  flops_per_step = 2e9
+
+  def __init__(self):
+    self.excluded, self.written = 0.0, []
+
+  def exclude_time(self, seconds):
+    self.excluded += seconds
+
+  def write(self, step, scalars):
+    self.written.append((step, scalars))
+
+
+def _language_eval(every_steps):
+  e = probe_configs.pretraining_eval("language", every_steps=every_steps, total_steps=4,
                                      eval_every_steps=2, max_train_utterances=0, batch_size=8)
   e.probe.projector_dim = 8
+  return e
+
+
+def test_hook_probes_the_given_params_and_logs_against_cumulative_flops(tmp_path):
+  config = demo.get_config("runlocal")
   with config.unlocked():
-    config.evals = {"language": e}
+    config.evals = {"language": _language_eval(every_steps=3)}
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype),
+                        upstreams._abstract_params(config))  # pylint: disable=protected-access
+  # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
+  source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
+  writer = _Writer()
+  assert evaluate.run_pretraining_evals(config, params, step=4, workdir=str(tmp_path),
+                                        writer=writer, source=source) == {}  # Not due.
+  for step in (3, 6):
+    scalars = evaluate.run_pretraining_evals(config, params, step=step, workdir=str(tmp_path),
+                                             writer=writer, source=source)
+  assert [s for s, _ in writer.written] == [3, 6] and writer.written[1][1] == scalars
+  assert writer.excluded > 0  # The probes' time stays out of the throughput readout.
+  assert set(scalars) == {f"eval/language/{split}_{m}" for split in ("dev", "test")
+                          for m in ("accuracy", "loss")}
+  with open(tmp_path / "evals.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  assert [(r["step"], r["cumulative_flops"]) for r in rows] == [(3, 6e9), (6, 1.2e10)]
+  assert rows[1]["language"]["test"]["accuracy"] == scalars["eval/language/test_accuracy"]
+  weights = rows[1]["language"]["layer_weights"]
+  assert len(weights) == 3 and sum(weights) == pytest.approx(1.0)  # tiny: 2 layers + input.
+  # Same params at both steps: the same probe result (the step's compiled code is reused).
+  assert rows[0]["language"]["test"] == rows[1]["language"]["test"]
+  assert os.path.getsize(tmp_path / "evals.png") > 0
+  assert os.path.exists(tmp_path / "evals" / "language" / "step_0000006" / "results.json")
+
+
+@pytest.mark.slow  # ~35 s of CPU: a real (tiny) pretraining run on 8 devices with two evals.
+def test_evals_run_during_pretraining_and_log_quality_against_compute(tmp_path):
+  config = demo.get_config("runlocal")
+  with config.unlocked():
+    config.evals = {"language": _language_eval(every_steps=2)}
     config.log_every_steps = 1
   # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
   source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
