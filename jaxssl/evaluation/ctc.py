@@ -248,7 +248,7 @@ def finetune(config, workdir, *, source_fn=None):
   with data_cfg.unlocked():
     data_cfg.normalize = bool(up_config.data.get("normalize", False))
 
-  sources_ = evaluate.open_splits(config, task, source_fn=source_fn)
+  sources_ = evaluate.open_splits(config, source_fn=source_fn)
   tokens = {k: tasks.read_tokens(task, src) for k, src in sources_.items()}
   vocab = tasks.build_vocab(task, tokens["train"])
   targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in sources_}

@@ -41,7 +41,7 @@ LOWER_IS_BETTER = ("per", "wer", "cer")
 FRAME_MULTIPLE = 32
 
 
-def open_splits(config, task, *, source_fn=None):
+def open_splits(config, *, source_fn=None):
   """{"train", "dev", "test"} -> Source of the probe's data (holdout of train when asked)."""
   d, s = config.data, config.splits
   source_fn = source_fn or (lambda split: sources.open_source(d.name, data_dir=d.data_dir,
@@ -57,7 +57,6 @@ def open_splits(config, task, *, source_fn=None):
     n = len(out["train"])
     keep = np.unique(np.linspace(0, n - 1, min(n, s.max_train_utterances)).astype(np.int64))
     out["train"] = tasks.SubsetSource(out["train"], keep, name=f"{s.train}[subset]")
-  del task
   return out
 
 
@@ -115,12 +114,14 @@ class FeatureStream:
     loader = pipeline.make_eval_loader(self.data_cfg, split=self.name, seed=self.seed + e,
                                        source=self.source)
     kept = []
-    for batch in loader:
-      item = self._inputs(batch)
-      if self.cache:
-        kept.append(item)
-      yield item
-    loader.close()
+    try:
+      for batch in loader:
+        item = self._inputs(batch)
+        if self.cache:
+          kept.append(item)
+        yield item
+    finally:  # Also when training stops mid-epoch and the generator is dropped.
+      loader.close()
     if self.cache:
       self._cached = kept
 
@@ -147,7 +148,7 @@ def score(task, vocab, targets, predictions):
 
 
 def evaluate_split(trainer, params, stream, task, vocab):
-  """Predicts every utterance of `stream`'s split: (metrics dict with "loss", examples)."""
+  """Predicts every utterance of `stream`'s split; returns its metrics plus the mean "loss"."""
   predictions, losses = {}, []
   for inputs, index in stream.epoch(0):
     pred, loss = trainer.predict(params, inputs)
@@ -189,7 +190,7 @@ def run(config, workdir, *, upstream=None, source_fn=None, plot=True):
   data_cfg = config.data.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.normalize = upstream.normalize  # Waveforms as the upstream was pretrained on.
-  splits = open_splits(config, task, source_fn=source_fn)
+  splits = open_splits(config, source_fn=source_fn)
   tokens = {k: tasks.read_tokens(task, src) for k, src in splits.items()}
   vocab = tasks.build_vocab(task, tokens["train"])
   targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in splits}

@@ -115,3 +115,32 @@ def test_cli_errors_are_one_line(tmp_path):
   assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
       "error: upstream is empty: pass --config.upstream=<checkpoint dir> or one of "
       "['mfcc', 'fbank', 'mfcc_no_cmvn', 'fbank_no_cmvn', 'random_init'].")
+
+
+@pytest.mark.slow  # ~20 s of CPU: builds a dataset, then a subprocess runs a probe on it.
+def test_cli_runs_a_probe_on_a_built_local_audio_dataset(tmp_path):
+  from jaxssl.data import build  # pylint: disable=g-import-not-at-top
+  import soundfile as sf  # pylint: disable=g-import-not-at-top
+  rows = []
+  for split, (n, seed) in {"train": (24, 0), "dev": (8, 1), "test": (8, 2)}.items():
+    for r in tone_corpus.ToneSource(n, seed=seed).records:
+      path = tmp_path / "wavs" / f"{r['id']}.wav"
+      path.parent.mkdir(exist_ok=True)
+      sf.write(path, r["audio"], 16000, subtype="PCM_16")
+      rows.append({k: r[k] for k in ("id", "text", "phones", "speaker", "language")} |
+                  {"path": f"wavs/{r['id']}.wav", "split": split})
+  with open(tmp_path / "manifest.jsonl", "w") as f:
+    f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+  build.build("local_audio", source=str(tmp_path / "manifest.jsonl"),
+              data_dir=str(tmp_path / "tfds"), config="tones", num_workers=1,
+              show_progress=False)
+  out = _cli("--config=configs/probes/phone.py:dataset=local_audio,runlocal",
+             "--config.data.name=local_audio/tones", f"--config.data.data_dir={tmp_path}/tfds",
+             "--config.upstream=mfcc", f"--workdir={tmp_path}/probe")
+  assert out.returncode == 0, out.stderr[-2000:]
+  printed = json.loads(out.stdout.strip().splitlines()[-1])
+  assert printed["task"] == "phone" and printed["workdir"] == f"{tmp_path}/probe"
+  with open(tmp_path / "probe" / "results.json") as f:
+    results = json.load(f)
+  assert results["utterances"] == {"train": 24, "dev": 8, "test": 8}
+  assert results["test"] == printed["test"] and 0 <= results["test"]["per"] <= 1.5
