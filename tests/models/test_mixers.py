@@ -377,6 +377,38 @@ def test_mixer_configs_build_the_wav2vec2_loss_for_every_mixer():
     assert loss.shape == () and "accuracy" in metrics
 
 
+# Parameter names only one mixer has, so the built model shows which mixer it holds.
+MIXER_PARAM = {"mha": "query", "summary_mixing": "summary_proj", "hyena": "filter_fn"}
+
+
+@pytest.mark.parametrize("recipe", ["demo", "melhubert"])
+def test_hubert_and_melhubert_sweeps_build_the_loss_with_every_mixer(recipe):
+  """configs/mixers/hubert.py swaps the mixer inside HuBERT's and MelHuBERT's encoders too."""
+  hubert_sweep = importlib.import_module("configs.mixers.hubert")
+  s = 8_000
+  batch = dict(audio=jax.ShapeDtypeStruct((2, s), jnp.float32),
+               valid=jax.ShapeDtypeStruct((2, s), jnp.bool_),
+               labels=jax.ShapeDtypeStruct((2, s // 160 + 1), jnp.int32),
+               labels_valid=jax.ShapeDtypeStruct((2, s // 160 + 1), jnp.bool_))
+  for name in mixer_configs.MIXER_NAMES:
+    c = hubert_sweep.get_config(f"mixer={name},recipe={recipe},runlocal")
+    assert c.model.mixer.name == name
+    obj = objectives.build(c)
+    params = jax.eval_shape(obj.init, jax.random.key(1), batch)
+    paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda a: isinstance(a, nn.Partitioned))[0]}
+    mixer_paths = [p for p in paths if "['layer_00']['self_attn']" in p]
+    if name == "fnet":
+      assert not mixer_paths  # No parameters.
+    else:
+      assert any(MIXER_PARAM[name] in p for p in mixer_paths), (name, sorted(mixer_paths))
+      others = [n for k, n in MIXER_PARAM.items() if k != name]
+      assert not any(o in p for o in others for p in mixer_paths), name
+    loss, _ = jax.eval_shape(functools.partial(obj.loss, step=0), nn.unbox(params), batch,
+                             jax.random.key(2))
+    assert loss.shape == ()
+
+
 @pytest.mark.parametrize("sweep,recipe,arg,recipe_arg", [
     ("wav2vec2", "configs.wav2vec2.base", "recipe=base", None),
     ("hubert", "configs.hubert.demo", "recipe=demo,iteration=2", "iteration=2"),
