@@ -11,7 +11,10 @@ Scope "mixer" times a single mixer layer at the same width, isolating the token 
 Measured per (scope, mixer, length), all mixers of one length interleaved in one process:
   - wall and process-CPU seconds per step (median over reps; CPU time counts all XLA threads
     and is less disturbed by other jobs on a shared machine),
-  - MACs per step = XLA cost analysis FLOPs / 2 (FFTs included with XLA's own estimate),
+  - MACs per step = XLA cost analysis FLOPs / 2 (FFTs included with XLA's own estimate) of the
+    same step lowered (not compiled) with the layers unrolled and attention unchunked: XLA
+    counts a loop body once, so the scanned layers and mha's query-block map would hide 11/12
+    of the encoder and most of the attention past 1024 frames (see jaxssl/training/flops.py),
   - peak memory = XLA's compiled memory_analysis, temp + argument bytes,
   - the HF transformers PyTorch peer (Wav2Vec2Encoder, SDPA attention, gradient checkpointing,
     one thread: see TorchPeer) for the encoder scope, as a ratio against `mha`.
@@ -37,44 +40,56 @@ import psutil
 
 from configs.mixers import wav2vec2 as mixer_config
 from jaxssl.models import wav2vec2 as wav2vec2_model
+from jaxssl.training import flops
 
-flags.DEFINE_list("seconds", ["1", "2", "5", "10", "20", "30", "60", "120"], "Audio lengths.")
-flags.DEFINE_list("mixers", ["mha", "summary_mixing", "fnet", "hyena"], "Mixers to measure.")
-flags.DEFINE_list("scopes", ["mixer", "encoder"], "'encoder' (BASE stack) and/or 'mixer'.")
-flags.DEFINE_bool("remat", True, "Per-block rematerialisation (encoder scope; peer too).")
-flags.DEFINE_bool("peer", True, "Also time the HF transformers PyTorch encoder (encoder scope).")
-flags.DEFINE_float("min_time", 4.0, "Timed seconds per (mixer, length) before stopping reps.")
-flags.DEFINE_integer("max_reps", 5, "Most timed reps per (mixer, length).")
-flags.DEFINE_float("warmup_max_s", 10.0, "A first call longer than this counts as a rep; "
-                   "shorter ones are discarded as warm-up (allocator, thread pools, caches).")
-flags.DEFINE_float("fit_min_seconds", 10.0, "Fit exponents on lengths >= this.")
-flags.DEFINE_float("memory_fraction", 0.8, "Compiled steps whose XLA peak exceeds this fraction "
-                   "of the available RAM are not run (reported as skipped), so a long mha step "
-                   "cannot push a shared machine into the OOM killer.")
-flags.DEFINE_string("reuse_log", "", "stdout of an interrupted run: its JSON rows are reused "
-                    "(and marked) instead of being measured again.")
-flags.DEFINE_string("out", "experiments/benchmarks/results/mixer_scaling",
-                    "Output stem for .json/.md/.png; empty: print only.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command-line flags (defined only when run as a script, so modules import freely)."""
+  flags.DEFINE_list("seconds", ["1", "2", "5", "10", "20", "30", "60", "120"], "Audio lengths.")
+  flags.DEFINE_list("mixers", ["mha", "summary_mixing", "fnet", "hyena"], "Mixers to measure.")
+  flags.DEFINE_list("scopes", ["mixer", "encoder"], "'encoder' (BASE stack) and/or 'mixer'.")
+  flags.DEFINE_bool("remat", True, "Per-block rematerialisation (encoder scope; peer too).")
+  flags.DEFINE_bool("peer", True, "Also time the HF transformers PyTorch encoder (encoder scope).")
+  flags.DEFINE_float("min_time", 4.0, "Timed seconds per (mixer, length) before stopping reps.")
+  flags.DEFINE_integer("max_reps", 5, "Most timed reps per (mixer, length).")
+  flags.DEFINE_float("warmup_max_s", 10.0, "A first call longer than this counts as a rep; "
+                     "shorter ones are discarded as warm-up (allocator, thread pools, caches).")
+  flags.DEFINE_float("fit_min_seconds", 10.0, "Fit exponents on lengths >= this.")
+  flags.DEFINE_float("memory_fraction", 0.8, "Compiled steps whose XLA peak exceeds this fraction "
+                     "of the available RAM are not run (reported as skipped), so a long mha step "
+                     "cannot push a shared machine into the OOM killer.")
+  flags.DEFINE_string("reuse_log", "", "stdout of an interrupted run: its JSON rows are reused "
+                      "(and marked) instead of being measured again.")
+  flags.DEFINE_string("out", "experiments/benchmarks/results/mixer_scaling",
+                      "Output stem for .json/.md/.png; empty: print only.")
+
 
 FRAMES_PER_SEC = 50
 PEER = "mha (HF PyTorch)"
 
 
-def build_encoder(mixer_name, remat):
-  """The BASE encoder constructor of configs/mixers/wav2vec2.py:recipe=base, dropout off."""
+def build_encoder(mixer_name, remat, scan_layers=True):
+  """The BASE encoder constructor of configs/mixers/wav2vec2.py:recipe=base, dropout off.
+
+  scan_layers=False unrolls the layers and turns off mha's query chunking: the same arithmetic
+  without loops, for counting MACs (never run at long lengths: O(T^2) attention memory).
+  """
   c = mixer_config.get_config(f"mixer={mixer_name},recipe=base")
   with c.unlocked():
     c.model.update(dict(dropout_rate=0.0, attention_dropout_rate=0.0, layerdrop_rate=0.0,
-                        scan_layers=True, remat=remat))
+                        scan_layers=scan_layers, remat=remat))
     if mixer_name == "summary_mixing":
       c.model.mixer.dropout_rate = 0.0
+    if mixer_name == "mha" and not scan_layers:
+      c.model.mixer.query_chunk_size = 0
   return wav2vec2_model.speech_encoder_from_config(c.model).keywords["make_encoder"]
 
 
-def make_step(scope, mixer_name, remat):
+def make_step(scope, mixer_name, remat, scan_layers=True):
   """(init(rng, x, valid) -> params, step(params, x, valid) -> (loss, grads)) for one scope."""
-  make_encoder = build_encoder(mixer_name, remat)
+  make_encoder = build_encoder(mixer_name, remat, scan_layers)
   module = make_encoder() if scope == "encoder" else make_encoder.keywords["mixer"]()
 
   def forward(params, x, valid):
@@ -88,6 +103,15 @@ def make_step(scope, mixer_name, remat):
     return nn.unbox(module.init(rng, x, valid=valid, train=False)).get("params", {})  # FNet: {}
 
   return init, jax.value_and_grad(loss)
+
+
+def step_macs(scope, mixer_name, t, remat):
+  """MACs of one step at t frames: XLA's cost analysis of the lowered, loop-free program / 2."""
+  init, step = make_step(scope, mixer_name, remat, scan_layers=False)
+  x = jax.ShapeDtypeStruct((1, t, 768), jnp.float32)
+  valid = jax.ShapeDtypeStruct((1, t), jnp.bool_)
+  params = jax.eval_shape(init, jax.random.key(1), x, valid)
+  return flops.xla_flops(jax.jit(step).lower(params, x, valid)) / 2
 
 
 def time_call(fn, *args):
@@ -152,18 +176,18 @@ def measure_length(scope, t, steps, params, peer, reused):
   rows, compiled = {}, {}
   for name in list(steps) + ([PEER] if peer is not None else []):
     if (scope, name, t) in reused:
-      rows[name] = reused[(scope, name, t)]
+      rows[name] = dict(reused[(scope, name, t)])
+      if name != PEER:  # An older run's MACs may have come from the looped program.
+        rows[name]["macs"] = step_macs(scope, name, t, FLAGS.remat)
   for name, step in steps.items():
     if name in rows:
       continue
     start = time.perf_counter()
     exe = jax.jit(step).lower(params[name], x, valid).compile()
-    cost = exe.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = exe.memory_analysis()
     rows[name] = dict(frames=t, seconds=t / FRAMES_PER_SEC,
                       compile_s=time.perf_counter() - start,
-                      macs=float(cost.get("flops", 0.0)) / 2,
+                      macs=step_macs(scope, name, t, FLAGS.remat),
                       peak_bytes=int(mem.temp_size_in_bytes + mem.argument_size_in_bytes),
                       temp_bytes=int(mem.temp_size_in_bytes), wall=[], cpu=[])
     if rows[name]["peak_bytes"] > FLAGS.memory_fraction * psutil.virtual_memory().available:
@@ -221,6 +245,30 @@ def summarize(results, min_seconds):
   return fits
 
 
+def check_targets(results, fits, at_seconds=60.0, max_exponent=1.15, min_speedup=3.0):
+  """Issue #5's targets per scope and efficient mixer: CPU-time exponent <= max_exponent and
+  CPU time per step at `at_seconds` at least `min_speedup` x below mha's. Returns a list of
+  rows {scope, mixer, exponent, macs_exponent, speedup, speedup_wall, exponent_ok, speedup_ok}.
+  """
+  out = []
+  for scope, by_name in results.items():
+    ref = {r["seconds"]: r for r in by_name.get("mha", [])}.get(at_seconds)
+    for name, rows in by_name.items():
+      if name in ("mha", PEER):
+        continue
+      f = fits[f"{scope}/{name}"]
+      row = {r["seconds"]: r for r in rows}.get(at_seconds)
+      speedup = speedup_wall = float("nan")
+      if ref is not None and row is not None:
+        speedup = ref["cpu_s"] / row["cpu_s"]
+        speedup_wall = ref["wall_s"] / row["wall_s"]
+      out.append(dict(scope=scope, mixer=name, exponent=f["cpu_s"], macs_exponent=f["macs"],
+                      speedup=speedup, speedup_wall=speedup_wall,
+                      exponent_ok=bool(f["cpu_s"] <= max_exponent),
+                      speedup_ok=bool(speedup >= min_speedup)))
+  return out
+
+
 def markdown(results, fits, meta):
   lines = [f"# Token-mixer scaling ({meta['date']})", "",
            f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['backend']} backend; "
@@ -245,6 +293,19 @@ def markdown(results, fits, meta):
   if skipped:
     lines += ["Not run (XLA peak above the free-RAM guard; MACs and memory still reported): "
               + ", ".join(f"{sc}/{n} {sec:g} s" for sc, n, sec in skipped) + ".", ""]
+  targets = check_targets(results, fits)
+  if targets:
+    lines += ["Targets (issue #5): CPU-time exponent <= 1.15 and, at 60 s, >= 3x less CPU time "
+              "per step than mha.", "",
+              "| scope | mixer | CPU-time exponent | MACs exponent | speed-up at 60 s (CPU) "
+              "| (wall) | exponent target | speed-up target |",
+              "|---|---|---:|---:|---:|---:|---|---|"]
+    for t in targets:
+      lines.append(f"| {t['scope']} | {t['mixer']} | {t['exponent']:.2f} | "
+                   f"{t['macs_exponent']:.2f} | {t['speedup']:.2f}x | {t['speedup_wall']:.2f}x | "
+                   f"{'met' if t['exponent_ok'] else 'missed'} | "
+                   f"{'met' if t['speedup_ok'] else 'missed'} |")
+    lines.append("")
   for scope, by_name in results.items():
     names = [n for n in by_name if n != PEER]
     lines += [f"## {scope}", "",
@@ -349,11 +410,13 @@ def main(argv):
   if FLAGS.out:
     os.makedirs(os.path.dirname(FLAGS.out), exist_ok=True)
     with open(FLAGS.out + ".json", "w") as f:
-      json.dump(dict(meta=meta, results=results, exponents=fits), f, indent=1)
+      json.dump(dict(meta=meta, results=results, exponents=fits,
+                     targets=check_targets(results, fits)), f, indent=1)
     with open(FLAGS.out + ".md", "w") as f:
       f.write(md)
     plot(results, FLAGS.out + ".png")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
