@@ -38,7 +38,7 @@ from jax.extend import core as jax_core
 from jaxssl import main as main_lib
 from jaxssl import validate
 from jaxssl.data import pipeline
-from jaxssl.training import train_step
+from jaxssl.training import flops as flops_lib
 from jaxssl.training import trainer
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -149,38 +149,6 @@ def biggest_activations(closed_jaxpr, k=5):
   return rows[:k]
 
 
-def jaxpr_flops(closed_jaxpr):
-  """Matmul and convolution FLOPs of a traced program (2 per multiply-add), whole batch.
-
-  XLA's cost analysis counts the body of a while loop once, so a step with scanned layers
-  (model.scan_layers) reports a fraction of its FLOPs; here a scan's body counts `length` times
-  and remat's recomputation as often as the jaxpr runs it. Elementwise ops are left out (a few
-  percent of a Transformer's FLOPs).
-  """
-  def eqn_flops(eqn):
-    name, params = eqn.primitive.name, eqn.params
-    if name == "dot_general":
-      (contract, _), _ = params["dimension_numbers"]
-      lhs = eqn.invars[0].aval.shape
-      return 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in contract)
-    if name == "conv_general_dilated":
-      rhs = eqn.invars[1].aval.shape
-      rhs_spec = params["dimension_numbers"].rhs_spec  # (out features, in features, spatial...)
-      per_output = rhs[rhs_spec[1]] * math.prod(rhs[d] for d in rhs_spec[2:])
-      return 2 * math.prod(eqn.outvars[0].aval.shape) * per_output
-    subs = [walk(sub) for sub in jax_core.jaxprs_in_params(params)]
-    if name == "scan":
-      return params["length"] * sum(subs)
-    if name == "cond":
-      return max(subs, default=0)
-    return sum(subs)
-
-  def walk(jaxpr):
-    return sum(eqn_flops(eqn) for eqn in jaxpr.eqns)
-
-  return walk(closed_jaxpr.jaxpr)
-
-
 def _suggestions(config, sizes, state_heavy):
   """Concrete config changes that shrink per-device memory, most effective first."""
   m = config.model
@@ -231,7 +199,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
     dict: compiled, topology, chip, num_devices, devices_per_chip, mesh, num_params, batch_shape,
     per-device bytes (state_bytes, argument_bytes, output_bytes, alias_bytes, temp_bytes,
     peak_bytes = arguments + outputs - aliased + temporaries), hbm_bytes (per device),
-    hbm_fraction, flops_per_step (all devices, `jaxpr_flops`), flops_per_step_per_device,
+    hbm_fraction, flops_per_step (all devices, `flops.jaxpr_flops`), flops_per_step_per_device,
     xla_flops_per_step (XLA's cost analysis x devices; undercounts scanned layers), mfu,
     step_sec (predicted), audio_sec_per_step, audio_hours_per_hour (predicted), days_total
     (predicted for config.total_steps), compile_sec.
@@ -262,7 +230,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
                                       state_bytes, hbm, where, config, sizes, True, rows))
   # FLOPs from the traced step (scans counted in full), spread evenly over the devices.
   traced = step["step_fn"].trace(state, step["batch_spec"])
-  flops = jaxpr_flops(traced.jaxpr)
+  flops = flops_lib.jaxpr_flops(traced.jaxpr)
   flops_dev = flops / len(devices)
   step_sec = flops_dev / (peak * mfu)
   audio_sec = config.data.batch_size * config.data.crop_samples / pipeline.SAMPLE_RATE
@@ -307,7 +275,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
         peak_bytes, hbm, where, config, sizes, heavy, rows))
   return dict(result, argument_bytes=arg, output_bytes=out, alias_bytes=alias, temp_bytes=temp,
               peak_bytes=peak_bytes, hbm_fraction=peak_bytes / hbm,
-              xla_flops_per_step=train_step.step_cost(compiled) * len(devices),
+              xla_flops_per_step=flops_lib.xla_flops(compiled) * len(devices),
               compile_sec=compile_sec)
 
 

@@ -76,3 +76,13 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
   assert "does not exist. Build it with:" in proc.stderr
   assert "python -m jaxssl.data.build --dataset=demo_corpus" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_melhubert_dry_run_reports_its_macs_beside_hubert_base():
+  from jaxssl import main  # pylint: disable=g-import-not-at-top
+  from jaxssl.objectives import melhubert  # pylint: disable=g-import-not-at-top
+  out = main.dry_run_extras(melhubert.load_config(os.path.join(ROOT, "configs/hubert/melhubert.py")))
+  assert out["macs_per_second"] < out["hubert_base_macs_per_second"]
+  assert out["macs_saving_vs_hubert_base"] == pytest.approx(
+      1 - out["macs_per_second"] / out["hubert_base_macs_per_second"])
+  assert main.dry_run_extras(demo.get_config()) == {}

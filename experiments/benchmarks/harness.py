@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxssl import objectives
 from jaxssl.training import accounting
+from jaxssl.training import flops
 from jaxssl.training import optimizers
 from jaxssl.training import partitioning
 from jaxssl.training import train_state
@@ -124,14 +125,6 @@ def num_params(tree):
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
-def cost_flops(compiled_or_lowered):
-  """FLOPs from XLA's cost analysis (0.0 when the backend gives none)."""
-  cost = compiled_or_lowered.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  return float(cost.get("flops", 0.0)) if cost else 0.0
-
-
 def peak_memory_bytes(compiled, device):
   """Peak device memory of a compiled program: the allocator's peak on GPU/TPU, else XLA's
   estimate (arguments + outputs + scratch - donated aliases)."""
@@ -167,9 +160,10 @@ class JaxTrainStep:
         mesh, shardings, sharding, rules=rules, objective=objective, tx=tx, lr_schedule=lr,
         grad_accum_steps=config.optim.get("grad_accum_steps", 1))
     start = time.perf_counter()
-    self.compiled = step.lower(self.state, spec).compile()
+    traced = step.trace(self.state, spec)
+    self.compiled = traced.lower().compile()
     self.compile_sec = time.perf_counter() - start
-    self.flops = cost_flops(self.compiled)
+    self.flops = flops.program_flops(traced, self.compiled, num_devices=mesh.size)
     self.num_params = num_params(self.state.params)
     self.batch = {k: jax.device_put(v, sharding) for k, v in host.items()}
     self.audio_sec = float(host["valid"].sum()) / SAMPLE_RATE
@@ -214,9 +208,10 @@ class JaxForward:
     self.num_params = num_params(params.get("speech_encoder", params))
     fn = jax.jit(lambda p, b: objective.represent(p, b)[0])
     start = time.perf_counter()
-    self.compiled = fn.lower(params, batch).compile()
+    traced = fn.trace(params, batch)
+    self.compiled = traced.lower().compile()
     self.compile_sec = time.perf_counter() - start
-    self.flops = cost_flops(self.compiled)
+    self.flops = flops.program_flops(traced, self.compiled)
     self.params, self.batch = params, batch
     self.audio_sec = float(host["valid"].sum()) / SAMPLE_RATE
     self.run()

@@ -22,6 +22,7 @@ import jax
 
 from experiments.benchmarks import harness
 from jaxssl import objectives
+from jaxssl.training import flops
 
 FLAGS = flags.FLAGS
 
@@ -57,8 +58,8 @@ def count(config, seconds_list):
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
              for k, v in harness.synthetic_batch(c).items()}
     params = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batch)
-    lowered = jax.jit(lambda p, b: objective.represent(p, b)[0]).lower(params, batch)
-    out[seconds] = harness.cost_flops(lowered) / 2 / seconds
+    traced = jax.jit(lambda p, b: objective.represent(p, b)[0]).trace(params, batch)
+    out[seconds] = flops.program_flops(traced) / 2 / seconds
   total = harness.num_params(params)
   encoder = harness.num_params(params["speech_encoder"]) if "speech_encoder" in params else total
   return total, encoder, out

@@ -28,6 +28,7 @@ from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.models.frontends import mel_stack
 from jaxssl.objectives import hubert
+from jaxssl.training import flops
 
 
 class MelHubertModel(nn.Module):
@@ -130,10 +131,8 @@ def macs_per_second(objective, seconds: float = 1.0):
                valid=jax.ShapeDtypeStruct((1, s), jnp.bool_))
   params = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batch)
   params = nn.unbox(params)
-  cost = jax.jit(lambda p, b: objective.represent(p, b)[0]).lower(params, batch).cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0]
-  return float(cost["flops"]) / 2.0 / seconds
+  traced = jax.jit(lambda p, b: objective.represent(p, b)[0]).trace(params, batch)
+  return flops.program_flops(traced) / 2.0 / seconds
 
 
 def load_config(spec):

@@ -151,15 +151,3 @@ def make_eval_step(mesh, params_sharding, batch_sharding, *,
 
   return jax.jit(step, in_shardings=(params_sharding, batch_sharding, replicated),
                  out_shardings=replicated)
-
-
-def step_cost(compiled):
-  """FLOPs of one call of an AOT-compiled step (`jit(f).lower(...).compile()`), per device.
-
-  XLA reports the cost of the partitioned (per-device) program; it is 0.0 when the backend gives
-  no estimate. Older jax versions return a one-element list of dicts, newer ones a dict.
-  """
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  return float(cost.get("flops", 0.0)) if cost else 0.0

@@ -31,6 +31,7 @@ from jaxssl.data import pipeline
 from jaxssl.evaluation import evaluate as evals_lib
 from jaxssl.training import accounting
 from jaxssl.training import checkpointing
+from jaxssl.training import flops
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import optimizers
 from jaxssl.training import partitioning
@@ -103,9 +104,11 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     key = tuple((k, v.shape, str(v.dtype)) for k, v in sorted(batch.items()))
     if key not in executables:
       start = time.perf_counter()
-      executables[key] = step_fn.lower(abstract_state, batch).compile()
+      traced = step_fn.trace(abstract_state, batch)
+      executables[key] = traced.lower().compile()
       seconds = time.perf_counter() - start
-      writer.flops_per_step = train_step.step_cost(executables[key]) * mesh.size
+      writer.flops_per_step = flops.program_flops(traced, executables[key],
+                                                  num_devices=mesh.size)
       writer.exclude_time(seconds)  # Throughput readouts leave compile time out.
       logging.info("Compiled the train step for batch %s in %.1fs (%.3g FLOPs/step).",
                    {k: s for k, s, _ in key}, seconds, writer.flops_per_step)
@@ -279,9 +282,10 @@ def dry_run(config, *, objective=None):
   step = abstract_step(config, objective=objective)
   mesh, boxed = step["mesh"], step["boxed"]
   start = time.perf_counter()
-  compiled = step["step_fn"].lower(step["abstract_state"], step["batch_spec"]).compile()
+  traced = step["step_fn"].trace(step["abstract_state"], step["batch_spec"])
+  compiled = traced.lower().compile()
   compile_sec = time.perf_counter() - start
-  per_device = train_step.step_cost(compiled)
+  per_device = flops.program_flops(traced, compiled, num_devices=mesh.size) / mesh.size
   memory = compiled.memory_analysis()
   return dict(
       num_params=_num_params(boxed.params),
