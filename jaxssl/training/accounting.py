@@ -4,7 +4,8 @@ Self-supervised speech models are compared by how much compute they need for a g
 so every run logs its cost beside its losses (the practice of Strubell et al. 2019,
 https://arxiv.org/abs/1906.02243, and Patterson et al. 2021, https://arxiv.org/abs/2104.10350):
 
-- FLOPs per step: XLA's cost analysis of the compiled train step (all devices). It counts the
+- FLOPs per step: XLA's cost analysis of the compiled train step (all devices), with the
+  iterations of scanned layers it counts once added back (`flops.program_flops`). It counts the
   program as compiled, so rematerialised forward passes count too (hardware FLOPs, an upper bound
   on model FLOPs when `model.remat` is on).
 - MFU: achieved FLOP/s over the peak FLOP/s of the devices, the peak being *measured* once per
