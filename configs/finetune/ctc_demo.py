@@ -10,15 +10,18 @@ encoder frozen for the first 10% of updates (freeze_finetune_updates), time mask
 frames, LayerDrop 0.05 and activation dropout 0.1. A higher peak lr (5e-4 instead of 5e-5) and 1,000
 updates of 8 utterances (~7 epochs) fit the 760k-parameter demo model in a few minutes on 2 cores.
 Phones (PER) by default: the demo texts are random words of 8 languages.
+`:peft=lora|adalora|ladder|full` fine-tunes parameter-efficiently (configs/finetune/peft.py);
+the default (no `peft` section) is the recipe above, the same as peft=full.
 """
 import ml_collections as mlc
 
 from configs import common
 from configs import probes
+from configs.finetune import peft
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, labels="phones", runlocal=False)
+  arg = common.parse_arg(arg, labels="phones", runlocal=False, peft="")
   c = mlc.ConfigDict()
   c.task = "ctc_finetune"
   c.upstream = ""                 # A pretrained checkpoint dir, or random_init.
@@ -45,4 +48,6 @@ def get_config(arg=None):
   if arg.runlocal:
     c.total_steps, c.eval_every_steps, c.log_every_steps = 4, 2, 1
     c.finetune.freeze_encoder_steps = 2
+  if arg.peft:
+    peft.apply(c, arg.peft)
   return c.lock()

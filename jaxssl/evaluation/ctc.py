@@ -43,6 +43,7 @@ from jaxssl.models import layers
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.objectives import wav2vec2 as wav2vec2_objective
+from jaxssl.peft import objective as peft_objective
 from jaxssl.training import checkpointing
 from jaxssl.training import optimizers
 from jaxssl.training import partitioning
@@ -89,11 +90,12 @@ class CTCObjective:
   vocab_size: int
   final_dropout_rate: float = 0.0
   freeze_encoder: bool = False
+  make_model: Any = CTCModel  # (speech_encoder, vocab_size, final_dropout_rate) -> module.
 
   @property
   def model(self):
-    return CTCModel(wav2vec2_model.speech_encoder_from_config(self.model_config),
-                    self.vocab_size, self.final_dropout_rate)
+    return self.make_model(wav2vec2_model.speech_encoder_from_config(self.model_config),
+                           self.vocab_size, final_dropout_rate=self.final_dropout_rate)
 
   def init(self, rng, batch):
     valid = wav2vec2_objective.frame_valid(batch["valid"])
@@ -257,10 +259,15 @@ def finetune(config, workdir, *, source_fn=None):
 
   mesh = partitioning.make_mesh(config.mesh)
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
-  objective = CTCObjective(_model_config(up_config, config.model), config.masking, len(vocab),
-                           ft.final_dropout_rate)
+  model_config = _model_config(up_config, config.model)
+  objective = CTCObjective(model_config, config.masking, len(vocab), ft.final_dropout_rate)
   tx, lr_schedule = make_optimizer(config.optim, config.schedule, config.total_steps,
                                    freeze_encoder_steps=ft.freeze_encoder_steps)
+  peft_cfg = config.get("peft") or None  # Parameter-efficient fine-tuning (jaxssl/peft/).
+  if peft_cfg is not None:
+    peft_objective.check(peft_cfg, config.optim.trainable)
+    objective = peft_objective.wrap(objective, peft_cfg, model_config)
+    tx = peft_objective.wrap_optimizer(tx, peft_cfg, config.total_steps)
   batch_sharding = partitioning.batch_sharding(mesh)
 
   def train_batches():
@@ -273,6 +280,8 @@ def finetune(config, workdir, *, source_fn=None):
   local, _ = next(train)
   state, state_sharding = train_state.create(
       objective, tx, partitioning.abstract_batch(local, batch_sharding), config.seed, mesh, rules)
+  peft_report = peft_objective.report(state.params, state.opt_state, config.optim.trainable)
+  logging.info("ctc finetune: %s", peft_report)
   if not scratch:
     params, report = checkpointing.load_params(config.upstream, state.params)
     lost = [p for p in report["missing"] + report["shape_mismatch"]
@@ -322,6 +331,9 @@ def finetune(config, workdir, *, source_fn=None):
         best = (step, dev, jax.tree.map(jnp.copy, state.params))
   best_step, dev, params = best
   test = evaluate_split(params, splits["test"])
+  if isinstance(objective, peft_objective.PeftObjective):
+    peft_report["final_ranks"] = peft_objective.final_ranks(state.opt_state)
+    params = objective.export(params)  # LoRA / AdaLoRA: merged, a plain CTC model.
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt)
   ckpt.save(best_step, {"params": params}, {"step": best_step}, force=True)
   ckpt.wait()
@@ -331,7 +343,7 @@ def finetune(config, workdir, *, source_fn=None):
       task="ctc_finetune", labels=ft.labels, upstream=config.upstream,
       dataset=config.data.name, num_outputs=len(vocab),
       utterances={k: len(v) for k, v in sources_.items()}, best_step=best_step, dev=dev,
-      test=test, train_curve=curve, dev_curve=dev_curve,
+      test=test, train_curve=curve, dev_curve=dev_curve, peft=peft_report,
       seconds=time.perf_counter() - start, config=json.loads(config.to_json_best_effort()))
   evaluate.write_results(results, workdir, plot=False)
   return results

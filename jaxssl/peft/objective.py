@@ -1,0 +1,185 @@
+"""A parameter-efficient fine-tuning objective around the CTC objective (or any like it).
+
+`wrap(base, peft_cfg)` keeps the base objective's loss and predict and changes what trains:
+- "lora" / "adalora": params gain a "peft" entry (the adapters, `lora.init` / `adalora.init`),
+  the loss runs the base model with the adapters intercepted into its Dense layers, the whole
+  pretrained encoder behind `stop_gradient` (no weight gradient is computed for it), plus
+  AdaLoRA's orthogonality term; `predict` and `export` use the merged weights, so the exported
+  checkpoint is a plain model (loadable as an upstream) with no adapter branch.
+- "ladder": the base model is swapped for `ladder.LadderCTCModel` (side network under "peft").
+Only "peft/..." and the head ("ctc_proj/...") may train (`optim.trainable`); frozen parameters get
+`optax.set_to_zero()` through the optimizer's multi_transform and so hold no optimizer state.
+
+The `peft` config section (configs/finetune/peft.py) holds every method's fields; each method
+reads its own.
+"""
+import dataclasses
+import functools
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxssl.models import variants
+from jaxssl.peft import adalora
+from jaxssl.peft import ladder
+from jaxssl.peft import lora
+from jaxssl.training import optimizers
+
+METHODS = ("full", "lora", "adalora", "ladder")
+FROZEN = "speech_encoder"  # The pretrained encoder: frozen by every PEFT method.
+
+
+def check(peft_cfg, trainable: str):
+  """Validates the `peft` section against `optim.trainable`; returns the method name."""
+  method = peft_cfg.method
+  if method not in METHODS:
+    raise ValueError(f"peft.method={method!r}; choose from {list(METHODS)}.")
+  if method != "full":
+    bad = [p for p in (f"{FROZEN}/encoder/layer_00/self_attn/query/dense/kernel",
+                       f"{FROZEN}/encoder/pos_conv/bias")
+           if re.fullmatch(trainable, p)]
+    if bad or not re.fullmatch(trainable, "peft/x"):
+      raise ValueError(f"optim.trainable={trainable!r} with peft.method={method!r}: the encoder "
+                       "is frozen, so the regex must match 'peft/...' (and the head), not "
+                       f"'{FROZEN}/...' (e.g. r'ctc_proj/.*|peft/.*').")
+  return method
+
+
+@dataclasses.dataclass(frozen=True)
+class PeftObjective:
+  """`init` / `loss` / `predict` of `base` with a PEFT method (see the module docstring).
+
+  Attributes:
+    base: the wrapped objective (e.g. `evaluation.ctc.CTCObjective`); its `make_model` is
+      replaced for the ladder.
+    cfg: the `peft` config section.
+    freeze_encoder: forwarded to `base` (the recipe's head-only first updates).
+  """
+  base: Any
+  cfg: Any
+  freeze_encoder: bool = False
+
+  @property
+  def method(self):
+    return self.cfg.method
+
+  @property
+  def _base(self):
+    return dataclasses.replace(self.base, freeze_encoder=self.freeze_encoder)
+
+  @property
+  def scale(self) -> float:
+    """alpha / r (LoRA); alpha / init_r (AdaLoRA, peft's scaling / ranknum)."""
+    rank = self.cfg.rank if self.method == "lora" else self.cfg.init_r
+    return float(self.cfg.alpha) / rank
+
+  def _delta_fns(self, adapters, rng):
+    fn = lora.lora_deltas if self.method == "lora" else adalora.deltas
+    return fn(adapters, scale=self.scale, dropout_rate=self.cfg.dropout, rng=rng)
+
+  def init(self, rng, batch):
+    k_base, k_peft = jax.random.split(rng)
+    params = self._base.init(k_base, batch)
+    if self.method in ("lora", "adalora"):
+      init_fn = lora.init if self.method == "lora" else adalora.init
+      rank = self.cfg.rank if self.method == "lora" else self.cfg.init_r
+      params = dict(params, peft=init_fn(k_peft, params, targets=self.cfg.targets, rank=rank))
+    return params
+
+  def loss(self, params, batch, rng, *, step, train: bool = True):
+    params = dict(params)
+    # No weight gradient for the frozen encoder: only activations flow back (LoRA) or nothing
+    # does (ladder, whose model detaches the hidden states itself).
+    params[FROZEN] = jax.lax.stop_gradient(params[FROZEN])
+    if self.method == "ladder":
+      return self._base.loss(params, batch, rng, step=step, train=train)
+    adapters = params.pop("peft")
+    k_drop = jax.random.fold_in(rng, 0x1a) if train else None
+    with lora.adapt(self._delta_fns(adapters, k_drop)):
+      loss, metrics = self._base.loss(params, batch, rng, step=step, train=train)
+    metrics = dict(metrics)
+    if self.method == "adalora" and self.cfg.orth_reg_weight > 0:
+      reg = adalora.orth_regularizer(adapters)
+      loss = loss + self.cfg.orth_reg_weight * reg
+      metrics["orth_reg"] = reg
+    return loss, metrics
+
+  def export(self, params):
+    """Inference params: adapters merged into the kernels (LoRA / AdaLoRA), else unchanged."""
+    if self.method not in ("lora", "adalora"):
+      return params
+    params = dict(params)
+    adapters = params.pop("peft")
+    delta = lora.delta_weight if self.method == "lora" else adalora.delta_weight
+    return lora.merge(params, adapters, scale=self.scale, delta_fn=delta)
+
+  def predict(self, params, batch):
+    return self._base.predict(self.export(params), batch)
+
+
+def wrap(base, peft_cfg, model_config):
+  """`base` as a PEFT objective, or `base` itself for peft.method == "full".
+
+  Args:
+    base: an objective with fields `freeze_encoder` and `make_model` (evaluation.ctc).
+    peft_cfg: the `peft` section.
+    model_config: the encoder's `model` section (width, heads, pre/post-LN for the ladder).
+  """
+  if peft_cfg.method == "full":
+    return base
+  if peft_cfg.method in ("lora", "adalora") and model_config.get("scan_layers", False):
+    raise ValueError("peft.method=%r needs model.scan_layers=False (adapters are applied layer "
+                     "by layer)." % peft_cfg.method)
+  if peft_cfg.method == "ladder":
+    v = variants.get(model_config.variant)
+    heads = peft_cfg.side_heads or (v.num_heads if (v.embed_dim // peft_cfg.reduction)
+                                    % v.num_heads == 0 else 1)
+    side = functools.partial(
+        ladder.LadderSide, reduction=peft_cfg.reduction, num_heads=heads,
+        layer_norm_first=model_config.layer_norm_first, dropout_rate=peft_cfg.dropout,
+        activation_dropout_rate=peft_cfg.dropout, dtype=jnp.dtype(model_config.dtype))
+    base = dataclasses.replace(base, make_model=functools.partial(ladder.LadderCTCModel,
+                                                                  side=side))
+  return PeftObjective(base, peft_cfg)
+
+
+def wrap_optimizer(tx, peft_cfg, total_steps):
+  """AdaLoRA's rank allocator around `tx`; `tx` unchanged for the other methods."""
+  if peft_cfg.method != "adalora":
+    return tx
+  c = peft_cfg
+  return adalora.allocator(tx, init_r=c.init_r, target_r=c.target_r, total_step=total_steps,
+                           tinit=c.tinit, tfinal=c.tfinal, delta_t=c.delta_t, beta1=c.beta1,
+                           beta2=c.beta2)
+
+
+def _bytes(tree) -> int:
+  return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize
+                 for x in jax.tree.leaves(nn.unbox(tree)) if hasattr(x, "shape")))
+
+
+def report(params, opt_state, trainable: str) -> dict:
+  """Parameter and optimizer-state sizes of a (possibly abstract) train state.
+
+  Returns:
+    dict: total_params, trainable_params, trainable_fraction, opt_state_bytes, param_bytes.
+  """
+  labels = optimizers.trainable_labels(trainable)(params)
+  sizes = jax.tree.map(lambda x: int(np.prod(x.shape)), nn.unbox(params))
+  total = sum(jax.tree.leaves(sizes))
+  train = sum(s for s, lab in zip(jax.tree.leaves(sizes), jax.tree.leaves(labels))
+              if lab == "train")
+  return dict(total_params=int(total), trainable_params=int(train),
+              trainable_fraction=train / max(total, 1), opt_state_bytes=_bytes(opt_state),
+              param_bytes=_bytes(params))
+
+
+def final_ranks(opt_state):
+  """AdaLoRA's per-matrix ranks from the optimizer state (None for the other methods)."""
+  if isinstance(opt_state, adalora.AllocatorState):
+    return adalora.ranks(opt_state)
+  return None

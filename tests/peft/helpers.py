@@ -1,0 +1,71 @@
+"""Shared pieces of the PEFT tests: a tiny CTC objective, a batch, and a few train steps."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+
+from configs.finetune import peft as peft_configs
+from jaxssl.evaluation import ctc
+from jaxssl.evaluation import upstreams
+from jaxssl.peft import objective as peft_objective
+
+VOCAB = 5
+SCHEDULE = mlc.ConfigDict(dict(name="constant", warmup_steps=0))
+
+
+def base_objective():
+  """The CTC objective of the runlocal demo model, dropout-free (deterministic losses)."""
+  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  model = ctc._model_config(config, {"feature_grad_mult": 0.0, "layerdrop_rate": 0.0,  # pylint: disable=protected-access
+                                     "dropout_rate": 0.0, "activation_dropout_rate": 0.0})
+  masking = mlc.ConfigDict(dict(prob=0.0, span=10, min_spans=2))
+  return ctc.CTCObjective(model, masking, VOCAB), model
+
+
+def batch(num=2, samples=4800, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"audio": jnp.asarray(rng.standard_normal((num, samples)), jnp.float32),
+          "valid": jnp.ones((num, samples), bool),
+          "labels": jnp.asarray(rng.integers(1, VOCAB, (num, 3)), jnp.int32),
+          "label_valid": jnp.ones((num, 3), bool), "rows": jnp.ones(num)}
+
+
+def peft_objective_for(method, total_steps=20, **overrides):
+  base, model = base_objective()
+  cfg = peft_configs.section(method, total_steps=total_steps)
+  with cfg.unlocked():
+    cfg.update(overrides)
+  return peft_objective.wrap(base, cfg, model)
+
+
+def init(objective, seed=0):
+  return nn.unbox(objective.init(jax.random.PRNGKey(seed), batch()))
+
+
+def optimizer(objective, total_steps=20, lr=1e-2):
+  optim = mlc.ConfigDict(dict(name="adamw", lr=lr, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.0,
+                              clip_norm=0.0, grad_accum_steps=1,
+                              trainable=peft_configs.PEFT_TRAINABLE))
+  tx, _ = ctc.make_optimizer(optim, SCHEDULE, total_steps)
+  if isinstance(objective, peft_objective.PeftObjective):
+    tx = peft_objective.wrap_optimizer(tx, objective.cfg, total_steps)
+  return tx
+
+
+def train(objective, params, tx, steps, *, data=None):
+  """`steps` jitted updates on one batch; returns (params, opt_state, per-step opt states)."""
+  data = data or batch()
+
+  @jax.jit
+  def step(params, opt_state, i):
+    grads = jax.grad(lambda p: objective.loss(p, data, jax.random.PRNGKey(i), step=i)[0])(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_state, states = tx.init(params), []
+  for i in range(steps):
+    params, opt_state = step(params, opt_state, i)
+    states.append(opt_state)
+  return params, opt_state, states
