@@ -2,9 +2,10 @@
 from jaxssl.objectives import hubert
 from jaxssl.objectives import melhubert
 from jaxssl.objectives import wav2vec2
+from jaxssl.distill import objective as distill  # pylint: disable=g-bad-import-order
 
 OBJECTIVES = {"wav2vec2": wav2vec2.Wav2Vec2Objective, "hubert": hubert.HubertObjective,
-              "melhubert": melhubert.MelHubertObjective}
+              "melhubert": melhubert.MelHubertObjective, "distill": distill.DistillObjective}
 
 
 def get(name):

@@ -1,0 +1,50 @@
+"""Shared pieces of the distillation tests: a tiny HuBERT teacher checkpoint and student configs."""
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from configs.distill import demo
+from configs.distill import lighthubert
+from configs.hubert import demo as hubert_demo
+from jaxssl import objectives
+from jaxssl.data import sources
+from jaxssl.interop import native
+
+
+def teacher_config():
+  """configs/hubert/demo.py:runlocal: the "tiny" variant (2 pre-LN layers, 32-d, 2 heads)."""
+  return hubert_demo.get_config("runlocal")
+
+
+def batch(size=2, samples=8_000, seed=0):
+  rng = jax.random.PRNGKey(seed)
+  lengths = jnp.array([samples - 1_500 * (i % 2) for i in range(size)])  # Odd rows padded.
+  valid = jnp.arange(samples)[None] < lengths[:, None]
+  return {"audio": jax.random.normal(rng, (size, samples)) * valid, "valid": valid}
+
+
+def write_teacher(path, seed=1):
+  """A randomly initialised tiny HuBERT saved as a jaxssl checkpoint; returns (config, params)."""
+  config = teacher_config()
+  params = nn.unbox(jax.jit(objectives.build(config).init)(jax.random.PRNGKey(seed), batch()))
+  native.save(path, config, params)
+  return config, params
+
+
+def student_config(teacher_path, *, layers=1, steps=4):
+  c = demo.get_config(f"runlocal,layers={layers},teacher={teacher_path}")
+  c.total_steps = steps
+  c.ckpt.every_steps = steps
+  return c
+
+
+def supernet_config(teacher_path, *, steps=4):
+  """The "tiny" space: its largest subnet (32-d, 2 layers of 2 16-d heads) is the teacher's shape."""
+  c = lighthubert.get_config(f"space=demo,runlocal,menu_size=2,teacher={teacher_path}")
+  c.total_steps = steps
+  c.ckpt.every_steps = steps
+  return c
+
+
+def source():
+  return sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=12_000)
