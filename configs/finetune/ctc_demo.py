@@ -11,7 +11,9 @@ frames, LayerDrop 0.05 and activation dropout 0.1. A higher peak lr (5e-4 instea
 updates of 8 utterances (~7 epochs) fit the 760k-parameter demo model in a few minutes on 2 cores.
 Phones (PER) by default: the demo texts are random words of 8 languages.
 `:peft=lora|adalora|ladder|full` fine-tunes parameter-efficiently (configs/finetune/peft.py);
-the default (no `peft` section) is the recipe above, the same as peft=full.
+the default (no `peft` section) is the recipe above, the same as peft=full. `:steps=N` shortens
+the run (evaluation every N/4 updates, encoder frozen for the first N/10, AdaLoRA's phases
+scaled alike).
 """
 import ml_collections as mlc
 
@@ -21,14 +23,14 @@ from configs.finetune import peft
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, labels="phones", runlocal=False, peft="")
+  arg = common.parse_arg(arg, labels="phones", runlocal=False, peft="", steps=1_000)
   c = mlc.ConfigDict()
   c.task = "ctc_finetune"
   c.upstream = ""                 # A pretrained checkpoint dir, or random_init.
   c.upstream_arch = "configs/wav2vec2/demo.py"  # random_init's architecture.
   c.seed = 0
-  c.total_steps = 1_000
-  c.eval_every_steps = 250        # Dev greedy decoding; the best dev step is tested.
+  c.total_steps = arg.steps
+  c.eval_every_steps = max(arg.steps // 4, 1)  # Dev decoding; the best dev step is tested.
   c.log_every_steps = 50
 
   c.data = common.data("demo_corpus", batch_size=8)
@@ -44,7 +46,8 @@ def get_config(arg=None):
                     final_lr_scale=0.05)
   c.mesh = common.mesh()
   c.ckpt = common.ckpt(every_steps=c.total_steps, keep=1)
-  c.finetune = dict(labels=arg.labels, freeze_encoder_steps=100, final_dropout_rate=0.0)
+  c.finetune = dict(labels=arg.labels, freeze_encoder_steps=arg.steps // 10,
+                    final_dropout_rate=0.0)
   if arg.runlocal:
     c.total_steps, c.eval_every_steps, c.log_every_steps = 4, 2, 1
     c.finetune.freeze_encoder_steps = 2

@@ -10,7 +10,8 @@ overrides work whichever method is chosen. Defaults (REFERENCE.md §8):
   value projections (the paper's W_q, W_v).
 - AdaLoRA (peft AdaLoraConfig): init_r 12 -> target_r 8, alpha 8 (scale alpha / init_r),
   beta1 = beta2 = 0.85, orth_reg_weight 0.5, reallocation every delta_t = 10 steps between
-  tinit (10% of the updates) and total - tfinal (tfinal 20%), same targets as LoRA.
+  tinit (the head-only phase + 10% of the other updates) and total - tfinal (tfinal 20% of the
+  updates), same targets as LoRA.
 - Ladder side-tuning (Sung et al. 2022): reduction factor 8, side heads 0 = the backbone's head
   count when it divides the side width (else 1), side dropout 0.1.
 PEFT methods train only "peft/..." and the head, at a 4x higher peak learning rate than full
@@ -44,6 +45,10 @@ def apply(c, method):
   """Adds `c.peft` for `method` and, unless full, trains only the adapters / side network and
   the head at LR_MULTIPLIER times the learning rate. `c` is an unlocked fine-tuning config."""
   c.peft = section(method, total_steps=c.total_steps)
+  # AdaLoRA's warmup starts after the recipe's head-only phase: the adapters get no gradient
+  # before it, and importance scores of zero would mask every triplet at the first reallocation.
+  frozen = c.finetune.get("freeze_encoder_steps", 0)
+  c.peft.tinit = frozen + (c.total_steps - frozen) // 10
   if method == "ladder":
     c.peft.dropout = 0.1
   if method != "full":

@@ -17,8 +17,9 @@ for inference, where no gradient is needed: merged outputs equal the adapted one
 Limitation: the interceptor sees one layer at a time, so scanned layers (model.scan_layers) are
 not supported while training; `merge` / `unmerge` work on stacked [L, in, out] kernels too.
 """
+import contextlib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -122,6 +123,7 @@ def lora_deltas(adapters, *, scale: float, dropout_rate: float = 0.0, rng=None):
   return fns
 
 
+@contextlib.contextmanager
 def adapt(deltas: dict[str, Callable]):
   """A context manager: inside it, every `nn.Dense` whose module path is a key of `deltas`
   returns `dense(x) + deltas[path](x)`.
@@ -144,22 +146,13 @@ def adapt(deltas: dict[str, Callable]):
       y = y + deltas[path](args[0]).astype(y.dtype)
     return y
 
-  class _Context:
-    def __enter__(self):
-      self._cm = nn.intercept_methods(interceptor)
-      self._cm.__enter__()
-      return self
-
-    def __exit__(self, *exc):
-      self._cm.__exit__(*exc)
-      missing = sorted(set(deltas) - seen)
-      if missing and exc[0] is None:
-        raise ValueError(f"peft adapters on {missing[:2]} were never applied: the model has no "
-                         "such Dense call (scanned layers, model.scan_layers=True, are not "
-                         "supported while training adapters).")
-      return False
-
-  return _Context()
+  with nn.intercept_methods(interceptor):
+    yield
+  missing = sorted(set(deltas) - seen)
+  if missing:
+    raise ValueError(f"peft adapters on {missing[:2]} were never applied: the model has no such "
+                     "Dense call (scanned layers, model.scan_layers=True, are not supported "
+                     "while training adapters).")
 
 
 def merge(params, adapters, *, scale: float, delta_fn=delta_weight):

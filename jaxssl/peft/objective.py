@@ -132,8 +132,8 @@ def wrap(base, peft_cfg, model_config):
   if peft_cfg.method == "full":
     return base
   if peft_cfg.method in ("lora", "adalora") and model_config.get("scan_layers", False):
-    raise ValueError("peft.method=%r needs model.scan_layers=False (adapters are applied layer "
-                     "by layer)." % peft_cfg.method)
+    raise ValueError(f"peft.method={peft_cfg.method!r} needs model.scan_layers=False (adapters "
+                     "are applied layer by layer).")
   if peft_cfg.method == "ladder":
     v = variants.get(model_config.variant)
     heads = peft_cfg.side_heads or (v.num_heads if (v.embed_dim // peft_cfg.reduction)

@@ -82,9 +82,9 @@ def test_orthogonality_regulariser():
 
 
 def test_model_level_run_keeps_the_encoder_and_ends_within_the_target_budget():
-  total = 6
+  total = 4  # Steps 0-1 warm up, step 2 reallocates, step 3 fixes the final pattern.
   objective = helpers.peft_objective_for("adalora", total_steps=total, init_r=4, target_r=2,
-                                         tinit=1, tfinal=2, delta_t=1)
+                                         tinit=1, tfinal=1, delta_t=1)
   params = helpers.init(objective)
   tx = helpers.optimizer(objective, total_steps=total)
   new, state, _ = helpers.train(objective, params, tx, total)

@@ -1,11 +1,13 @@
 """LoRA: zero-initialised B leaves the model unchanged, merge / un-merge, frozen weights and
 their (absent) optimizer state, and the interceptor's agreement with merged weights."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from jaxssl.models import layers
 from jaxssl.peft import lora
 from jaxssl.peft import objective as peft_objective
 from tests.peft import helpers
@@ -100,16 +102,37 @@ def test_only_adapters_and_head_train_and_frozen_weights_hold_no_optimizer_state
   assert report["opt_state_bytes"] <= 4 * (2 * trained + 16)
 
 
-def test_lora_dropout_only_in_training_and_bad_targets_are_named():
-  objective = helpers.peft_objective_for("lora", rank=4, dropout=0.5)
-  params = helpers.init(objective)
-  params["peft"] = jax.tree.map(jnp.ones_like, params["peft"])
-  b = helpers.batch()
-  loss = jax.jit(lambda p, train, seed: objective.loss(p, b, jax.random.PRNGKey(seed), step=0,
-                                                      train=train)[0], static_argnums=(1,))
-  assert loss(params, False, 0) == loss(params, False, 1)
-  assert loss(params, True, 0) != loss(params, True, 1)
+class _TwoDense(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    return layers.Dense(6, name="out")(nn.gelu(layers.Dense(8, name="hid")(x)))
+
+
+def test_lora_dropout_only_in_training_and_interceptor_matches_merge():
+  model, x = _TwoDense(), jax.random.normal(jax.random.PRNGKey(0), (4, 5))
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  params = nn.unbox(params)
+  adapters = lora.init(jax.random.PRNGKey(2), params, targets=r"hid/dense/kernel", rank=2)
+  adapters["hid"]["dense"]["lora_b"] = jnp.ones((2, 8))
+
+  def run(rng):
+    with lora.adapt(lora.lora_deltas(adapters, scale=2.0, dropout_rate=0.5, rng=rng)):
+      return model.apply({"params": params}, x)
+
+  merged = model.apply({"params": lora.merge(params, adapters, scale=2.0)}, x)
+  np.testing.assert_allclose(run(None), merged, rtol=1e-5, atol=1e-6)  # No rng: no dropout.
+  a, b = run(jax.random.PRNGKey(3)), run(jax.random.PRNGKey(4))
+  assert np.abs(a - b).max() > 1e-3 and np.abs(a - merged).max() > 1e-3
+  with pytest.raises(ValueError, match="were never applied"), lora.adapt(
+      {"nowhere/dense": lambda x: x}):
+    model.apply({"params": params}, x)
+
+
+def test_bad_targets_and_trainable_regex_are_named():
+  params = {"a": {"dense": {"kernel": jnp.ones((2, 2))}}}
   with pytest.raises(ValueError, match="peft.targets='nope' matches no Dense kernel"):
-    helpers.init(helpers.peft_objective_for("lora", targets="nope"))
+    lora.init(jax.random.PRNGKey(0), params, targets="nope", rank=2)
+  cfg = helpers.peft_objective_for("lora").cfg
   with pytest.raises(ValueError, match="the regex must match 'peft/...'"):
-    peft_objective.check(objective.cfg, r"speech_encoder/.*|ctc_proj/.*")
+    peft_objective.check(cfg, r"speech_encoder/.*|ctc_proj/.*")
+  peft_objective.check(cfg, r"ctc_proj/.*|peft/.*")

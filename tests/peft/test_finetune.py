@@ -1,0 +1,46 @@
+"""`evaluation.ctc.finetune` with a PEFT method, end to end on the in-memory tone corpus."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from configs.finetune import ctc_demo
+from jaxssl.evaluation import ctc
+from jaxssl.evaluation import upstreams
+from jaxssl.training import checkpointing
+from tests.evaluation import tone_corpus
+
+
+@pytest.mark.slow  # ~40 s of CPU: three compiles of the model on 8 devices.
+def test_adalora_finetune_reports_ranks_and_saves_a_merged_plain_model(tmp_path):
+  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  rng = np.random.default_rng(3)
+  pretrained = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype),
+                            upstreams._abstract_params(config))  # pylint: disable=protected-access
+  run = str(tmp_path / "pretrained")
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt.save(1, {"params": pretrained}, {"step": 1}, force=True)
+  ckpt.wait()
+  ckpt.close()
+  checkpointing.save_config(config, run)
+
+  c = ctc_demo.get_config("runlocal,peft=adalora")
+  with c.unlocked():
+    c.upstream, c.upstream_arch = run, "configs/wav2vec2/demo.py:runlocal"
+    c.eval_every_steps = 4
+  out = str(tmp_path / "tuned")
+  results = ctc.finetune(c, out, source_fn=tone_corpus.source_fn(16, 8))
+  report = results["peft"]
+  assert 0 < report["trainable_params"] < report["total_params"] / 5
+  assert sum(report["final_ranks"].values()) <= c.peft.init_r * len(report["final_ranks"])
+  # The saved model is merged: no "peft" entry, the CNN untouched, attention q changed.
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          {"speech_encoder": pretrained["speech_encoder"]})
+  tuned, load = checkpointing.load_params(out, abstract)
+  assert not load["missing"]
+  tuned, pre = jax.device_get((tuned["speech_encoder"], pretrained["speech_encoder"]))
+  jax.tree.map(np.testing.assert_array_equal, tuned["feature_extractor"],
+               pre["feature_extractor"])
+  jax.tree.map(np.testing.assert_array_equal, tuned["encoder"]["layer_00"]["ffn"],
+               pre["encoder"]["layer_00"]["ffn"])
