@@ -94,8 +94,9 @@ class DistillObjective:
       raise ValueError("objective.name='distill' needs batch['targets'] (teacher hidden states); "
                        "train it with trainer='distill' (jaxssl.distill.trainer).")
     valid = self.frame_valid(batch["valid"])
+    k_drop, k_layerdrop = jax.random.split(rng)
     out = self.model.apply({"params": params}, batch["audio"], valid=valid, train=train,
-                           rngs={"dropout": rng})
+                           rngs={"dropout": k_drop, "layerdrop": k_layerdrop})
     targets = jax.lax.stop_gradient(batch["targets"])
     if out["pred"].shape != targets.shape:
       raise ValueError(f"distill: the student's heads predict {out['pred'].shape} but the "

@@ -82,7 +82,7 @@ def check_teacher(config, teacher):
                      "teacher must see audio scaled as in its pretraining.")
 
 
-def train_and_evaluate(config, workdir, *, source=None):
+def train_and_evaluate(config, workdir, *, source=None, teacher=None):
   """Distils `config.distill.teacher` into the student of `config` in `workdir` (resumable).
 
   Args:
@@ -90,9 +90,12 @@ def train_and_evaluate(config, workdir, *, source=None):
       distill, objective, optim, schedule, mesh, ckpt [, supernet].
     workdir: run directory: ckpt/, metrics.jsonl, config.json (a probe upstream afterwards).
     source: optional data source for the loader (tests).
+    teacher: a loaded `teacher.Teacher` on this config's mesh (default: load
+      `distill.teacher`).
 
   Returns:
-    The last logged metrics plus "step" and "origin" (resume / init_from / scratch).
+    The last logged metrics plus "step", "origin" (resume / init_from / scratch) and
+    "num_compiled" (compiled steps: one per batch shape and subnet).
   """
   base_trainer._init_distributed(config)  # pylint: disable=protected-access
   workdir = os.fspath(workdir)
@@ -102,8 +105,9 @@ def train_and_evaluate(config, workdir, *, source=None):
   d = config.distill
 
   # 1-2. Teacher, student, optimizer, data (online crops or the teacher-output cache).
-  teacher = teacher_lib.load_teacher(d.teacher, layers=d.target_layers, mesh=mesh, rules=rules,
-                                     dtype=d.teacher_dtype)
+  if teacher is None:
+    teacher = teacher_lib.load_teacher(d.teacher, layers=d.target_layers, mesh=mesh,
+                                       rules=rules, dtype=d.teacher_dtype)
   check_teacher(config, teacher)
   objective = objective_lib.DistillObjective(config)
   subnets = supernet_lib.menu(config) if config.get("supernet", {}).get("space", "") else ()

@@ -94,7 +94,8 @@ def test_student_is_initialised_from_the_teacher_and_is_an_objective(tmp_path):
   # The 1-layer student with the teacher's first layer reproduces the teacher's hidden[1]
   # (pre-LN: the final LayerNorm is applied to the last layer in both).
   b = tiny.batch()
-  _, hs, _ = jax.jit(obj.represent)(new, b)
-  _, ht, _ = jax.jit(objectives.build(t_config).represent)(t_params, b)
+  teacher = objectives.build(t_config)
+  hs, ht = jax.jit(lambda s, t: (obj.represent(s, b)[1], teacher.represent(t, b)[1]))(
+      new, t_params)
   np.testing.assert_allclose(hs[0], ht[0], rtol=1e-5, atol=1e-5)
   assert len(hs) == 2

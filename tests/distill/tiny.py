@@ -1,7 +1,10 @@
 """Shared pieces of the distillation tests: a tiny HuBERT teacher checkpoint and student configs."""
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
+import numpy as np
 
 from configs.distill import demo
 from configs.distill import lighthubert
@@ -17,18 +20,32 @@ def teacher_config():
 
 
 def batch(size=2, samples=8_000, seed=0):
-  rng = jax.random.PRNGKey(seed)
-  lengths = jnp.array([samples - 1_500 * (i % 2) for i in range(size)])  # Odd rows padded.
-  valid = jnp.arange(samples)[None] < lengths[:, None]
-  return {"audio": jax.random.normal(rng, (size, samples)) * valid, "valid": valid}
+  """Random audio; odd rows end 1,500 samples early (padding). Numpy, so no eager jax ops."""
+  lengths = np.array([samples - 1_500 * (i % 2) for i in range(size)])
+  valid = np.arange(samples)[None] < lengths[:, None]
+  audio = np.random.default_rng(seed).normal(size=(size, samples)).astype(np.float32) * valid
+  return {"audio": jnp.asarray(audio), "valid": jnp.asarray(valid)}
+
+
+@functools.lru_cache(maxsize=None)
+def _teacher_params(seed):
+  return nn.unbox(jax.jit(objectives.build(teacher_config()).init)(jax.random.PRNGKey(seed),
+                                                                    batch()))
 
 
 def write_teacher(path, seed=1):
   """A randomly initialised tiny HuBERT saved as a jaxssl checkpoint; returns (config, params)."""
-  config = teacher_config()
-  params = nn.unbox(jax.jit(objectives.build(config).init)(jax.random.PRNGKey(seed), batch()))
+  config, params = teacher_config(), _teacher_params(seed)
   native.save(path, config, params)
   return config, params
+
+
+@functools.lru_cache(maxsize=None)
+def supernet_params(seed=0):
+  """Random params of the tiny supernet (`supernet_config`), initialised once per session."""
+  from jaxssl.distill import objective as objective_lib  # pylint: disable=g-import-not-at-top
+  obj = objective_lib.DistillObjective(supernet_config("unused"))
+  return nn.unbox(jax.jit(obj.init)(jax.random.PRNGKey(seed), batch()))
 
 
 def student_config(teacher_path, *, layers=1, steps=4):
