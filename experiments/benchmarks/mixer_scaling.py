@@ -62,6 +62,7 @@ def define_flags():
                      "cannot push a shared machine into the OOM killer.")
   flags.DEFINE_string("reuse_log", "", "stdout of an interrupted run: its JSON rows are reused "
                       "(and marked) instead of being measured again.")
+  flags.DEFINE_string("note", "", "A sentence for the report (e.g. how reused runs were made).")
   flags.DEFINE_string("out", "experiments/benchmarks/results/mixer_scaling",
                       "Output stem for .json/.md/.png; empty: print only.")
 
@@ -298,16 +299,21 @@ def markdown(results, fits, meta):
            f"Setup: BASE width (D 768, 12 heads), batch 1, 50 frames/s, fwd+bwd of mean(y^2) "
            f"w.r.t. all parameters, dropout off, scan over layers, remat={meta['remat']}. "
            "encoder = 12 blocks (mixer + FFN 3072, conv pos-emb, post-LN); mixer = one token "
-           "mixer alone. MACs = XLA cost-analysis FLOPs / 2. Peak = XLA memory_analysis "
+           "mixer alone. MACs = XLA cost-analysis FLOPs / 2 of the step lowered with the layers "
+           "unrolled and attention unchunked (XLA counts a loop body once). Peak = XLA "
+           "memory_analysis "
            "temp + argument bytes. Exponent = slope of log(cost) vs log(length) for lengths "
            f">= {meta['fit_min_seconds']:g} s (\"all\": every length).", ""]
+  if meta.get("note"):
+    lines += [meta["note"], ""]
   reused = sorted({(sc, r["seconds"]) for sc, by in results.items() for rows in by.values()
                    for r in rows if r.get("reused")})
   skipped = [(sc, n, r["seconds"]) for sc, by in results.items() for n, rows in by.items()
              for r in rows if r.get("skipped")]
   if reused:
-    lines += ["Rows measured by an earlier, interrupted run of this script on the same machine "
-              "and day (reused, so not interleaved with the rest): " + ", ".join(
+    lines += ["Rows measured by an earlier run of this script on the same machine and day "
+              "(timings reused, MACs recounted; mixers of one length were interleaved within "
+              "that run): " + ", ".join(
                   f"{sc} {sec:g} s" for sc, sec in reused) + ".", ""]
   if skipped:
     lines += ["Not run (XLA peak above the free-RAM guard; MACs and memory still reported): "
@@ -407,6 +413,7 @@ def main(argv):
   meta["versions"] = ", ".join(versions)
   reused = load_reused(FLAGS.reuse_log)
   meta["reused_rows"] = len(reused)
+  meta["note"] = FLAGS.note
   results = {}
   for scope in FLAGS.scopes:
     steps, params = {}, {}
