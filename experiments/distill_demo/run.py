@@ -10,8 +10,8 @@ Stages, each skipped when its output exists (re-run the command to resume):
   2. LightHuBERT supernet: configs/distill/lighthubert.py:space=demo -> WORKDIR/supernet, then
      its "default" (96-d, 3 heads of 32, FFN 288, 2 layers) and "smallest" (64-d, 2 heads, FFN
      128, 2 layers) subnets extracted -> WORKDIR/subnet_{default,smallest};
-  3. phone and speaker probes of the teacher, the student, both subnets and MFCC
-     -> WORKDIR/probes/<task>_<model>;
+  3. phone and speaker probes of the teacher, the student, both subnets and MFCC, each trained
+     for --probe_steps steps -> WORKDIR/probes/<task>_<model>;
   4. encoder parameters and CPU inference time on 10 s of audio, demo models ("speed_demo") and
      the reference sizes with random weights ("speed_real"), experiments/distill_demo/speed.py
      -> WORKDIR/speed.json;
@@ -36,8 +36,11 @@ from jaxssl.evaluation import upstreams
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/distill_demo", "Where the runs go.")
 _TEACHER = flags.DEFINE_string("teacher", "workdir/hubert_demo/iter2", "The demo teacher.")
 _RUNS = flags.DEFINE_integer("timing_runs", 5, "Timed runs per model (median).")
+_PROBE_STEPS = flags.DEFINE_integer("probe_steps", 1000, "Probe training steps (every model "
+                                    "alike; the probe configs' defaults are 3,000 / 2,000).")
 _STAGES = flags.DEFINE_list("stages", ["train", "probes", "speed_demo", "speed_real", "table"],
                             "Stages to run.")
+_ONLY = flags.DEFINE_list("probe_models", [], "Probe only these models (default: all).")
 SUBNETS = ("default", "smallest")
 TASKS = ("phone", "speaker")
 
@@ -63,9 +66,10 @@ def trained(workdir):
   return bool(rows) and rows[-1]["step"] >= total
 
 
-def upstream_paths(w):
-  return {"teacher": _TEACHER.value, "student": f"{w}/student",
-          **{f"lighthubert_{s}": f"{w}/subnet_{s}" for s in SUBNETS}, "mfcc": "mfcc"}
+def upstream_paths(w, only=None):
+  paths = {"teacher": _TEACHER.value, "student": f"{w}/student",
+           **{f"lighthubert_{s}": f"{w}/subnet_{s}" for s in SUBNETS}, "mfcc": "mfcc"}
+  return {k: v for k, v in paths.items() if not only or k in only}
 
 
 def stage_train(w):
@@ -83,12 +87,14 @@ def stage_train(w):
 
 
 def stage_probes(w):
-  for name, path in upstream_paths(w).items():
+  for name, path in upstream_paths(w, _ONLY.value).items():
     for task in TASKS:
       out = f"{w}/probes/{task}_{name}"
       if not os.path.exists(os.path.join(REPO, out, "results.json")):
         sh(sys.executable, "-m", "jaxssl.evaluate", f"--config=configs/probes/{task}.py",
-           f"--config.upstream={path}", f"--workdir={out}")
+           f"--config.upstream={path}", f"--workdir={out}",
+           f"--config.total_steps={_PROBE_STEPS.value}",
+           f"--config.eval_every_steps={_PROBE_STEPS.value // 4}")
 
 
 def stage_speed(w, which):
@@ -146,28 +152,34 @@ def render(out):
   demo, real = out["timing"]["demo"], out["timing"]["real"]
   lines = ["# Compression on the demo corpus", "",
            f"Teacher: `{out['teacher']}` (demo HuBERT iteration 2: 3 pre-LN layers, 128-d). "
-           "Probes: configs/probes/{phone,speaker}.py on the demo corpus (test split; PER lower "
-           "is better, speaker accuracy higher is better). Encoder parameters leave out every "
-           "head. CPU time: `represent` on one 10 s utterance, median of "
-           f"{out['timing']['runs']} interleaved runs on this shared 2-core machine.", "",
-           "| model | encoder params | vs teacher | CPU ms / 10 s | time vs teacher | phone PER "
-           "| speaker acc |", "|---|---:|---:|---:|---:|---:|---:|"]
+           "Probes: configs/probes/{phone,speaker}.py on the demo corpus, test split at the best "
+           "dev step (PER: lower is better; speaker accuracy: higher is better). Parameters: the "
+           "encoder only, no head. MMACs/s: multiply-adds of the forward per second of speech "
+           "(XLA's count). CPU time: `represent` on one 10 s utterance, median of "
+           f"{out['timing']['runs']} interleaved runs on this shared 2-core machine (loaded by "
+           "other jobs: compare within a table, not across runs).", "",
+           "| model | encoder params | vs teacher | MMACs/s | vs teacher | CPU ms / 10 s | "
+           "vs teacher | speed-up | phone PER | speaker acc |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for name, probes in out["probes"].items():
-    row = demo.get(name, {})
+    row = demo.get(name)
     phone = (probes["phone"] or {}).get("test", {})
     spk = (probes["speaker"] or {}).get("test", {})
-    lines.append(
-        f"| {name} | {_fmt(row.get('params'), ',')} | "
-        f"{_fmt(-row['param_reduction'] if row else None, '+.0%')} | "
-        f"{_fmt(row['median_sec'] * 1e3 if row else None, '.1f')} | "
-        f"{_fmt(-row['time_reduction'] if row else None, '+.0%')} | "
-        f"{_fmt(phone.get('per'), '.3f')} | {_fmt(spk.get('accuracy'), '.3f')} |")
-  lines += ["", "Reference sizes, random weights (the paper: DistilHuBERT -75% parameters, "
-            "73% faster; LightHuBERT Base default -29% parameters):", "",
-            "| model | encoder params | vs HuBERT BASE | CPU ms / 10 s | time vs HuBERT BASE "
-            "| speed-up |", "|---|---:|---:|---:|---:|---:|"]
+    cells = ["-"] * 7 if row is None else [
+        f"{row['params']:,}", f"{-row['param_reduction']:+.0%}",
+        f"{row['macs_per_sec'] / 1e6:.1f}", f"{-row['macs_reduction']:+.0%}",
+        f"{row['median_sec'] * 1e3:.1f}", f"{-row['time_reduction']:+.0%}",
+        f"{row['speedup']:.2f}x"]
+    lines.append(f"| {name} | " + " | ".join(cells) +
+                 f" | {_fmt(phone.get('per'), '.3f')} | {_fmt(spk.get('accuracy'), '.3f')} |")
+  lines += ["", "Reference sizes, random weights (the papers: DistilHuBERT -75% parameters and "
+            "73% faster than HuBERT BASE; LightHuBERT Base default subnet -29% parameters):", "",
+            "| model | encoder params | vs HuBERT BASE | GMACs/s | vs HuBERT BASE | "
+            "CPU ms / 10 s | time vs HuBERT BASE | speed-up |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
   for name, row in real.items():
     lines.append(f"| {name} | {row['params']:,} | {-row['param_reduction']:+.1%} | "
+                 f"{row['macs_per_sec'] / 1e9:.2f} | {-row['macs_reduction']:+.1%} | "
                  f"{row['median_sec'] * 1e3:.0f} | {-row['time_reduction']:+.1%} | "
                  f"{row['speedup']:.2f}x |")
   return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 `measure(models)` times `represent` (all hidden states, no heads) on one utterance of
 `seconds` of audio for each model, interleaved round by round (so a load spike on the shared
-machine hits every model alike), and reports the median. `real_size_models()` builds the
+machine hits every model alike), and reports the median, beside the forward's multiply-adds per
+second of speech (XLA's count, `objectives.melhubert.macs_per_second`), which no load changes. `real_size_models()` builds the
 reference architectures with random weights: HuBERT BASE, DistilHuBERT and the LightHuBERT Base
 and Small default subnets (REFERENCE.md §4.1, §4.2).
 """
@@ -23,6 +24,7 @@ from configs.distill import lighthubert
 from configs.hubert import base as hubert_base
 from jaxssl import objectives
 from jaxssl.distill import supernet
+from jaxssl.objectives import melhubert
 
 
 def encoder_params(params):
@@ -69,6 +71,7 @@ def measure(models, *, seconds=10.0, runs=5):
       jax.block_until_ready(fns[name](params, batch))
       times[name].append(time.perf_counter() - start)
   return {name: dict(params=encoder_params(models[name][1]),
+                     macs_per_sec=melhubert.macs_per_second(objectives.build(models[name][0])),
                      median_sec=statistics.median(times[name]), runs_sec=times[name])
           for name in models}
 
@@ -78,6 +81,7 @@ def relative(rows, reference):
   ref = rows[reference]
   for row in rows.values():
     row["param_reduction"] = 1.0 - row["params"] / ref["params"]
+    row["macs_reduction"] = 1.0 - row["macs_per_sec"] / ref["macs_per_sec"]
     row["time_reduction"] = 1.0 - row["median_sec"] / ref["median_sec"]
     row["speedup"] = ref["median_sec"] / row["median_sec"]
   return rows

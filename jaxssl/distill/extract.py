@@ -43,6 +43,9 @@ def main(argv):
     raise app.UsageError("--supernet and --output are required.")
   from jaxssl.evaluation import upstreams  # pylint: disable=g-import-not-at-top
   config = upstreams.load_config(f.supernet)
+  if not config.get("supernet", {}).get("space", ""):
+    raise app.UsageError(f"--supernet={f.supernet!r}: its config.json has no supernet.space; "
+                         "it is not a LightHuBERT supernet run.")
   space = supernet.get_space(config.supernet.space)
   subnet = parse_subnet(f.subnet, space)
   _, params = supernet.extract(f.supernet, subnet, f.output, overwrite=f.overwrite)

@@ -160,7 +160,8 @@ def subnet_config(config, subnet):
     for k in ("conv_dim", "pos_conv_kernel", "pos_conv_groups"):
       if k in v:
         c["model"]["variant"][k] = v[k]
-  c["supernet"]["space"] = ""
+  if "supernet" in c:
+    c["supernet"]["space"] = ""
   return mlc.ConfigDict(c)
 
 

@@ -3,6 +3,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import student as student_lib
@@ -99,3 +100,13 @@ def test_extracted_subnet_is_a_standalone_checkpoint(tmp_path):
   shapes = nn.unbox(jax.eval_shape(standalone.init, jax.random.PRNGKey(0), tiny.batch()))
   assert jax.tree.map(lambda x: x.shape, shapes) == jax.tree.map(lambda x: x.shape, loaded)
   assert objective_lib.num_params(loaded) < objective_lib.num_params(sup)
+
+
+def test_extract_cli_parses_subnets():
+  from jaxssl.distill import extract  # pylint: disable=g-import-not-at-top
+  base = supernet.get_space("base")
+  assert extract.parse_subnet("default", base) == base.default_subnet
+  assert extract.parse_subnet("embed=640,heads=10,ffn_ratio=4.0,depth=12",
+                              base) == base.default_subnet
+  with pytest.raises(ValueError, match="--subnet"):
+    extract.parse_subnet("wide", base)
