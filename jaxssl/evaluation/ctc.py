@@ -17,6 +17,11 @@ zero_infinity); greedy decoding (no language model), scored by WER / CER (letter
 While the encoder is frozen its Adam state is left untouched (`delayed`), as fairseq's Adam
 skips parameters without gradients, and a separate compiled step stops gradients at the encoder
 output, so those updates cost only the forward pass plus the output layer.
+
+With a `peft` config section (configs/finetune/peft.py) the encoder stays frozen and LoRA /
+AdaLoRA adapters or a ladder side network train instead (jaxssl/peft/objective.py wraps the
+objective; the saved checkpoint holds LoRA / AdaLoRA merged into the kernels).
+
 Not implemented: fairseq's channel masking (mask_channel_prob 0.5, length 64) would need a hook
 in models/wav2vec2.py between the feature projection and the Transformer.
 """
