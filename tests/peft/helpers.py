@@ -55,17 +55,17 @@ def optimizer(objective, total_steps=20, lr=1e-2):
 
 
 def train(objective, params, tx, steps, *, data=None):
-  """`steps` jitted updates on one batch; returns (params, opt_state, per-step opt states)."""
+  """`steps` jitted updates on one batch; returns (params, opt_state, last step's metrics)."""
   data = data or batch()
 
   @jax.jit
   def step(params, opt_state, i):
-    grads = jax.grad(lambda p: objective.loss(p, data, jax.random.PRNGKey(i), step=i)[0])(params)
+    (_, metrics), grads = jax.value_and_grad(
+        lambda p: objective.loss(p, data, jax.random.PRNGKey(i), step=i), has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
+    return optax.apply_updates(params, updates), opt_state, metrics
 
-  opt_state, states = tx.init(params), []
+  opt_state, metrics = tx.init(params), {}
   for i in range(steps):
-    params, opt_state = step(params, opt_state, i)
-    states.append(opt_state)
-  return params, opt_state, states
+    params, opt_state, metrics = step(params, opt_state, i)
+  return params, opt_state, metrics

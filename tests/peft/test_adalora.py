@@ -87,12 +87,11 @@ def test_model_level_run_keeps_the_encoder_and_ends_within_the_target_budget():
                                          tinit=1, tfinal=1, delta_t=1)
   params = helpers.init(objective)
   tx = helpers.optimizer(objective, total_steps=total)
-  new, state, _ = helpers.train(objective, params, tx, total)
+  new, state, metrics = helpers.train(objective, params, tx, total)
   jax.tree.map(np.testing.assert_array_equal, new["speech_encoder"], params["speech_encoder"])
   ranks = peft_objective.final_ranks(state)
   assert len(ranks) == 4 and sum(ranks.values()) <= 2 * 4
   for path, ad in lora.modules(new["peft"]).items():
     assert np.count_nonzero(np.asarray(ad["lora_e"])) <= ranks[path]
-  loss, metrics = jax.jit(lambda p: objective.loss(p, helpers.batch(), jax.random.PRNGKey(0),
-                                                   step=0, train=False))(new)
-  assert float(metrics["orth_reg"]) > 0 and np.isfinite(float(loss))
+  # The loss carries the orthogonality term (the value the last step saw, before its update).
+  assert float(metrics["orth_reg"]) > 0.5  # P, Q ~ N(0, 0.02): far from orthonormal.
