@@ -115,8 +115,10 @@ def read_probe(probe_dir):
     raise FileNotFoundError(f"No probe results at {path}: run the probe (or --run_probes).")
   with open(path) as f:
     r = json.load(f)
-  return {k: r.get(k) for k in ("task", "upstream", "test", "dev", "best_step", "seconds",
-                                "chance_accuracy", "num_outputs")}
+  out = {k: r.get(k) for k in ("task", "upstream", "test", "dev", "best_step", "seconds",
+                               "chance_accuracy", "num_outputs")}
+  out["data_dir"] = r.get("config", {}).get("data", {}).get("data_dir")
+  return out
 
 
 def probe_one(name, workdir, config_path):
@@ -172,7 +174,8 @@ def markdown(rows, meta):
   if tasks:
     lines += ["Probes (jaxssl.evaluate, frozen upstream: weighted layer sum of the pretrained "
               "encoder; test split, scored at the best dev step): " + "; ".join(
-                  f"`configs/probes/{t}.py`" for t in tasks) + ". " + _probe_note(rows, tasks),
+                  f"`configs/probes/{t}.py`" for t in tasks) + _probe_data(rows) + ". "
+              + _probe_note(rows, tasks),
               ""]
   heads = [f"{PROBE_METRIC.get(t, ('', t))[1]} (test)" for t in tasks]
   lines += ["| mixer | params | GFLOPs/step | wall s | CPU s | steps/s | loss first -> last "
@@ -189,6 +192,12 @@ def markdown(rows, meta):
       cells.append("-" if p is None or key not in p["test"] else f"{100 * p['test'][key]:.1f}%")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _probe_data(rows):
+  dirs = sorted({p["data_dir"] for r in rows for p in r.get("probes", {}).values()
+                 if p.get("data_dir")})
+  return f", data {', '.join(f'`{d}`' for d in dirs)}" if dirs else ""
 
 
 def _probe_note(rows, tasks):
