@@ -7,6 +7,8 @@
       --config.upstream_arch=configs/wav2vec2/demo.py
   python -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py \
       --config.upstream=workdir/w2v2_demo --workdir=workdir/finetune/ctc_demo
+  python -m jaxssl.evaluate --config=configs/finetune/utterance_demo.py:task=speaker,peft=lora \
+      --config.upstream=workdir/hubert_demo/iter2 --workdir=workdir/finetune/speaker_lora
 
 `--config.upstream` is a jaxssl training workdir, a checkpoint from `python -m jaxssl.convert`
 (HF / fairseq imports), `random_init` (the architecture of `upstream_arch`, untrained), or the
@@ -23,11 +25,14 @@ from absl import flags
 
 from jaxssl import main as main_lib  # Defines --config / --workdir and their clear errors.
 
+# Whole-model fine-tuning (jaxssl/evaluation/ctc.py); any other task is a probe.
+FINETUNE_TASKS = ("ctc_finetune", "utterance_finetune")
+
 
 def default_workdir(config):
   """workdir/probes/<task>_<upstream name> (or workdir/finetune/...) when --workdir is unset."""
   name = os.path.basename(os.path.normpath(config.upstream)) or "none"
-  kind = "finetune" if config.task == "ctc_finetune" else "probes"
+  kind = "finetune" if config.task in FINETUNE_TASKS else "probes"
   return os.path.join("workdir", kind, f"{config.task}_{name}")
 
 
@@ -45,7 +50,7 @@ def main(argv):
   from jaxssl.evaluation import ctc  # pylint: disable=g-import-not-at-top
   from jaxssl.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   try:
-    if config.task == "ctc_finetune":
+    if config.task in FINETUNE_TASKS:
       results = ctc.finetune(config, workdir)
     else:
       results = evaluate.run(config, workdir)

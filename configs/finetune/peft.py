@@ -22,7 +22,7 @@ import ml_collections as mlc
 
 METHODS = ("full", "lora", "adalora", "ladder")
 ATTENTION_QV = r"speech_encoder/encoder/layer_\d+/self_attn/(query|value)/dense/kernel"
-PEFT_TRAINABLE = r"ctc_proj/.*|peft/.*"
+PEFT_TRAINABLE = r"ctc_proj/.*|peft/.*"  # `apply`'s optim.trainable for the CTC configs.
 LR_MULTIPLIER = 4.0
 
 
@@ -41,9 +41,10 @@ def section(method, *, total_steps):
   ))
 
 
-def apply(c, method):
+def apply(c, method, *, head="ctc_proj"):
   """Adds `c.peft` for `method` and, unless full, trains only the adapters / side network and
-  the head at LR_MULTIPLIER times the learning rate. `c` is an unlocked fine-tuning config."""
+  the output layer `head` ("ctc_proj", or "classifier" for utterance tasks) at LR_MULTIPLIER
+  times the learning rate. `c` is an unlocked fine-tuning config."""
   c.peft = section(method, total_steps=c.total_steps)
   # AdaLoRA's warmup starts after the recipe's head-only phase: the adapters get no gradient
   # before it, and importance scores of zero would mask every triplet at the first reallocation.
@@ -52,6 +53,6 @@ def apply(c, method):
   if method == "ladder":
     c.peft.dropout = 0.1
   if method != "full":
-    c.optim.trainable = PEFT_TRAINABLE
+    c.optim.trainable = rf"{head}/.*|peft/.*"
     c.optim.lr = c.optim.lr * LR_MULTIPLIER
   return c

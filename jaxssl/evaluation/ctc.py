@@ -1,7 +1,9 @@
-"""CTC fine-tuning of a whole pretrained model: fairseq's wav2vec_ctc recipe.
+"""Fine-tuning of a whole pretrained model: fairseq's wav2vec_ctc recipe, CTC or utterance level.
 
   python -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py \
       --config.upstream=workdir/w2v2_demo --workdir=workdir/finetune/ctc_demo
+  python -m jaxssl.evaluate --config=configs/finetune/utterance_demo.py:task=speaker,peft=lora \
+      --config.upstream=workdir/hubert_demo/iter2 --workdir=workdir/finetune/speaker_lora
 
 Baevski et al. 2020 §4 (https://arxiv.org/abs/2006.11477) and fairseq's
 examples/wav2vec/config/finetuning/base_*.yaml: the pretrained SpeechEncoder plus one linear
@@ -22,6 +24,12 @@ With a `peft` config section (configs/finetune/peft.py) the encoder stays frozen
 AdaLoRA adapters or a ladder side network train instead (jaxssl/peft/objective.py wraps the
 objective; the saved checkpoint holds LoRA / AdaLoRA merged into the kernels).
 
+`finetune.labels` picks the task: "phones" / "chars" train `CTCModel` (CTC, PER or WER / CER);
+"speaker" / "language" train `UtteranceModel` (the final hidden state mean-pooled over valid
+frames, one linear layer onto the classes, cross-entropy, accuracy; the targets and the speaker
+holdout are the probes', jaxssl/evaluation/tasks.py). Everything else (optimizer groups,
+schedule, frozen CNN, delayed encoder, PEFT, best-dev selection, outputs) is shared.
+
 Not implemented: fairseq's channel masking (mask_channel_prob 0.5, length 64) would need a hook
 in models/wav2vec2.py between the feature projection and the Transformer.
 """
@@ -29,7 +37,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -55,7 +63,10 @@ from jaxssl.training import partitioning
 from jaxssl.training import train_state
 from jaxssl.training import train_step
 
-LABEL_TASKS = {"chars": "asr", "phones": "phone"}
+# finetune.labels -> probe task (jaxssl/evaluation/tasks.py).
+LABEL_TASKS = {"chars": "asr", "phones": "phone", "speaker": "speaker", "language": "language"}
+# The output layers: they train from the first update (the rest waits freeze_encoder_steps).
+HEADS = ("ctc_proj", "classifier")
 
 
 class CTCModel(nn.Module):
@@ -96,6 +107,8 @@ class CTCObjective:
   final_dropout_rate: float = 0.0
   freeze_encoder: bool = False
   make_model: Any = CTCModel  # (speech_encoder, vocab_size, final_dropout_rate) -> module.
+  head: ClassVar[str] = "ctc_proj"  # The output layer's name (the ladder model's too).
+  pooled: ClassVar[bool] = False  # Frame-level logits.
 
   @property
   def model(self):
@@ -109,17 +122,7 @@ class CTCObjective:
 
   def loss(self, params, batch, rng, *, step, train: bool = True):
     del step  # The frozen phase is a separate objective (static), see the module docstring.
-    k_mask, k_drop, k_ld = jax.random.split(rng, 3)
-    valid = wav2vec2_objective.frame_valid(batch["valid"])
-    m = self.masking_config
-    masked = None
-    if train and m.prob > 0:
-      # Own count per row: a padding row (no frames) would trim every row to zero masks.
-      masked = masking.span_mask(k_mask, valid, prob=m.prob, span=m.span,
-                                 min_spans=m.min_spans, same_count=False)
-    logits = self.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
-                              train=train, freeze_encoder=self.freeze_encoder,
-                              rngs={"dropout": k_drop, "layerdrop": k_ld})
+    logits, valid = _apply(self, params, batch, rng, train=train)
     loss = sentence_ctc_loss(logits, valid, batch["labels"], batch["label_valid"], batch["rows"])
     return loss, {"ctc_loss": loss}
 
@@ -128,6 +131,74 @@ class CTCObjective:
     valid = wav2vec2_objective.frame_valid(batch["valid"])
     logits = self.model.apply({"params": params}, batch["audio"], valid=valid, train=False)
     return jnp.argmax(logits, -1), valid
+
+
+def _apply(objective, params, batch, rng, *, train):
+  """The objective's model on a batch (time masks when training): (logits, frame valid [B, T])."""
+  k_mask, k_drop, k_ld = jax.random.split(rng, 3)
+  valid = wav2vec2_objective.frame_valid(batch["valid"])
+  m = objective.masking_config
+  masked = None
+  if train and m.prob > 0:
+    # Own count per row: a padding row (no frames) would trim every row to zero masks.
+    masked = masking.span_mask(k_mask, valid, prob=m.prob, span=m.span,
+                               min_spans=m.min_spans, same_count=False)
+  logits = objective.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
+                                 train=train, freeze_encoder=objective.freeze_encoder,
+                                 rngs={"dropout": k_drop, "layerdrop": k_ld})
+  return logits, valid
+
+
+def masked_mean(x, valid):
+  """Mean over the valid frames: x [B, T, D], valid [B, T] -> [B, D] (0 for a row without any)."""
+  w = valid.astype(x.dtype)[..., None]
+  return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+
+
+class UtteranceModel(nn.Module):
+  """SpeechEncoder -> mean over valid frames -> dropout -> Linear(D, classes).
+
+  audio [B, S] -> logits [B, C]. The final hidden state is pooled (the probes' utterance head
+  pools a learned layer mixture instead; fine-tuning adapts the last layer itself).
+  """
+  speech_encoder: Any
+  num_classes: int
+  final_dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, audio, *, valid, masked=None, train: bool, freeze_encoder: bool = False):
+    x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
+                                                   train=train)["x"]
+    if freeze_encoder:
+      x = jax.lax.stop_gradient(x)
+    x = masked_mean(x.astype(jnp.float32), valid)
+    x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
+    return layers.Dense(self.num_classes, axes=("embed", "vocab"),
+                        kernel_init=nn.initializers.xavier_uniform(), name="classifier")(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class UtteranceObjective(CTCObjective):
+  """Utterance classification: cross-entropy averaged over real rows, arg-max class.
+
+  batch: "audio" [B, S], "valid" [B, S], "labels" [B] int32 classes (-1 on padding rows),
+  "rows" [B] float (1 on real rows with at least one frame). `vocab_size` is the class count.
+  """
+  make_model: Any = UtteranceModel
+  head: ClassVar[str] = "classifier"
+  pooled: ClassVar[bool] = True
+
+  def loss(self, params, batch, rng, *, step, train: bool = True):
+    del step
+    logits, _ = _apply(self, params, batch, rng, train=train)
+    loss = probes.classification_loss(logits, batch["labels"], batch["rows"])
+    return loss, {"ce_loss": loss}
+
+  def predict(self, params, batch):
+    """Arg-max class per utterance [B] and the row mask [B] (a row with any valid sample)."""
+    valid = wav2vec2_objective.frame_valid(batch["valid"])
+    logits = self.model.apply({"params": params}, batch["audio"], valid=valid, train=False)
+    return jnp.argmax(logits, -1), valid.any(-1)
 
 
 def delayed(inner, num_steps: int):
@@ -171,7 +242,7 @@ def make_optimizer(optim_cfg, schedule_cfg, total_steps, *, freeze_encoder_steps
     base = trainable(params)
     return jax.tree_util.tree_map_with_path(
         lambda p, lab: lab if lab == "freeze" else (
-            "head" if optimizers.param_path(p).startswith("ctc_proj/") else "encoder"),
+            "head" if optimizers.param_path(p).split("/")[0] in HEADS else "encoder"),
         base)
 
   groups = {"head": branch(0), "encoder": branch(freeze_encoder_steps),
@@ -198,19 +269,26 @@ def _model_config(upstream_config, overrides):
 
 
 def _batch(split, batch):
-  """Loader batch -> the objective's batch: targets padded to `split.label_len`, row weights."""
+  """Loader batch -> the objective's batch (CTC: targets padded to `split.label_len`; utterance:
+  one class per row, -1 on padding rows) with row weights; and the [B] record indices."""
   index = np.asarray(batch["index"])
+  frames = np.maximum(variants.frames_for(np.asarray(batch["valid"]).sum(-1)), 0)
+  out = {"audio": np.asarray(batch["audio"], np.float32),
+         "valid": np.asarray(batch["valid"], bool)}
+  if split.kind == "utterance":
+    classes = np.asarray(split.targets.ids)[np.maximum(index, 0)]
+    out["labels"] = np.where(index >= 0, classes, -1).astype(np.int32)
+    out["rows"] = ((index >= 0) & (frames > 0)).astype(np.float32)
+    return out, index
   ids = [split.targets.ids[i] if i >= 0 else np.zeros(0, np.int32) for i in index]
   labels = np.zeros((len(index), split.label_len), np.int32)
   for r, x in enumerate(ids):
     labels[r, :len(x)] = x
   lengths = np.array([len(x) for x in ids])
-  frames = np.maximum(variants.frames_for(np.asarray(batch["valid"]).sum(-1)), 0)
   rows = (index >= 0) & (frames > 0) & probes.ctc_feasible(ids, frames)
-  return {"audio": np.asarray(batch["audio"], np.float32),
-          "valid": np.asarray(batch["valid"], bool), "labels": labels,
-          "label_valid": np.arange(split.label_len)[None] < lengths[:, None],
-          "rows": rows.astype(np.float32)}, index
+  out.update(labels=labels, label_valid=np.arange(split.label_len)[None] < lengths[:, None],
+             rows=rows.astype(np.float32))
+  return out, index
 
 
 @dataclasses.dataclass
@@ -219,6 +297,7 @@ class _Split:
   source: Any
   targets: Any
   label_len: int
+  kind: str = "ctc"  # The task's kind: "ctc" or "utterance".
 
   def batches(self, data_cfg, seed):
     loader = pipeline.make_eval_loader(data_cfg, split=self.name, seed=seed, source=self.source)
@@ -230,7 +309,7 @@ class _Split:
 
 
 def finetune(config, workdir, *, source_fn=None):
-  """Fine-tunes `config.upstream` with CTC, selects the best dev step, scores test.
+  """Fine-tunes `config.upstream` (CTC or utterance task), selects the best dev step, scores test.
 
   Args:
     config: a fine-tuning config (configs/finetune/*.py).
@@ -246,6 +325,10 @@ def finetune(config, workdir, *, source_fn=None):
   if ft.labels not in LABEL_TASKS:
     raise ValueError(f"finetune.labels={ft.labels!r}: choose from {sorted(LABEL_TASKS)}.")
   task = tasks.get(LABEL_TASKS[ft.labels])
+  expected = f"{task.kind}_finetune"
+  if config.task != expected:
+    raise ValueError(f"task={config.task!r} with finetune.labels={ft.labels!r}: the config's "
+                     f"task must be {expected!r}.")
   if config.upstream in upstreams.BASELINES or not config.upstream:
     raise ValueError(f"upstream={config.upstream!r}: fine-tuning needs a model checkpoint or "
                      "'random_init'.")
@@ -260,12 +343,13 @@ def finetune(config, workdir, *, source_fn=None):
   vocab = tasks.build_vocab(task, tokens["train"])
   targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in sources_}
   label_len = max(8, -(-max(t.max_length() for t in targets.values()) // 8) * 8)
-  splits = {k: _Split(k, sources_[k], targets[k], label_len) for k in sources_}
+  splits = {k: _Split(k, sources_[k], targets[k], label_len, task.kind) for k in sources_}
 
   mesh = partitioning.make_mesh(config.mesh)
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
   model_config = _model_config(up_config, config.model)
-  objective = CTCObjective(model_config, config.masking, len(vocab), ft.final_dropout_rate)
+  make_objective = UtteranceObjective if task.kind == "utterance" else CTCObjective
+  objective = make_objective(model_config, config.masking, len(vocab), ft.final_dropout_rate)
   tx, lr_schedule = make_optimizer(config.optim, config.schedule, config.total_steps,
                                    freeze_encoder_steps=ft.freeze_encoder_steps)
   peft_cfg = config.get("peft") or None  # Parameter-efficient fine-tuning (jaxssl/peft/).
@@ -286,7 +370,7 @@ def finetune(config, workdir, *, source_fn=None):
   state, state_sharding = train_state.create(
       objective, tx, partitioning.abstract_batch(local, batch_sharding), config.seed, mesh, rules)
   peft_report = peft_objective.report(state.params, state.opt_state, config.optim.trainable)
-  logging.info("ctc finetune: %s", peft_report)
+  logging.info("%s: %s", expected, peft_report)
   if not scratch:
     params, report = checkpointing.load_params(config.upstream, state.params)
     lost = [p for p in report["missing"] + report["shape_mismatch"]
@@ -311,11 +395,14 @@ def finetune(config, workdir, *, source_fn=None):
     predictions = {}
     for batch, index in split.batches(data_cfg, config.seed):
       ids, valid = predict(params, {"audio": batch["audio"], "valid": batch["valid"]})
-      decoded = metrics_lib.ctc_greedy_decode(np.asarray(ids), np.asarray(valid))
+      ids = np.asarray(ids)
+      decoded = (ids if task.kind == "utterance"
+                 else metrics_lib.ctc_greedy_decode(ids, np.asarray(valid)))
       predictions.update({int(i): decoded[r] for r, i in enumerate(index) if i >= 0})
     return evaluate.score(task, vocab, split.targets, predictions)
 
   metric = task.metrics[0]
+  sign = 1.0 if metric in evaluate.LOWER_IS_BETTER else -1.0  # Accuracy: higher is better.
   best, curve, dev_curve = None, [], []
   for step in range(1, config.total_steps + 1):
     if step > 1:
@@ -324,13 +411,13 @@ def finetune(config, workdir, *, source_fn=None):
     state, m = steps[step <= ft.freeze_encoder_steps](state, batch)
     if step % config.log_every_steps == 0 or step == 1:
       curve.append((step, float(m["train/loss"])))
-      logging.info("ctc finetune step %d: loss %.4f lr %.3g", step, curve[-1][1],
+      logging.info("%s step %d: loss %.4f lr %.3g", expected, step, curve[-1][1],
                    float(m["train/learning_rate"]))
     if step % config.eval_every_steps == 0 or step == config.total_steps:
       dev = evaluate_split(state.params, splits["dev"])
       dev_curve.append((step, dev))
-      logging.info("ctc finetune step %d: dev %s", step, dev)
-      if best is None or dev[metric] < best[1][metric]:
+      logging.info("%s step %d: dev %s", expected, step, dev)
+      if best is None or sign * dev[metric] < sign * best[1][metric]:
         # A device copy (the state is donated to the next step) keeps the shardings, so
         # scoring test with these params reuses the compiled predict.
         best = (step, dev, jax.tree.map(jnp.copy, state.params))
@@ -338,15 +425,16 @@ def finetune(config, workdir, *, source_fn=None):
   test = evaluate_split(params, splits["test"])
   if isinstance(objective, peft_objective.PeftObjective):
     peft_report["final_ranks"] = peft_objective.final_ranks(state.opt_state)
-    params = objective.export(params)  # LoRA / AdaLoRA: merged, a plain CTC model.
+    params = objective.export(params)  # LoRA / AdaLoRA: merged, a plain model.
   ckpt = checkpointing.Checkpointer(workdir, config.ckpt)
   ckpt.save(best_step, {"params": params}, {"step": best_step}, force=True)
   ckpt.wait()
   ckpt.close()
   checkpointing.save_config(config, workdir)
   results = dict(
-      task="ctc_finetune", labels=ft.labels, upstream=config.upstream,
+      task=expected, labels=ft.labels, upstream=config.upstream,
       dataset=config.data.name, num_outputs=len(vocab),
+      chance_accuracy=(1.0 / len(vocab)) if task.kind == "utterance" else None,
       utterances={k: len(v) for k, v in sources_.items()}, best_step=best_step, dev=dev,
       test=test, train_curve=curve, dev_curve=dev_curve, peft=peft_report,
       seconds=time.perf_counter() - start, config=json.loads(config.to_json_best_effort()))

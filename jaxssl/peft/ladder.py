@@ -74,16 +74,20 @@ class LadderSide(nn.Module):
                         kernel_init=layers.torch_linear_init, name="up")(s)
 
 
-class LadderCTCModel(nn.Module):
-  """Frozen SpeechEncoder -> (detached hidden states) -> LadderSide -> dropout -> ctc_proj.
+class LadderModel(nn.Module):
+  """Frozen SpeechEncoder -> (detached hidden states) -> LadderSide -> [pool] -> dropout -> head.
 
-  audio [B, S] -> logits [B, T, V]; params {"speech_encoder", "peft", "ctc_proj"}, the first
-  and last named as in `evaluation.ctc.CTCModel`, so the pretrained weights load the same way.
+  audio [B, S] -> logits [B, T, V] (CTC), or [B, C] with `pool` (the side output averaged over
+  valid frames, as `evaluation.ctc.UtteranceModel`). Params {"speech_encoder", "peft", <head>},
+  named as in the plain models (`head` is their output layer's name: "ctc_proj" or
+  "classifier"), so the pretrained weights load the same way.
   """
   speech_encoder: Any
   vocab_size: int
   side: Any  # functools.partial(LadderSide, ...)
   final_dropout_rate: float = 0.0
+  head: str = "ctc_proj"
+  pool: bool = False
 
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, train: bool, freeze_encoder: bool = False):
@@ -94,6 +98,10 @@ class LadderCTCModel(nn.Module):
     x = self.side(name="peft")(hidden, valid=valid, train=train)
     if freeze_encoder:  # The fine-tuning recipe's head-only phase: the side network waits too.
       x = jax.lax.stop_gradient(x)
+    if self.pool:
+      w = valid.astype(jnp.float32)[..., None]
+      x = (x.astype(jnp.float32) * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
     x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
     return layers.Dense(self.vocab_size, axes=("embed", "vocab"),
-                        kernel_init=nn.initializers.xavier_uniform(), name="ctc_proj")(x)
+                        kernel_init=nn.initializers.xavier_uniform(), name=self.head)(x)
+

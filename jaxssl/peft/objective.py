@@ -1,4 +1,4 @@
-"""A parameter-efficient fine-tuning objective around the CTC objective (or any like it).
+"""A parameter-efficient fine-tuning objective around the CTC or utterance objective.
 
 `wrap(base, peft_cfg)` keeps the base objective's loss and predict and changes what trains:
 - "lora" / "adalora": params gain a "peft" entry (the adapters, `lora.init` / `adalora.init`),
@@ -6,9 +6,11 @@
   pretrained encoder behind `stop_gradient` (no weight gradient is computed for it), plus
   AdaLoRA's orthogonality term; `predict` and `export` use the merged weights, so the exported
   checkpoint is a plain model (loadable as an upstream) with no adapter branch.
-- "ladder": the base model is swapped for `ladder.LadderCTCModel` (side network under "peft").
-Only "peft/..." and the head ("ctc_proj/...") may train (`optim.trainable`); frozen parameters get
-`optax.set_to_zero()` through the optimizer's multi_transform and so hold no optimizer state.
+- "ladder": the base model is swapped for `ladder.LadderModel` (side network under "peft"; the
+  base's `head` name and `pooled` flag carry over, so it serves CTC and utterance tasks).
+Only "peft/..." and the head ("ctc_proj/..." or "classifier/...") may train (`optim.trainable`);
+frozen parameters get `optax.set_to_zero()` through the optimizer's multi_transform and so hold
+no optimizer state.
 
 The `peft` config section (configs/finetune/peft.py) holds every method's fields; each method
 reads its own.
@@ -45,7 +47,8 @@ def check(peft_cfg, trainable: str):
     if bad or not re.fullmatch(trainable, "peft/x"):
       raise ValueError(f"optim.trainable={trainable!r} with peft.method={method!r}: the encoder "
                        "is frozen, so the regex must match 'peft/...' (and the head), not "
-                       f"'{FROZEN}/...' (e.g. r'ctc_proj/.*|peft/.*').")
+                       f"'{FROZEN}/...' (e.g. r'ctc_proj/.*|peft/.*' or "
+                       "r'classifier/.*|peft/.*').")
   return method
 
 
@@ -125,7 +128,8 @@ def wrap(base, peft_cfg, model_config):
   """`base` as a PEFT objective, or `base` itself for peft.method == "full".
 
   Args:
-    base: an objective with fields `freeze_encoder` and `make_model` (evaluation.ctc).
+    base: an objective with fields `freeze_encoder` and `make_model` and the class attributes
+      `head` / `pooled` (evaluation.ctc.CTCObjective, UtteranceObjective).
     peft_cfg: the `peft` section.
     model_config: the encoder's `model` section (width, heads, pre/post-LN for the ladder).
   """
@@ -142,8 +146,8 @@ def wrap(base, peft_cfg, model_config):
         ladder.LadderSide, reduction=peft_cfg.reduction, num_heads=heads,
         layer_norm_first=model_config.layer_norm_first, dropout_rate=peft_cfg.dropout,
         activation_dropout_rate=peft_cfg.dropout, dtype=jnp.dtype(model_config.dtype))
-    base = dataclasses.replace(base, make_model=functools.partial(ladder.LadderCTCModel,
-                                                                  side=side))
+    base = dataclasses.replace(base, make_model=functools.partial(
+        ladder.LadderModel, side=side, head=base.head, pool=base.pooled))
   return PeftObjective(base, peft_cfg)
 
 

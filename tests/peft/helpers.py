@@ -15,13 +15,14 @@ VOCAB = 5
 SCHEDULE = mlc.ConfigDict(dict(name="constant", warmup_steps=0))
 
 
-def base_objective():
-  """The CTC objective of the runlocal demo model, dropout-free (deterministic losses)."""
+def base_objective(make=ctc.CTCObjective, num_outputs=VOCAB):
+  """The CTC (or `make`'s) objective of the runlocal demo model, dropout-free (deterministic
+  losses); returns it and the model config."""
   config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
   model = ctc._model_config(config, {"feature_grad_mult": 0.0, "layerdrop_rate": 0.0,  # pylint: disable=protected-access
                                      "dropout_rate": 0.0, "activation_dropout_rate": 0.0})
   masking = mlc.ConfigDict(dict(prob=0.0, span=10, min_spans=2))
-  return ctc.CTCObjective(model, masking, VOCAB), model
+  return make(model, masking, num_outputs), model
 
 
 def batch(num=2, samples=4800, seed=0):
@@ -32,8 +33,9 @@ def batch(num=2, samples=4800, seed=0):
           "label_valid": jnp.ones((num, 3), bool), "rows": jnp.ones(num)}
 
 
-def peft_objective_for(method, total_steps=20, **overrides):
-  base, model = base_objective()
+def peft_objective_for(method, total_steps=20, base=None, **overrides):
+  """`method` wrapped around `base` (default: the CTC `base_objective()`)."""
+  base, model = base or base_objective()
   cfg = peft_configs.section(method, total_steps=total_steps)
   with cfg.unlocked():
     cfg.update(overrides)
@@ -44,10 +46,9 @@ def init(objective, seed=0):
   return nn.unbox(objective.init(jax.random.PRNGKey(seed), batch()))
 
 
-def optimizer(objective, total_steps=20, lr=1e-2):
+def optimizer(objective, total_steps=20, lr=1e-2, trainable=peft_configs.PEFT_TRAINABLE):
   optim = mlc.ConfigDict(dict(name="adamw", lr=lr, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.0,
-                              clip_norm=0.0, grad_accum_steps=1,
-                              trainable=peft_configs.PEFT_TRAINABLE))
+                              clip_norm=0.0, grad_accum_steps=1, trainable=trainable))
   tx, _ = ctc.make_optimizer(optim, SCHEDULE, total_steps)
   if isinstance(objective, peft_objective.PeftObjective):
     tx = peft_objective.wrap_optimizer(tx, objective.cfg, total_steps)
