@@ -181,8 +181,9 @@ class UtteranceModel(nn.Module):
 class UtteranceObjective(CTCObjective):
   """Utterance classification: cross-entropy averaged over real rows, arg-max class.
 
-  batch: "audio" [B, S], "valid" [B, S], "labels" [B] int32 classes (-1 on padding rows),
-  "rows" [B] float (1 on real rows with at least one frame). `vocab_size` is the class count.
+  The fields, `model` and `init` of `CTCObjective` (subclassed for them); `vocab_size` is the
+  class count. batch: "audio" [B, S], "valid" [B, S], "labels" [B] int32 classes (-1 on padding rows),
+  "rows" [B] float (1 on real rows with at least one frame).
   """
   make_model: Any = UtteranceModel
   head: ClassVar[str] = "classifier"
@@ -195,7 +196,7 @@ class UtteranceObjective(CTCObjective):
     return loss, {"ce_loss": loss}
 
   def predict(self, params, batch):
-    """Arg-max class per utterance [B] and the row mask [B] (a row with any valid sample)."""
+    """Arg-max class per utterance [B] and the row mask [B] (rows with a valid frame)."""
     valid = wav2vec2_objective.frame_valid(batch["valid"])
     logits = self.model.apply({"params": params}, batch["audio"], valid=valid, train=False)
     return jnp.argmax(logits, -1), valid.any(-1)
