@@ -62,6 +62,8 @@ def define_flags():
                      "cannot push a shared machine into the OOM killer.")
   flags.DEFINE_string("reuse_log", "", "stdout of an interrupted run: its JSON rows are reused "
                       "(and marked) instead of being measured again.")
+  flags.DEFINE_bool("recount_macs", True, "Count the MACs of reused rows again (an older run "
+                    "may have counted the looped program); off for rows counted by step_macs.")
   flags.DEFINE_string("note", "", "A sentence for the report (e.g. how reused runs were made).")
   flags.DEFINE_string("out", "experiments/benchmarks/results/mixer_scaling",
                       "Output stem for .json/.md/.png; empty: print only.")
@@ -197,7 +199,7 @@ def measure_length(scope, t, steps, params, peer, reused):
   for name in list(steps) + ([PEER] if peer is not None else []):
     if (scope, name, t) in reused:
       rows[name] = dict(reused[(scope, name, t)])
-      if name != PEER:  # An older run's MACs may have come from the looped program.
+      if name != PEER and FLAGS.recount_macs:  # Older runs counted the looped program.
         rows[name]["macs"] = step_macs(scope, name, t, FLAGS.remat)
   for name, step in steps.items():
     if name in rows:
