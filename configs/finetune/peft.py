@@ -3,6 +3,7 @@
   python -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py:peft=lora \
       --config.upstream=workdir/hubert_demo/iter2 --workdir=workdir/finetune/ctc_demo_lora
   # peft=adalora|ladder|full; any field: --config.peft.rank=4 --config.peft.targets='...'
+  # speaker / language ID: configs/finetune/utterance_demo.py:task=speaker,peft=lora
 
 Every method's fields are in the one section (each method reads its own), so command-line
 overrides work whichever method is chosen. Defaults (REFERENCE.md §8):
