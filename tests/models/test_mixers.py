@@ -444,3 +444,15 @@ def test_chunked_attention_equals_one_block_in_values_and_gradients():
                              _apply(whole)(params, x, valid=valid), atol=1e-6)
   chex.assert_trees_all_close(jax.grad(functools.partial(loss, chunked))(params),
                               jax.grad(functools.partial(loss, whole))(params), atol=1e-5)
+
+
+def test_chunked_attention_balances_its_blocks():
+  """1,500 queries with at most 1,024 per block: 2 blocks of 750, not 2 of 1,024 (padding)."""
+  q = jax.ShapeDtypeStruct((1, 1_500, 2, 8), jnp.float32)
+  valid = jax.ShapeDtypeStruct((1, 1_500), jnp.bool_)
+  jaxpr = jax.make_jaxpr(functools.partial(mha.chunked_attention, chunk_size=1_024))(
+      q, q, q, valid)
+  scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+  assert len(scans) == 1 and scans[0].params["length"] == 2
+  block_shapes = [v.aval.shape for v in scans[0].invars if len(v.aval.shape) == 5]
+  assert block_shapes == [(2, 1, 750, 2, 8)], block_shapes
