@@ -143,6 +143,11 @@ def stage_table(w):
   log(f"wrote {HERE}/results.md")
 
 
+def _pct(x):
+  """A change as +/-N%, 0 shown as a dash (the reference row)."""
+  return "-" if abs(x) < 1e-12 else f"{x:+.0%}"
+
+
 def _fmt(x, spec):
   return "-" if x is None else format(x, spec)
 
@@ -166,9 +171,9 @@ def render(out):
     phone = (probes["phone"] or {}).get("test", {})
     spk = (probes["speaker"] or {}).get("test", {})
     cells = ["-"] * 7 if row is None else [
-        f"{row['params']:,}", f"{-row['param_reduction']:+.0%}",
-        f"{row['macs_per_sec'] / 1e6:.1f}", f"{-row['macs_reduction']:+.0%}",
-        f"{row['median_sec'] * 1e3:.1f}", f"{-row['time_reduction']:+.0%}",
+        f"{row['params']:,}", _pct(-row["param_reduction"]),
+        f"{row['macs_per_sec'] / 1e6:.1f}", _pct(-row["macs_reduction"]),
+        f"{row['median_sec'] * 1e3:.1f}", _pct(-row["time_reduction"]),
         f"{row['speedup']:.2f}x"]
     lines.append(f"| {name} | " + " | ".join(cells) +
                  f" | {_fmt(phone.get('per'), '.3f')} | {_fmt(spk.get('accuracy'), '.3f')} |")
