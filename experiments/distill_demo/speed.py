@@ -3,9 +3,9 @@
 `measure(models)` times `represent` (all hidden states, no heads) on one utterance of
 `seconds` of audio for each model, interleaved round by round (so a load spike on the shared
 machine hits every model alike), and reports the median, beside the forward's multiply-adds per
-second of speech (XLA's count, `objectives.melhubert.macs_per_second`), which no load changes. `real_size_models()` builds the
-reference architectures with random weights: HuBERT BASE, DistilHuBERT and the LightHuBERT Base
-and Small default subnets (REFERENCE.md §4.1, §4.2).
+second of speech (XLA's count, `objectives.melhubert.macs_per_second`), which no load changes.
+`real_size_models()` builds the reference architectures with random weights: HuBERT BASE,
+DistilHuBERT and the LightHuBERT Base and Small default subnets (REFERENCE.md §4.1, §4.2).
 """
 import os
 import statistics

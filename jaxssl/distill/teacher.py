@@ -87,8 +87,7 @@ def load_teacher(path, *, layers, mesh, rules=partitioning.LOGICAL_AXIS_RULES,
     raise ValueError(f"distill.teacher={path!r}: the checkpoint does not match its config.json "
                      f"({len(bad)} encoder parameters missing or misshapen, e.g. {bad[:3]}).")
   # Pretraining heads a converted checkpoint lacks stay abstract; the teacher never uses them.
-  keep = lambda x: isinstance(x, jax.Array)  # pylint: disable=unnecessary-lambda-assignment
-  params = _prune(params, keep)
+  params = _prune(params, lambda x: isinstance(x, jax.Array))
   shardings = _prune_like(shardings, params)
   return _finish(config, objective, params, shardings, layers, dtype)
 

@@ -27,6 +27,11 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
   mesh = partitioning.make_mesh(config.mesh)
   teacher = teacher_lib.load_teacher(path, layers=(1, 2), mesh=mesh)
   before = _copy(teacher.params)
+  half = teacher_lib.load_teacher(path, layers=(1, 2), mesh=mesh, dtype="bfloat16")
+  assert {x.dtype.name for x in jax.tree.leaves(half.params)} == {"bfloat16"}
+  assert half.config.model.dtype == "bfloat16" and teacher.config.model.dtype == "float32"
+  with pytest.raises(ValueError, match="target_layers"):
+    teacher_lib.load_teacher(path, layers=(3,), mesh=mesh)  # The tiny teacher has 2 layers.
   workdir = str(tmp_path / "student")
   final = trainer.train_and_evaluate(config, workdir, source=tiny.source(), teacher=teacher)
   assert final["step"] == 3 and final["origin"] == "scratch" and final["num_compiled"] == 1

@@ -56,7 +56,8 @@ def student_config(teacher_path, *, layers=1, steps=4):
 
 
 def supernet_config(teacher_path, *, steps=4):
-  """The "tiny" space: its largest subnet (32-d, 2 layers of 2 16-d heads) is the teacher's shape."""
+  """The "tiny" space; its largest subnet (32-d, 2 layers of 2 16-d heads) has the teacher's
+  shape."""
   c = lighthubert.get_config(f"space=demo,runlocal,menu_size=2,teacher={teacher_path}")
   c.total_steps = steps
   c.ckpt.every_steps = steps
