@@ -5,8 +5,8 @@ The teacher is the iteration-2 demo HuBERT (configs/hubert/demo.py:iteration=2, 
 layers (copied from the teacher) and predicts teacher layers 1, 2, 3 (the demo teacher has no
 layer 4, 8 or 12). One departure from DistilHuBERT: the student keeps the teacher's LayerNorm
 after the CNN, so that the copied projection sees the inputs it was trained on (s3prl drops it
-and relearns over 200k steps; the demo trains for minutes). `:space=demo` is the LightHuBERT
-supernet of the same teacher (configs/distill/lighthubert.py:space=demo).
+and relearns over 200k steps; the demo trains for minutes). The LightHuBERT supernet of the
+same teacher is configs/distill/lighthubert.py:space=demo.
 
   python -m jaxssl.main --config=configs/distill/demo.py --workdir=workdir/distill_demo/student \
       --config.distill.teacher=workdir/hubert_demo/iter2
