@@ -182,8 +182,8 @@ class UtteranceObjective(CTCObjective):
   """Utterance classification: cross-entropy averaged over real rows, arg-max class.
 
   The fields, `model` and `init` of `CTCObjective` (subclassed for them); `vocab_size` is the
-  class count. batch: "audio" [B, S], "valid" [B, S], "labels" [B] int32 classes (-1 on padding rows),
-  "rows" [B] float (1 on real rows with at least one frame).
+  class count. batch: "audio" [B, S], "valid" [B, S], "labels" [B] int32 classes (-1 on
+  padding rows), "rows" [B] float (1 on real rows with at least one frame).
   """
   make_model: Any = UtteranceModel
   head: ClassVar[str] = "classifier"
