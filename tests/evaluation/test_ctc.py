@@ -15,6 +15,7 @@ from jaxssl.evaluation import ctc
 from jaxssl.evaluation import upstreams
 from jaxssl.training import checkpointing
 from jaxssl.training import optimizers
+from tests.evaluation import random_run
 from tests.evaluation import tone_corpus
 
 TRAINABLE = r"speech_encoder/(?!feature_extractor/).*|ctc_proj/.*"
@@ -126,15 +127,8 @@ def test_frozen_encoder_gets_no_gradient():
 @pytest.mark.slow  # ~30 s of CPU (four compiles of the model on 8 devices).
 def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
   config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
-  rng = np.random.default_rng(3)  # Random "pretrained" weights of the right shapes.
-  pretrained = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype),
-                            upstreams._abstract_params(config))  # pylint: disable=protected-access
   run = str(tmp_path / "pretrained")
-  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
-  ckpt.save(1, {"params": pretrained}, {"step": 1}, force=True)
-  ckpt.wait()
-  ckpt.close()
-  checkpointing.save_config(config, run)
+  pretrained = random_run.save(config, run)  # Random weights of the right shapes.
 
   out = str(tmp_path / "finetuned")
   results = ctc.finetune(_finetune_config(run), out, source_fn=tone_corpus.source_fn(16, 8))

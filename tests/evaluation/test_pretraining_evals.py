@@ -2,18 +2,15 @@
 import json
 import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from configs import probes as probe_configs
 from configs.wav2vec2 import demo
 from jaxssl.data import sources
 from jaxssl.evaluation import evaluate
-from jaxssl.evaluation import upstreams
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import trainer
+from tests.evaluation import random_run
 
 
 def test_demo_config_probes_phones_every_500_steps():
@@ -48,9 +45,7 @@ def test_hook_probes_the_given_params_and_logs_against_cumulative_flops(tmp_path
   config = demo.get_config("runlocal")
   with config.unlocked():
     config.evals = {"language": _language_eval(every_steps=3)}
-  rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype),
-                        upstreams._abstract_params(config))  # pylint: disable=protected-access
+  params = random_run.params(config, seed=0)
   # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
   source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
   writer = _Writer()

@@ -1,29 +1,21 @@
 """`evaluation.ctc.finetune` with a PEFT method, end to end on the in-memory tone corpus."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
 from configs.finetune import ctc_demo
 from jaxssl.evaluation import ctc
 from jaxssl.evaluation import upstreams
 from jaxssl.training import checkpointing
+from tests.evaluation import random_run
 from tests.evaluation import tone_corpus
 
 
 @pytest.mark.slow  # ~40 s of CPU: three compiles of the model on 8 devices.
 def test_adalora_finetune_reports_ranks_and_saves_a_merged_plain_model(tmp_path):
   config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
-  rng = np.random.default_rng(3)
-  pretrained = jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype),
-                            upstreams._abstract_params(config))  # pylint: disable=protected-access
   run = str(tmp_path / "pretrained")
-  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
-  ckpt.save(1, {"params": pretrained}, {"step": 1}, force=True)
-  ckpt.wait()
-  ckpt.close()
-  checkpointing.save_config(config, run)
+  pretrained = random_run.save(config, run)  # Random weights of the right shapes.
 
   c = ctc_demo.get_config("runlocal,peft=adalora")
   with c.unlocked():
