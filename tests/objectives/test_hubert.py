@@ -5,7 +5,6 @@ MelHuBERT frontend and masking, MACs, and kill-and-resume through the real train
 import importlib.util
 import math
 import os
-import signal
 
 import flax.linen as nn
 import jax
@@ -22,7 +21,6 @@ from jaxssl.models.frontends import mel
 from jaxssl.models.frontends import mel_stack
 from jaxssl.objectives import hubert
 from jaxssl.objectives import melhubert
-from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import trainer
 from tests.training import standin
 
@@ -260,15 +258,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run_on_a_sharded_mesh(tmp_path
   straight = trainer.train_and_evaluate(c, str(tmp_path / "straight"), source=src)
   assert straight["step"] == 4 and np.isfinite(straight["train/loss"])
 
-  write = metrics_lib.MetricsWriter.write
-
-  def write_then_preempt(self, step, scalars):
-    out = write(self, step, scalars)
-    if step == 2:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return out
-
-  monkeypatch.setattr(metrics_lib.MetricsWriter, "write", write_then_preempt)
+  standin.sigterm_after_logging(monkeypatch, 2)
   resumed = str(tmp_path / "resumed")
   assert trainer.train_and_evaluate(c, resumed, source=src)["step"] == 2
   monkeypatch.undo()

@@ -5,6 +5,8 @@ logically named params, and regresses the next frame. `nan_steps` makes the loss
 steps, to test skipped updates.
 """
 import dataclasses
+import os
+import signal
 
 import flax.linen as nn
 import jax
@@ -15,6 +17,7 @@ import orbax.checkpoint as ocp
 from configs import common
 from jaxssl.data import sources
 from jaxssl.training import checkpointing
+from jaxssl.training import metrics as metrics_lib
 
 FRAME = 8
 
@@ -119,3 +122,17 @@ def latest_params(workdir):
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
   return step, jax.device_get(restored["params"])
+
+
+def sigterm_after_logging(monkeypatch, at_step):
+  """Makes the trainer receive SIGTERM right after it logs `at_step` (a preemption mid-run);
+  `monkeypatch.undo()` lets the next run go through."""
+  write = metrics_lib.MetricsWriter.write
+
+  def write_then_preempt(self, step, scalars):
+    out = write(self, step, scalars)
+    if step == at_step:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+  monkeypatch.setattr(metrics_lib.MetricsWriter, "write", write_then_preempt)

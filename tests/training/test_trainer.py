@@ -33,15 +33,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
   assert final["step"] == 6 and np.isfinite(final["train/loss"])
 
   # Preempted run: SIGTERM arrives while step 3 is being logged (mid-run, off the ckpt grid).
-  write = metrics_lib.MetricsWriter.write
-
-  def write_then_preempt(self, step, scalars):
-    out = write(self, step, scalars)
-    if step == 3:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return out
-
-  monkeypatch.setattr(metrics_lib.MetricsWriter, "write", write_then_preempt)
+  standin.sigterm_after_logging(monkeypatch, 3)
   resumed = str(tmp_path / "resumed")
   stopped = _train(config, resumed)
   assert stopped["step"] == 3
