@@ -4,6 +4,8 @@ Model-code optimisations recorded in experiments/benchmarks/NOTES.md are checked
 XLA reference they replace (values and gradients). The benchmark scripts' functions are run on
 tiny configs and their outputs checked for structure and sanity; timings are never asserted.
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +146,10 @@ def test_vs_pytorch_row_on_tiny_models(fixed_peak):
   assert row["ratio_wall"] == pytest.approx(row["jaxssl_wall"] / row["pytorch_wall"])
   assert row["ratio_cpu"] == pytest.approx(row["jaxssl_cpu"] / row["pytorch_cpu"])
   assert row["mfu"] == pytest.approx(row["flops"] / row["jaxssl_wall"] / fixed_peak)
+  # At the peak, jaxssl's CPU time would be FLOPs / peak x cores.
+  cores = os.cpu_count() or 1
+  assert row["ratio_cpu_at_peak"] == pytest.approx(
+      row["flops"] / fixed_peak * cores / row["pytorch_cpu"])
   assert row["rtf"] == pytest.approx(row["jaxssl_wall"] / 1.0)
   assert len(row["times"]["jaxssl"]["wall"]) == len(row["times"]["pytorch"]["cpu"]) == 2
 
