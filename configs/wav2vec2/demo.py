@@ -10,16 +10,19 @@ BASE recipe's feature penalty (x10) under Adam shrinks the untrained CNN's outpu
 within ~200 steps and, with the gradient scaling of 0.1, keeps the random CNN's phase-sensitive
 frames, whose quantized codes no context can predict: the contrastive loss then sits at log(K+1)
 for thousands of steps. This recipe leaves that plateau after ~250 steps.
-`:runlocal` shrinks it further to a few steps (used by the tests).
+`:runlocal` shrinks it further to a few steps (used by the tests). `:layers=6,width=256,conv=128`
+resizes the demo model (0 keeps the `demo` variant's value; the MLP is 4 x width), as the sweep in
+experiments/2026-11-w2v2-demo-sweep does.
 """
 import ml_collections as mlc
 
 from configs import common
 from configs import probes
+from jaxssl.models import variants
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False)
+  arg = common.parse_arg(arg, runlocal=False, layers=0, width=0, conv=0)
   c = mlc.ConfigDict()
   c.trainer = "pretrain"
   c.seed = 0
@@ -31,7 +34,7 @@ def get_config(arg=None):
   c.data.normalize = True
 
   c.model = common.wav2vec2_model(
-      "demo", layer_norm_first=True,
+      _variant(arg), layer_norm_first=True,
       frontend=dict(name="cnn", mode="default", conv_bias=False, feature_grad_mult=1.0),
       dropout_rate=0.0, attention_dropout_rate=0.0, layerdrop_rate=0.0)
   common.wav2vec2_sections(c, num_vars=64, temp=(2.0, 0.5, 0.995), num_negatives=20,
@@ -45,3 +48,18 @@ def get_config(arg=None):
   if arg.runlocal:
     common.shrink_for_cpu(c)
   return c.lock()
+
+
+def _variant(arg):
+  """The `demo` variant's name, or its dimensions with the sizes given in `arg` replaced."""
+  if not (arg.layers or arg.width or arg.conv):
+    return "demo"
+  if arg.runlocal:
+    raise ValueError("configs/wav2vec2/demo.py: runlocal uses the tiny variant; drop "
+                     "layers / width / conv.")
+  dims = dict(variants.get("demo").__dict__)
+  dims["num_layers"] = arg.layers or dims["num_layers"]
+  if arg.width:
+    dims["embed_dim"], dims["mlp_dim"] = arg.width, 4 * arg.width
+  dims["conv_dim"] = arg.conv or dims["conv_dim"]
+  return dims

@@ -138,3 +138,17 @@ def test_feature_encoder_modes_and_bad_mode():
     chex.assert_tree_all_finite(y)
   with pytest.raises(ValueError, match="Unknown feature encoder mode 'group'"):
     cnn.ConvFeatureEncoder(mode="group").init(jax.random.key(0), x)
+
+
+def test_demo_config_resizes_the_model():
+  from configs.wav2vec2 import demo  # pylint: disable=g-import-not-at-top
+  assert demo.get_config().model.variant == "demo"
+  batch = dict(audio=jax.ShapeDtypeStruct((1, 16_000), jnp.float32),
+               valid=jax.ShapeDtypeStruct((1, 16_000), jnp.bool_))
+  count = lambda arg: _count(jax.eval_shape(
+      objectives.build(demo.get_config(arg)).init, jax.random.key(0), batch))
+  d = 128  # One pre-LN block of the demo width: q, k, v, out; FFN 4d; two LayerNorms.
+  block = 4 * (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d) + 2 * 2 * d
+  assert count("layers=6") - count("") == 3 * block
+  v = variants.get(demo.get_config("width=256,conv=128").model.variant)
+  assert (v.num_layers, v.embed_dim, v.mlp_dim, v.conv_dim) == (3, 256, 1024, 128)
