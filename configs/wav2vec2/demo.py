@@ -14,6 +14,8 @@ for thousands of steps. This recipe leaves that plateau after ~250 steps.
 resizes the demo model (0 keeps the `demo` variant's value; the MLP is 4 x width), as the sweep in
 experiments/2026-11-w2v2-demo-sweep does.
 """
+import dataclasses
+
 import ml_collections as mlc
 
 from configs import common
@@ -57,7 +59,7 @@ def _variant(arg):
   if arg.runlocal:
     raise ValueError("configs/wav2vec2/demo.py: runlocal uses the tiny variant; drop "
                      "layers / width / conv.")
-  dims = dict(variants.get("demo").__dict__)
+  dims = dataclasses.asdict(variants.get("demo"))
   dims["num_layers"] = arg.layers or dims["num_layers"]
   if arg.width:
     dims["embed_dim"], dims["mlp_dim"] = arg.width, 4 * arg.width
