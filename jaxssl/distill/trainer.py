@@ -29,7 +29,6 @@ from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import supernet as supernet_lib
 from jaxssl.distill import teacher as teacher_lib
-from jaxssl.evaluation import evaluate as evals_lib
 from jaxssl.training import accounting
 from jaxssl.training import checkpointing
 from jaxssl.training import flops
@@ -176,47 +175,19 @@ def train_and_evaluate(config, workdir, *, source=None, teacher=None):
                    subnets[index] if index >= 0 else "-", seconds)
     return executables[key]
 
-  # 5. The loop.
-  preemption = base_trainer._Preemption(sync_every=config.log_every_steps)  # pylint: disable=protected-access
-  max_nonfinite = config.get("max_consecutive_nonfinite", 10)
-  last = {}
-  try:
-    while step < config.total_steps:
-      local = next(loader)
-      batch = partitioning.make_global_batch(local, batch_sharding)
-      index = supernet_lib.subnet_for_step(config, step, subnets) if subnets else -1
-      compiled = executable_for(index, batch)
-      with jax.transfer_guard("disallow"):
-        state, step_metrics = compiled(state, teacher_params, batch)
-      step += 1
-      writer.step_done(base_trainer._audio_seconds(local))  # pylint: disable=protected-access
-      final = step == config.total_steps
-      nonfinite = None
-      if step % config.log_every_steps == 0 or final:
-        scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-        if subnets:
-          scalars["train/subnet_index"] = float(index)
-        last = writer.write(step, scalars)
-        nonfinite = int(scalars["train/nonfinite_count"])
-        base_trainer._check_nonfinite(nonfinite, step, max_nonfinite, ckpt)  # pylint: disable=protected-access
-      stop = preemption.requested(step)
-      if step % config.ckpt.every_steps == 0 or final or stop:
-        if nonfinite is None:
-          nonfinite = int(jax.device_get(step_metrics["train/nonfinite_count"]))
-          base_trainer._check_nonfinite(nonfinite, step, max_nonfinite, ckpt)  # pylint: disable=protected-access
-        ckpt.save(step, state, loader.get_state(), force=True)
-      if evals_lib.evals_due(config, step):
-        evals_lib.run_pretraining_evals(config, state.params, step=step, workdir=workdir,
-                                        writer=writer, source=source)
-      if stop:
-        logging.warning("SIGTERM: saved a checkpoint at step %d and stopped.", step)
-        break
-  finally:
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    preemption.close()
-    loader.close()
+  # 5. The pretraining loop, with this step and the subnet logged.
+  def step_for(batch, step):
+    index = supernet_lib.subnet_for_step(config, step, subnets) if subnets else -1
+    compiled = executable_for(index, batch)
+    return lambda state, batch: compiled(state, teacher_params, batch)
+
+  def subnet_logged(step):
+    return {"train/subnet_index": float(supernet_lib.subnet_for_step(config, step, subnets))}
+
+  last, step = base_trainer.train_loop(
+      config, workdir, state=state, step=step, loader=loader, batch_sharding=batch_sharding,
+      step_for=step_for, ckpt=ckpt, writer=writer, source=source,
+      log_extras=subnet_logged if subnets else None)
   return dict(last, step=step, origin=origin, num_compiled=len(executables))
 
 

@@ -115,6 +115,39 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     return executables[key]
 
   # 5. The loop.
+  def step_for(batch, step):
+    del step  # One step for every position in the run.
+    return executable_for(batch)
+
+  last, step = train_loop(config, workdir, state=state, step=step, loader=loader,
+                          batch_sharding=batch_sharding, step_for=step_for, ckpt=ckpt,
+                          writer=writer, source=source)
+  return dict(last, step=step)
+
+
+def train_loop(config, workdir, *, state, step, loader, batch_sharding, step_for, ckpt, writer,
+               source=None, log_extras=None):
+  """Step 5 of the flow above, shared with the distillation loop (`distill/trainer.py`).
+
+  Args:
+    config: the experiment config (total_steps, log_every_steps, ckpt, evals,
+      max_consecutive_nonfinite).
+    workdir: the run directory (the pretraining evals write there).
+    state: the TrainState to continue from, at step `step`.
+    step: the number of steps already taken.
+    loader: yields this host's rows of each global batch; `get_state` is checkpointed.
+    batch_sharding: the NamedSharding of the batch leaves.
+    step_for: `(global batch, step) -> compiled (state, batch) -> (state, metrics)`, the step
+      that runs at position `step` (compiling it on first use).
+    ckpt: the run's `checkpointing.Checkpointer`; closed on exit, pending saves waited for.
+    writer: the run's `metrics.MetricsWriter`; closed on exit.
+    source: optional data source, passed to the pretraining evals.
+    log_extras: optional `step -> dict` of host scalars logged with the metrics of the step that
+      ran at position `step`.
+
+  Returns:
+    (the last logged metrics, the number of steps taken).
+  """
   preemption = _Preemption(sync_every=config.log_every_steps)
   max_nonfinite = config.get("max_consecutive_nonfinite", 10)
   last = {}
@@ -122,7 +155,7 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     while step < config.total_steps:
       local = next(loader)
       batch = partitioning.make_global_batch(local, batch_sharding)
-      compiled = executable_for(batch)
+      compiled = step_for(batch, step)
       # Everything the step needs is already on device; a host transfer here is a bug.
       with jax.transfer_guard("disallow"):
         state, step_metrics = compiled(state, batch)
@@ -132,6 +165,8 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
       nonfinite = None
       if step % config.log_every_steps == 0 or final:
         scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        if log_extras is not None:
+          scalars |= log_extras(step - 1)
         last = writer.write(step, scalars)
         nonfinite = int(scalars["train/nonfinite_count"])
         _check_nonfinite(nonfinite, step, max_nonfinite, ckpt)
@@ -153,7 +188,7 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     writer.close()
     preemption.close()
     loader.close()
-  return dict(last, step=step)
+  return last, step
 
 
 def _init_distributed(config):
