@@ -24,6 +24,7 @@ from jaxssl.evaluation import upstreams  # pylint: disable=g-import-not-at-top,w
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data_dir with demo_corpus.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "workdir/w2v2_demo", "Pretrained run dir.")
+_LABEL = flags.DEFINE_string("label", "w2v2_demo", "The checkpoint's name in runs/ and the table.")
 _OUT = flags.DEFINE_string("out", os.path.dirname(os.path.abspath(__file__)), "Output dir.")
 _UPSTREAMS = flags.DEFINE_list("upstreams", ["mfcc", "mfcc_no_cmvn", "random_init",
                                              "checkpoint"], "Upstreams to probe.")
@@ -102,7 +103,7 @@ def main(argv):
       spec = _CHECKPOINT.value if name == "checkpoint" else name
       # random_init: the checkpoint's architecture, untrained.
       up = MemoUpstream(upstreams.load(spec, arch=_CHECKPOINT.value, seed=0))
-      label = "w2v2_demo" if name == "checkpoint" else name
+      label = _LABEL.value if name == "checkpoint" else name
       for task in _TASKS.value:
         if (task, name) in SKIP:
           continue
