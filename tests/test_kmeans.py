@@ -14,13 +14,18 @@ from sklearn import cluster as sk_cluster
 from sklearn import metrics as sk_metrics
 
 from jaxssl import kmeans as kmeans_cli
+from jaxssl import objectives
 from jaxssl.clustering import features
 from jaxssl.clustering import kmeans
 from jaxssl.clustering import metrics
+from jaxssl.data import batching
 from jaxssl.data import build
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import sources
+from jaxssl.evaluation import upstreams
+from jaxssl.models import variants
 from tests.data import corpus_fixtures as fx
+from tests.evaluation import random_run
 
 
 def _blobs(seed=0, k=12, n=250, dim=8):
@@ -184,3 +189,30 @@ def test_fit_indices_take_the_fraction_deterministically():
   assert not np.array_equal(a, kmeans_cli.fit_indices(1000, 0.1, seed=1))
   with pytest.raises(ValueError, match="--fraction=0"):
     kmeans_cli.fit_indices(10, 0.0, seed=0)
+
+
+def test_layer_features_are_the_saved_models_hidden_state_from_a_workdir_or_a_step_dir(tmp_path):
+  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")  # 2 layers of 32.
+  run = str(tmp_path / "run")
+  params = random_run.save(config, run, seed=3)  # A step-1 checkpoint of these weights.
+  rng = np.random.default_rng(0)
+  audios = [rng.integers(-3000, 3000, n).astype(np.int16) for n in (12_000, 7_000)]
+  from_workdir = features.Extractor("layer", checkpoint=run, layer=1)(audios)
+  from_step = features.Extractor("layer", checkpoint=os.path.join(run, "ckpt", "1"),
+                                 layer=1)(audios)
+  layer0 = features.Extractor("layer", checkpoint=run, layer=0)(audios)
+  represent = jax.jit(objectives.build(config).represent)
+  for audio, got, same, first in zip(audios, from_workdir, from_step, layer0):
+    frames = int(variants.frames_for(len(audio)))
+    assert got.shape == (frames, 32)
+    np.testing.assert_array_equal(got, same)
+    # The saved weights' layer 1 (not a fresh init, not layer 0), on the same row: both share
+    # one batch, padded to the longest rounded up to 0.5 s (GroupNorm sees the padding).
+    x, valid = batching.crop_batch([audio], [0], 16_000, normalize=config.data.normalize)
+    _, hidden, _ = represent(params, dict(audio=x, valid=valid))
+    np.testing.assert_allclose(got, hidden[1][0, :frames], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(first, got, atol=1e-3)
+  with pytest.raises(ValueError, match=r"--layer=3: the checkpoint's encoder has layers 1..2"):
+    features.Extractor("layer", checkpoint=run, layer=3)
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    features.Extractor("layer", checkpoint=str(tmp_path), layer=1)

@@ -12,20 +12,15 @@ with the model frame that reads it:
   of a checkpoint, one row per encoder frame (CNN frames are centred at 320 t + 200 samples).
 """
 import dataclasses
-import json
-import os
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import ml_collections as mlc
 import numpy as np
 
 from jaxssl import objectives
 from jaxssl.data import batching
 from jaxssl.data import features as features_lib
+from jaxssl.evaluation import upstreams
 from jaxssl.models import variants
-from jaxssl.training import checkpointing
 
 KINDS = ("mfcc", "logmel", "layer")
 _CNN_HALF_WINDOW = 200  # The conv frontend's 400-sample receptive field, centred.
@@ -70,25 +65,14 @@ class Extractor:
   def _load_model(self, checkpoint, layer):
     if not checkpoint:
       raise ValueError("--features=layer needs --checkpoint=<workdir of a trained run>.")
-    path = os.path.join(checkpoint, "config.json")
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"--checkpoint={checkpoint!r}: no config.json (is it a workdir "
-                              "written by `python -m jaxssl.main`?).")
-    with open(path) as f:
-      self.config = mlc.ConfigDict(json.load(f))
+    # What a probe's upstream takes: a workdir, one of its ckpt/<step> dirs or a converted model.
+    self.config, self.params = upstreams.load_checkpoint(checkpoint)
     self.objective = objectives.build(self.config)
     num_layers = variants.get(self.config.model.variant).num_layers
     if not 0 <= layer <= num_layers:
       raise ValueError(f"--layer={layer}: the checkpoint's encoder has layers 1..{num_layers} "
                        "(0: the Transformer's input).")
     self.layer = layer
-    spec = dict(audio=jnp.zeros((1, 16_000), jnp.float32), valid=jnp.ones((1, 16_000), bool))
-    params = jax.jit(self.objective.init)(jax.random.PRNGKey(0), spec)
-    params, report = checkpointing.load_params(checkpoint, nn.unbox(params))
-    if report["missing"] or report["shape_mismatch"]:
-      raise ValueError(f"--checkpoint={checkpoint!r} does not match its config.json: missing "
-                       f"{report['missing'][:3]}, mismatched {report['shape_mismatch'][:3]}.")
-    self.params = params
     self._represent = jax.jit(self._layer)
     mel = self.config.model.frontend.name == "mel_stack"
     # Stacked 10 ms mel frames 2t and 2t + 1 are centred at 320 t and 320 t + 160.
