@@ -8,6 +8,13 @@ time (the argmax of each group's logits on the unmasked CNN features: the contra
 and the frame's phone from the alignment (frame i centred at sample 320 i + 200); PNMI, phone
 purity and cluster purity as in HuBERT §4.6 (jaxssl/clustering/metrics.py), for the joint code
 and for each group. Prints a markdown table and writes it to --out if given.
+
+With --attributes, a second table asks what else the joint code encodes: the share of each
+frame attribute's entropy it explains, I(attribute; code) / H(attribute) (PNMI's definition with
+the attribute in place of the phone), for voicing and F0 (librosa.pyin, 16 quantile bins of the
+voiced frames + unvoiced), log energy (16 quantile bins) and speaker, beside the same numbers for
+MFCC k-means with K = 128 fitted on the split's frames (every other 100 Hz MFCC frame, so the
+frames are the code's).
 """
 import os
 import sys
@@ -16,20 +23,27 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import librosa
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxssl.clustering import features
+from jaxssl.clustering import kmeans
 from jaxssl.clustering import metrics
 from jaxssl.data import sources
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.objectives import wav2vec2 as wav2vec2_objective
 
-_CHECKPOINTS = flags.DEFINE_list("checkpoints", [], "Workdirs of wav2vec 2.0 runs.")
+_CHECKPOINTS = flags.DEFINE_list(
+    "checkpoints", [], "wav2vec 2.0 runs: workdirs or ckpt/<step> dirs, each optionally "
+    "NAME=PATH (default name: the directory's).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data_dir with demo_corpus.")
 _SPLIT = flags.DEFINE_string("split", "dev", "Split with phone alignments.")
 _OUT = flags.DEFINE_string("out", "", "Markdown output path ('' prints only).")
+_ATTRIBUTES = flags.DEFINE_bool("attributes", False, "Also score voicing, F0, energy, speaker.")
+ATTRIBUTES = ("phone", "voicing", "f0", "energy", "speaker")
+_BINS = 16
 
 
 class CodeExtractor(features.Extractor):
@@ -71,17 +85,97 @@ def code_quality(checkpoint, source):
   return rows
 
 
+def _named(checkpoint):
+  """"NAME=PATH" or "PATH" -> (NAME, PATH); the default name is PATH's last directory."""
+  name, sep, path = checkpoint.partition("=")
+  return (name, path) if sep else (os.path.basename(os.path.normpath(checkpoint)), checkpoint)
+
+
+def _quantile_bins(x, num_bins=_BINS):
+  return np.searchsorted(np.quantile(x, np.linspace(0, 1, num_bins + 1)[1:-1]), x)
+
+
+def frame_attributes(records, lengths, framing):
+  """Per-frame labels of every record (frame i centred at framing.hop * i + center_offset).
+
+  Returns:
+    dict of [N] label arrays over the concatenated frames: phone (strings), voicing (0/1), f0
+    (0 = unvoiced, 1..16 quantile bins of the voiced frames), energy (log mean square of the
+    frame's 400 samples, 16 quantile bins), speaker.
+  """
+  hop, half = framing.hop, framing.center_offset
+  out = {k: [] for k in ATTRIBUTES}
+  for r, t in zip(records, lengths):
+    audio = r["audio"].astype(np.float32) / 32768.0
+    out["phone"].extend(metrics.frame_phones(r["phones"], r["phone_starts"], r["phone_ends"], t,
+                                             hop=hop, offset=half))
+    # pyin frames of 1,024 samples centred where the code's frames are centred.
+    padded = np.pad(audio, (512 - half, 1024))
+    f0, voiced, _ = librosa.pyin(padded, fmin=60, fmax=500, sr=16_000, frame_length=1024,
+                                 hop_length=hop, center=False)
+    out["f0"].append(np.nan_to_num(f0[:t]) * voiced[:t])
+    frames = librosa.util.frame(np.pad(audio, (0, 2 * half)), frame_length=2 * half,
+                                hop_length=hop)[:, :t]
+    out["energy"].append(np.log(1e-8 + np.mean(frames ** 2, axis=0)))
+    out["speaker"].extend([r["speaker"]] * t)
+  f0 = np.concatenate(out["f0"])
+  voiced = f0 > 0
+  f0_bins = np.zeros(len(f0), np.int64)
+  f0_bins[voiced] = 1 + _quantile_bins(f0[voiced])
+  return dict(phone=np.asarray(out["phone"]), voicing=voiced.astype(np.int64), f0=f0_bins,
+              energy=_quantile_bins(np.concatenate(out["energy"])),
+              speaker=np.asarray(out["speaker"]))
+
+
+def mfcc_clusters(records, lengths, num_clusters=128):
+  """k-means labels of the records' MFCCs at the code's frame rate (frame i = MFCC frame 2i)."""
+  points = []
+  for r, t in zip(records, lengths):
+    m = features.mfcc(r["audio"])[::2][:t]
+    points.append(np.pad(m, ((0, t - len(m)), (0, 0)), mode="edge"))
+  points = np.concatenate(points)
+  fitted = kmeans.fit(points, num_clusters, seed=0)
+  return np.asarray(kmeans.predict(points, fitted.centroids)[0])
+
+
+def attribute_table(checkpoints, source):
+  """Markdown rows: I(attribute; code) / H(attribute) for each checkpoint and MFCC k-means."""
+  records = [source[i] for i in range(len(source))]
+  header = "| clusters | used | " + " | ".join(ATTRIBUTES) + " |"
+  lines = [header, "| --- " * (len(ATTRIBUTES) + 2) + "|"]
+  labels = None
+  for label, checkpoint in map(_named, checkpoints):
+    extractor = CodeExtractor(checkpoint)
+    codes = extractor([r["audio"] for r in records])
+    lengths = [len(c) for c in codes]
+    if labels is None:
+      labels = frame_attributes(records, lengths, extractor.framing)
+      rows = [("MFCC k-means K=128", mfcc_clusters(records, lengths))]
+    rows.append((f"{label} joint code",
+                 np.concatenate(codes)[:, 0].astype(np.int64)))
+  for name, clusters in rows:
+    shares = [metrics.quality(labels[a], clusters)["pnmi"] for a in ATTRIBUTES]
+    lines.append(f"| {name} | {len(np.unique(clusters))} | "
+                 + " | ".join(f"{x:.3f}" for x in shares) + " |")
+    print(lines[-1], flush=True)
+  return lines
+
+
 def main(argv):
   del argv
   source = sources.open_source("demo_corpus", data_dir=_DATA_DIR.value, split=_SPLIT.value)
   lines = [f"| checkpoint | codes | used | phone purity | cluster purity | PNMI ({_SPLIT.value}) |",
            "| --- | --- | --- | --- | --- | --- |"]
-  for checkpoint in _CHECKPOINTS.value:
+  for label, checkpoint in map(_named, _CHECKPOINTS.value):
     for name, q in code_quality(checkpoint, source).items():
-      lines.append(f"| {os.path.basename(os.path.normpath(checkpoint))} | {name} | "
+      lines.append(f"| {label} | {name} | "
                    f"{q['used_clusters']} | {q['phone_purity']:.3f} | {q['cluster_purity']:.3f} | "
                    f"{q['pnmi']:.3f} |")
       print(lines[-1], flush=True)
+  if _ATTRIBUTES.value:
+    lines += ["", f"What the joint code encodes ({_SPLIT.value}): I(attribute; clusters) / "
+              "H(attribute).", ""]
+    lines += attribute_table(_CHECKPOINTS.value, source)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       f.write("\n".join(lines) + "\n")
