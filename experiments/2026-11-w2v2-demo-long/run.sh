@@ -9,7 +9,9 @@
 #    lr 1e-3) into runs/step_N/;
 # 3. runs the demo probe grid of experiments/2026-11-probes-demo (phone, speaker and language at
 #    lr 1e-2 and 1e-3, best dev reported on test) on the final model, whose rows land in that
-#    experiment's table as w2v2_demo_20k beside MFCC and random_init.
+#    experiment's table as w2v2_demo_20k beside MFCC and random_init;
+# 4. trains a second seed for half the budget (10,000 steps, its own decay) and probes phones
+#    into runs/seed_1_steps_10000/.
 # Resumable: a finished pretraining run or probe is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,3 +39,16 @@ done
 python experiments/2026-11-probes-demo/run.py --data_dir="$data_dir" \
     --checkpoint="$work/pretrain" --label=w2v2_demo_20k --upstreams=checkpoint \
     --tasks=phone,speaker,language --out=experiments/2026-11-probes-demo
+
+python -m jaxssl.main --config=configs/wav2vec2/demo.py --workdir="$work/seed1_10k" \
+    --config.data.data_dir="$data_dir" --config.seed=1 --config.total_steps=10000 \
+    --config.ckpt.every_steps=2500 --config.ckpt.keep=2 --config.evals.phone.every_steps=0
+if [ ! -f "$work/seed1_10k/probe_phone/results.json" ]; then
+  python -m jaxssl.evaluate --config=configs/probes/phone.py --config.upstream="$work/seed1_10k" \
+      --config.data.data_dir="$data_dir" --config.optim.lr=1e-3 \
+      --workdir="$work/seed1_10k/probe_phone"
+fi
+mkdir -p "$here/runs/seed_1_steps_10000"
+cp "$work/seed1_10k/probe_phone/"{results.json,results.md,layer_weights.png} \
+    "$here/runs/seed_1_steps_10000/"
+cp "$work/seed1_10k/metrics.jsonl" "$here/runs/seed_1_steps_10000/pretrain_metrics.jsonl"
