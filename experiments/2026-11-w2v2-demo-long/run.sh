@@ -11,7 +11,8 @@
 #    lr 1e-2 and 1e-3, best dev reported on test) on the final model, whose rows land in that
 #    experiment's table as w2v2_demo_20k beside MFCC and random_init;
 # 4. trains a second seed for half the budget (10,000 steps, its own decay) and probes phones
-#    into runs/seed_1_steps_10000/.
+#    (lr 1e-3) and speakers (lr 1e-2, the rate that won for the 20,000-step model) into
+#    runs/seed_1_steps_10000/.
 # Resumable: a finished pretraining run or probe is not redone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,7 +49,14 @@ if [ ! -f "$work/seed1_10k/probe_phone/results.json" ]; then
       --config.data.data_dir="$data_dir" --config.optim.lr=1e-3 \
       --workdir="$work/seed1_10k/probe_phone"
 fi
-mkdir -p "$here/runs/seed_1_steps_10000"
-cp "$work/seed1_10k/probe_phone/"{results.json,results.md,layer_weights.png} \
-    "$here/runs/seed_1_steps_10000/"
+if [ ! -f "$work/seed1_10k/probe_speaker/results.json" ]; then
+  python -m jaxssl.evaluate --config=configs/probes/speaker.py \
+      --config.upstream="$work/seed1_10k" --config.data.data_dir="$data_dir" \
+      --config.optim.lr=1e-2 --workdir="$work/seed1_10k/probe_speaker"
+fi
+for task in phone speaker; do
+  mkdir -p "$here/runs/seed_1_steps_10000/$task"
+  cp "$work/seed1_10k/probe_$task/"{results.json,results.md,layer_weights.png} \
+      "$here/runs/seed_1_steps_10000/$task/"
+done
 cp "$work/seed1_10k/metrics.jsonl" "$here/runs/seed_1_steps_10000/pretrain_metrics.jsonl"
