@@ -68,17 +68,25 @@ class CodeExtractor(features.Extractor):
     return jnp.concatenate([joint, per_group], -1), valid.sum(-1)
 
 
-def code_quality(checkpoint, source):
+def extract_codes(checkpoint, records):
+  """(int64 [N, 1 + G] codes of the records' concatenated frames, frames per record, extractor)."""
   extractor = CodeExtractor(checkpoint)
-  records = [source[i] for i in range(len(source))]
   codes = extractor([r["audio"] for r in records])
+  return np.concatenate(codes).astype(np.int64), [len(c) for c in codes], extractor
+
+
+def frame_phone_labels(records, lengths, framing):
+  """[N] phone of every frame of the records (frame i centred at hop * i + center_offset)."""
   phones = []
-  for r, c in zip(records, codes):
-    phones.extend(metrics.frame_phones(r["phones"], r["phone_starts"], r["phone_ends"], len(c),
-                                       hop=extractor.framing.hop,
-                                       offset=extractor.framing.center_offset))
-  codes = np.concatenate(codes).astype(np.int64)
-  g, v = extractor.config.quantizer.num_groups, extractor.config.quantizer.num_vars
+  for r, t in zip(records, lengths):
+    phones.extend(metrics.frame_phones(r["phones"], r["phone_starts"], r["phone_ends"], t,
+                                       hop=framing.hop, offset=framing.center_offset))
+  return np.asarray(phones)
+
+
+def code_quality(codes, phones, quantizer):
+  """Phone purity / cluster purity / PNMI of the joint code and of each group's code."""
+  g, v = quantizer.num_groups, quantizer.num_vars
   rows = {"joint": metrics.quality(phones, codes[:, 0], num_clusters=v ** g)}
   for i in range(g):
     rows[f"group {i}"] = metrics.quality(phones, codes[:, 1 + i], num_clusters=v)
@@ -95,20 +103,18 @@ def _quantile_bins(x, num_bins=_BINS):
   return np.searchsorted(np.quantile(x, np.linspace(0, 1, num_bins + 1)[1:-1]), x)
 
 
-def frame_attributes(records, lengths, framing):
+def frame_attributes(records, lengths, framing, phones):
   """Per-frame labels of every record (frame i centred at framing.hop * i + center_offset).
 
   Returns:
-    dict of [N] label arrays over the concatenated frames: phone (strings), voicing (0/1), f0
+    dict of [N] label arrays over the concatenated frames: phone (`phones`), voicing (0/1), f0
     (0 = unvoiced, 1..16 quantile bins of the voiced frames), energy (log mean square of the
     frame's 400 samples, 16 quantile bins), speaker.
   """
   hop, half = framing.hop, framing.center_offset
-  out = {k: [] for k in ATTRIBUTES}
+  out = {k: [] for k in ("f0", "energy", "speaker")}
   for r, t in zip(records, lengths):
     audio = r["audio"].astype(np.float32) / 32768.0
-    out["phone"].extend(metrics.frame_phones(r["phones"], r["phone_starts"], r["phone_ends"], t,
-                                             hop=hop, offset=half))
     # pyin frames of 1,024 samples centred where the code's frames are centred.
     padded = np.pad(audio, (512 - half, 1024))
     f0, voiced, _ = librosa.pyin(padded, fmin=60, fmax=500, sr=16_000, frame_length=1024,
@@ -122,7 +128,7 @@ def frame_attributes(records, lengths, framing):
   voiced = f0 > 0
   f0_bins = np.zeros(len(f0), np.int64)
   f0_bins[voiced] = 1 + _quantile_bins(f0[voiced])
-  return dict(phone=np.asarray(out["phone"]), voicing=voiced.astype(np.int64), f0=f0_bins,
+  return dict(phone=phones, voicing=voiced.astype(np.int64), f0=f0_bins,
               energy=_quantile_bins(np.concatenate(out["energy"])),
               speaker=np.asarray(out["speaker"]))
 
@@ -138,21 +144,13 @@ def mfcc_clusters(records, lengths, num_clusters=128):
   return np.asarray(kmeans.predict(points, fitted.centroids)[0])
 
 
-def attribute_table(checkpoints, source):
-  """Markdown rows: I(attribute; code) / H(attribute) for each checkpoint and MFCC k-means."""
-  records = [source[i] for i in range(len(source))]
-  header = "| clusters | used | " + " | ".join(ATTRIBUTES) + " |"
-  lines = [header, "| --- " * (len(ATTRIBUTES) + 2) + "|"]
-  labels = None
-  for label, checkpoint in map(_named, checkpoints):
-    extractor = CodeExtractor(checkpoint)
-    codes = extractor([r["audio"] for r in records])
-    lengths = [len(c) for c in codes]
-    if labels is None:
-      labels = frame_attributes(records, lengths, extractor.framing)
-      rows = [("MFCC k-means K=128", mfcc_clusters(records, lengths))]
-    rows.append((f"{label} joint code",
-                 np.concatenate(codes)[:, 0].astype(np.int64)))
+def attribute_table(named_codes, records, lengths, framing, phones):
+  """Markdown rows: I(attribute; clusters) / H(attribute) for MFCC k-means and each joint code."""
+  labels = frame_attributes(records, lengths, framing, phones)
+  rows = [("MFCC k-means K=128", mfcc_clusters(records, lengths))]
+  rows += [(f"{label} joint code", codes[:, 0]) for label, codes in named_codes]
+  lines = ["| clusters | used | " + " | ".join(ATTRIBUTES) + " |",
+           "| --- " * (len(ATTRIBUTES) + 2) + "|"]
   for name, clusters in rows:
     shares = [metrics.quality(labels[a], clusters)["pnmi"] for a in ATTRIBUTES]
     lines.append(f"| {name} | {len(np.unique(clusters))} | "
@@ -164,18 +162,25 @@ def attribute_table(checkpoints, source):
 def main(argv):
   del argv
   source = sources.open_source("demo_corpus", data_dir=_DATA_DIR.value, split=_SPLIT.value)
+  records = [source[i] for i in range(len(source))]
   lines = [f"| checkpoint | codes | used | phone purity | cluster purity | PNMI ({_SPLIT.value}) |",
            "| --- | --- | --- | --- | --- | --- |"]
+  named_codes, phones = [], None
   for label, checkpoint in map(_named, _CHECKPOINTS.value):
-    for name, q in code_quality(checkpoint, source).items():
+    codes, lengths, extractor = extract_codes(checkpoint, records)
+    if phones is None:  # Every checkpoint frames the audio alike.
+      framing = extractor.framing
+      phones = frame_phone_labels(records, lengths, framing)
+    for name, q in code_quality(codes, phones, extractor.config.quantizer).items():
       lines.append(f"| {label} | {name} | "
                    f"{q['used_clusters']} | {q['phone_purity']:.3f} | {q['cluster_purity']:.3f} | "
                    f"{q['pnmi']:.3f} |")
       print(lines[-1], flush=True)
+    named_codes.append((label, codes))
   if _ATTRIBUTES.value:
     lines += ["", f"What the joint code encodes ({_SPLIT.value}): I(attribute; clusters) / "
               "H(attribute).", ""]
-    lines += attribute_table(_CHECKPOINTS.value, source)
+    lines += attribute_table(named_codes, records, lengths, framing, phones)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       f.write("\n".join(lines) + "\n")
