@@ -44,9 +44,9 @@ class Upstream:
     num_hidden: L + 1 hidden states.
     frame_rate: frames per second (50).
     normalize: whether waveforms are standardised per utterance before encoding.
-    pads_exactly: True when padding a batch leaves valid frames unchanged. The group-norm
-      feature encoder (BASE) normalises over the whole padded length, as fairseq and
-      transformers do, so there `extract` encodes each utterance at its own length.
+
+  Padding a batch leaves every utterance's valid frames unchanged, with both feature encoders:
+  the group-norm one (BASE) takes its statistics over valid frames only (frontends/cnn.py).
   """
   frame_rate = SAMPLE_RATE / DOWNSAMPLE_RATE
 
@@ -61,7 +61,6 @@ class Upstream:
     self.config, self.params = config, params["speech_encoder"]
     self.num_hidden = variants.get(config.model.variant).num_layers + 1
     self.normalize = bool(config.get("data", {}).get("normalize", False))
-    self.pads_exactly = config.model.frontend.mode == "layer_norm"
     self._jitted = jax.jit(self.hidden_states)
 
   def hidden_states(self, params, audio, valid_samples):
@@ -73,7 +72,8 @@ class Upstream:
       valid_samples: [B, S] bool, True on real samples (right padding).
     """
     valid = wav2vec2_objective.frame_valid(valid_samples)
-    out = self.encoder.apply({"params": params}, audio, valid=valid, train=False)
+    out = self.encoder.apply({"params": params}, audio, valid=valid, audio_valid=valid_samples,
+                             train=False)
     return jnp.stack(out["hidden"]), valid
 
   def __call__(self, audio, valid_samples):
@@ -107,12 +107,11 @@ def extract(upstream, waveforms, *, batch_size=8, bucket_samples=SAMPLE_RATE):
                             "sample receptive field (one frame).")
     waves.append(audio_lib.normalize(w) if upstream.normalize else w)
   order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-  groups = ([order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-            if upstream.pads_exactly else [[i] for i in order])
+  groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
   out = [None] * len(waves)
   for group in groups:
     longest = max(len(waves[i]) for i in group)
-    s = -(-longest // bucket_samples) * bucket_samples if upstream.pads_exactly else longest
+    s = -(-longest // bucket_samples) * bucket_samples
     audio = np.zeros((len(group), s), np.float32)
     valid = np.zeros((len(group), s), bool)
     for row, i in enumerate(group):

@@ -3,9 +3,16 @@
 fairseq `compute_mask_indices` (wav2vec 2.0 §3.1, HuBERT §3.2) as a pure jnp function: each
 utterance of unpadded length L gets n = max(min_spans, floor(prob * L / span + u)), u ~ U[0, 1)
 span starts drawn uniformly without replacement from [0, L - span); spans of `span` frames may
-overlap; padding is never masked. With `same_count=True` (fairseq's require_same_masks, the wav2vec
-2.0 default) every row is then trimmed, by a random frame-level choice, to the batch's smallest
-number of masked frames, so each utterance contributes equally to the loss.
+overlap; padding is never masked. With `same_count=True` (fairseq's require_same_masks, the default
+of wav2vec 2.0 and HuBERT) rows are then trimmed, by a random frame-level choice, to the smallest
+number of masked frames among their peers, so each utterance contributes equally to the loss.
+
+Peers, as in fairseq: fairseq trims within one GPU's batch, whose rows are all cropped to the same
+length, so the trim only evens out span overlaps. Here the global batch is split into `groups`
+consecutive blocks of rows (data.batch_groups: fairseq's per-GPU batches of one update), and within
+a block only rows of the same valid length are peers. A short utterance therefore never trims a
+long one: trimming across lengths would leave a 781-frame row with the ~49 masked frames of a
+99-frame row.
 
 Shapes never change between steps: the number of candidate spans is bounded from the padded
 length T and unused candidates are switched off, rather than host-side numpy masking with a new
@@ -13,7 +20,6 @@ shape each step.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def max_spans(num_frames: int, prob: float, span: int, min_spans: int) -> int:
@@ -21,7 +27,8 @@ def max_spans(num_frames: int, prob: float, span: int, min_spans: int) -> int:
   return max(min_spans, int(prob * num_frames / span + 1.0))
 
 
-def span_mask(rng, valid, *, prob: float, span: int, min_spans: int = 2, same_count: bool = True):
+def span_mask(rng, valid, *, prob: float, span: int, min_spans: int = 2, same_count: bool = True,
+              groups: int = 1):
   """Draws an SSL mask.
 
   Args:
@@ -30,7 +37,9 @@ def span_mask(rng, valid, *, prob: float, span: int, min_spans: int = 2, same_co
     prob: probability of a frame starting a span (fairseq mask_prob).
     span: span length in frames (mask_length).
     min_spans: minimum number of spans per row (min_masks).
-    same_count: trim every row to the batch-minimum number of masked frames.
+    same_count: trim every row to the minimum number of masked frames of its peers (the rows of
+      its group with the same valid length).
+    groups: the batch is this many consecutive blocks of rows (B must divide by it).
 
   Returns:
     masked: [B, T] bool.
@@ -56,34 +65,21 @@ def span_mask(rng, valid, *, prob: float, span: int, min_spans: int = 2, same_co
   begin = begin.at[rows, starts + span].add(-use.astype(jnp.int32))
   masked = (jnp.cumsum(begin, -1)[:, :t] > 0) & valid
   if same_count:
-    masked = _trim_to_min(k_trim, masked)
+    masked = _trim_to_peer_min(k_trim, masked, lengths, groups)
   return masked
 
 
-def _trim_to_min(rng, masked):
-  """Keeps a uniformly random subset of each row's masked frames, of the batch-min size."""
-  count = masked.sum(-1)
-  target = count.min()
+def _trim_to_peer_min(rng, masked, lengths, groups):
+  """Keeps a uniformly random subset of each row's masked frames, of its peers' minimum size."""
+  b = masked.shape[0]
+  if b % groups:
+    raise ValueError(f"The batch of {b} rows does not split into data.batch_groups={groups}.")
+  count = masked.sum(-1).reshape(groups, b // groups)
+  length = lengths.reshape(groups, b // groups)
+  peers = length[:, :, None] == length[:, None, :]  # [G, n, n]; every row is its own peer.
+  big = jnp.iinfo(count.dtype).max
+  target = jnp.where(peers, count[:, None, :], big).min(-1).reshape(b, 1)
   scores = jnp.where(masked, jax.random.uniform(rng, masked.shape), -1.0)
   # Rank of each frame among its row's scores, highest first.
   rank = jnp.argsort(jnp.argsort(-scores, -1), -1)
   return masked & (rank < target)
-
-
-def expected_masked_fraction(prob: float, span: int, num_frames: int, min_spans: int = 2,
-                             num_samples: int = 20_000, seed: int = 0) -> float:
-  """Monte-Carlo masked fraction of fairseq's sampler (numpy, host), used to check `span_mask`.
-
-  A direct transcription of compute_mask_indices for one row (static spans, overlaps allowed).
-  """
-  rs = np.random.default_rng(seed)
-  total = 0
-  for _ in range(num_samples):
-    n = max(min_spans, int(prob * num_frames / float(span) + rs.random()))
-    min_len = span
-    if num_frames - min_len <= n:
-      min_len = num_frames - n - 1
-    starts = rs.choice(num_frames - min_len, n, replace=False)
-    idx = np.unique((starts[:, None] + np.arange(span)[None]).ravel())
-    total += (idx < num_frames).sum()
-  return total / (num_samples * num_frames)

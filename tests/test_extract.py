@@ -63,7 +63,7 @@ def reference(model, wave, normalize):
 def test_extract_matches_transformers_for_every_layer(checkpoints, large):
   model, ckpt = checkpoints[large]
   upstream = extract.load(ckpt)
-  assert upstream.normalize == large and upstream.pads_exactly == large
+  assert upstream.normalize == large
   assert upstream.frame_rate == 50.0 and upstream.num_hidden == 3
   lengths = [7000, 400, 3333]
   feats = extract.extract(upstream, waves(lengths), batch_size=3)
@@ -73,8 +73,11 @@ def test_extract_matches_transformers_for_every_layer(checkpoints, large):
     assert np.abs(h - ref).max() / np.abs(ref).max() < 1e-4
 
 
-def test_padded_batches_equal_single_utterances_with_a_layer_norm_encoder(checkpoints):
-  _, ckpt = checkpoints[True]
+@pytest.mark.parametrize("large", [False, True])
+def test_padded_batches_equal_single_utterances(checkpoints, large):
+  """Padding leaves valid frames unchanged with either feature encoder: the group-norm one
+  (BASE) normalises over each row's valid frames."""
+  _, ckpt = checkpoints[large]
   upstream = extract.load(ckpt)
   lengths = [9000, 5555, 401]
   batched = extract.extract(upstream, waves(lengths, 3), batch_size=3, bucket_samples=8000)
@@ -83,17 +86,23 @@ def test_padded_batches_equal_single_utterances_with_a_layer_norm_encoder(checkp
     np.testing.assert_allclose(h, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_group_norm_encoders_are_not_padding_invariant_so_run_unpadded(checkpoints):
-  """Why `extract` encodes BASE-style utterances one at a time: padding changes GroupNorm."""
+def test_group_norm_statistics_ignore_padding_but_the_old_full_length_norm_would_not(checkpoints):
+  """The same utterance padded to twice its length: equal on valid frames with the sample mask,
+  different without it (GroupNorm over the padded length, as fairseq / transformers compute)."""
   _, ckpt = checkpoints[False]
   upstream = extract.load(ckpt)
   (wave,) = waves([3200])
   audio = np.zeros((1, 6400), np.float32)
   audio[0, :3200] = wave
-  padded, _ = upstream(audio, np.arange(6400)[None] < 3200)
-  (exact,) = extract.extract(upstream, [wave])
+  valid = np.arange(6400)[None] < 3200
+  padded, _ = upstream(audio, valid)
+  (exact,) = extract.extract(upstream, [wave], bucket_samples=1)
   t = variants.frames_for(3200)
-  assert np.abs(np.asarray(padded)[:, 0, :t] - exact).max() > 1e-3
+  np.testing.assert_allclose(np.asarray(padded)[:, 0, :t], exact, rtol=1e-5, atol=1e-5)
+  frame_valid = np.arange(variants.frames_for(6400))[None] < t
+  unmasked = upstream.encoder.apply({"params": upstream.params}, audio, valid=frame_valid,
+                                    train=False)["hidden"]
+  assert np.abs(np.asarray(unmasked)[:, 0, :t] - exact).max() > 1e-3
 
 
 def test_cli_writes_every_layer_and_the_frame_rate(checkpoints, tmp_path):

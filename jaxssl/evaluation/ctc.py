@@ -76,9 +76,10 @@ class CTCModel(nn.Module):
   final_dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked=None, train: bool, freeze_encoder: bool = False):
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
+               freeze_encoder: bool = False):
     x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                   train=train)["x"]
+                                                   audio_valid=audio_valid, train=train)["x"]
     if freeze_encoder:  # fairseq runs the encoder under no_grad for freeze_finetune_updates.
       x = jax.lax.stop_gradient(x)
     x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
@@ -129,7 +130,8 @@ class CTCObjective:
   def predict(self, params, batch):
     """Arg-max label per frame [B, T] and the frame mask [B, T]."""
     valid = wav2vec2_objective.frame_valid(batch["valid"])
-    logits = self.model.apply({"params": params}, batch["audio"], valid=valid, train=False)
+    logits = self.model.apply({"params": params}, batch["audio"], valid=valid,
+                              audio_valid=batch["valid"], train=False)
     return jnp.argmax(logits, -1), valid
 
 
@@ -140,12 +142,12 @@ def _apply(objective, params, batch, rng, *, train):
   m = objective.masking_config
   masked = None
   if train and m.prob > 0:
-    # Own count per row: a padding row (no frames) would trim every row to zero masks.
+    # Own count per row (fine-tuning batches are padded, of mixed lengths).
     masked = masking.span_mask(k_mask, valid, prob=m.prob, span=m.span,
                                min_spans=m.min_spans, same_count=False)
   logits = objective.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
-                                 train=train, freeze_encoder=objective.freeze_encoder,
-                                 rngs={"dropout": k_drop, "layerdrop": k_ld})
+                                 audio_valid=batch["valid"], train=train,
+                                 freeze_encoder=objective.freeze_encoder, rngs={"dropout": k_drop, "layerdrop": k_ld})
   return logits, valid
 
 
@@ -166,9 +168,10 @@ class UtteranceModel(nn.Module):
   final_dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked=None, train: bool, freeze_encoder: bool = False):
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
+               freeze_encoder: bool = False):
     x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                   train=train)["x"]
+                                                   audio_valid=audio_valid, train=train)["x"]
     if freeze_encoder:
       x = jax.lax.stop_gradient(x)
     x = masked_mean(x.astype(jnp.float32), valid)
@@ -198,7 +201,8 @@ class UtteranceObjective(CTCObjective):
   def predict(self, params, batch):
     """Arg-max class per utterance [B] and the row mask [B] (rows with a valid frame)."""
     valid = wav2vec2_objective.frame_valid(batch["valid"])
-    logits = self.model.apply({"params": params}, batch["audio"], valid=valid, train=False)
+    logits = self.model.apply({"params": params}, batch["audio"], valid=valid,
+                              audio_valid=batch["valid"], train=False)
     return jnp.argmax(logits, -1), valid.any(-1)
 
 

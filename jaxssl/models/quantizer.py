@@ -5,6 +5,12 @@ a linear layer scores the V entries of every group, a hard (straight-through) Gu
 one per group in training and argmax at eval, and the chosen entries (each vq_dim/G wide) are
 concatenated. Two perplexities are logged: `code_perplexity` from the hard choices and
 `prob_perplexity` from the batch-averaged softmax, which the diversity loss maximises.
+
+fairseq computes both on each GPU's batch (a few utterances), not on the whole update: here the N
+frames split into `groups` consecutive blocks (data.batch_groups), each block gets its own
+perplexities, and the metrics are their mean over blocks (what fairseq logs); "diversity" is the
+diversity term (GV - prob_perplexity) / GV averaged over blocks with the weights' sums, as fairseq
+scales each GPU's extra loss by its sample size before summing over GPUs.
 """
 import math
 from typing import Any
@@ -24,22 +30,24 @@ def gumbel_temperature(step, max_temp=2.0, min_temp=0.5, decay=0.999995):
 
 
 def _perplexity(probs, weights):
-  """Sum over groups of exp(entropy) of the weighted mean distribution. probs: [N, G, V]."""
-  w = weights[:, None, None] / jnp.maximum(weights.sum(), 1.0)
-  avg = (probs * w).sum(0)  # [G, V]
-  return jnp.exp(-(avg * jnp.log(avg + 1e-7)).sum(-1)).sum()
+  """Sum over codebooks of exp(entropy) of the weighted mean distribution, per block.
+
+  probs: [K, N, G, V] (K blocks of N frames), weights: [K, N] -> [K]."""
+  w = weights[..., None, None] / jnp.maximum(weights.sum(-1), 1.0)[:, None, None, None]
+  avg = (probs * w).sum(1)  # [K, G, V]
+  return jnp.exp(-(avg * jnp.log(avg + 1e-7)).sum(-1)).sum(-1)
 
 
 class GumbelQuantizer(nn.Module):
   """[N, Din] features -> ([N, vq_dim] quantized, metrics). `weights` [N] picks the frames
-  (masked ones) over which the perplexities are averaged."""
+  (masked ones) over which the perplexities are averaged, within each of `groups` blocks."""
   num_groups: int = 2
   num_vars: int = 320
   vq_dim: int = 256
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, weights, temperature, train: bool):
+  def __call__(self, x, *, weights, temperature, train: bool, groups: int = 1):
     g, v = self.num_groups, self.num_vars
     if self.vq_dim % g:
       raise ValueError(f"vq_dim {self.vq_dim} is not divisible by num_groups {g}.")
@@ -52,9 +60,16 @@ class GumbelQuantizer(nn.Module):
                           name="weight_proj")(x)
     logits = logits.astype(jnp.float32).reshape(-1, g, v)
     hard = jax.nn.one_hot(jnp.argmax(logits, -1), v, dtype=jnp.float32)
+    if x.shape[0] % groups:
+      raise ValueError(f"{x.shape[0]} frames do not split into data.batch_groups={groups}.")
+    blocks = lambda a: a.reshape(groups, -1, *a.shape[1:])  # noqa: E731
+    block_weights = blocks(weights)
+    prob_ppl = _perplexity(blocks(jax.nn.softmax(logits, -1)), block_weights)
+    share = block_weights.sum(-1) / jnp.maximum(weights.sum(), 1.0)
     metrics = {
-        "code_perplexity": _perplexity(hard, weights),
-        "prob_perplexity": _perplexity(jax.nn.softmax(logits, -1), weights),
+        "code_perplexity": _perplexity(blocks(hard), block_weights).mean(),
+        "prob_perplexity": prob_ppl.mean(),
+        "diversity": ((g * v - prob_ppl) / (g * v) * share).sum(),
     }
     if train:
       gumbel = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, jnp.float32)

@@ -31,23 +31,27 @@ class SpeechEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked=None, train: bool):
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool):
     """Encodes a batch.
 
     Args:
       audio: [B, S] float waveform.
       valid: [B, T] bool frame padding mask (T = variants.frames_for(S)).
       masked: optional [B, T] bool SSL mask; masked frames are replaced by `mask_emb`.
+      audio_valid: optional [B, S] bool sample padding mask (a prefix of True per row): the CNN's
+        GroupNorm then takes its statistics over valid frames only. None: every sample is real.
       train: enables dropout and LayerDrop.
 
     Returns:
       dict with "x" [B, T, D] final output, "hidden" tuple of L+1 [B, T, D], "features"
       [B, T, C] LayerNormed CNN features before masking (after feature dropout), and
-      "features_pen" the mean squared CNN output (fairseq's feature penalty).
+      "features_pen" the mean squared CNN output over valid frames (fairseq's feature penalty).
     """
-    feats = self.make_frontend(name="feature_extractor")(audio)
+    feats = self.make_frontend(name="feature_extractor")(audio, audio_valid)
     feats = layers.grad_multiply(feats, self.feature_grad_mult)
-    features_pen = jnp.mean(jnp.square(feats.astype(jnp.float32)))
+    w = valid.astype(jnp.float32)[..., None]
+    features_pen = (jnp.square(feats.astype(jnp.float32)) * w).sum() / jnp.maximum(
+        w.sum() * feats.shape[-1], 1.0)
     feats = layers.layer_norm("layer_norm", self.dtype)(feats)
     x = layers.Dense(self.embed_dim, axes=("conv_out", "embed"), dtype=self.dtype,
                      kernel_init=layers.torch_linear_init, name="post_extract_proj")(feats)
@@ -71,17 +75,19 @@ class Wav2Vec2Model(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked, temperature, train: bool):
+  def __call__(self, audio, *, valid, masked, temperature, train: bool, audio_valid=None,
+               groups: int = 1):
     """Returns dict: "c" [B,T,F] = final_proj(x), "q" [B,T,F] = project_q(quantized features),
-    the quantizer's perplexities, "features_pen" and "hidden" (see SpeechEncoder)."""
+    the quantizer's perplexities and diversity term over `groups` blocks of rows (see
+    quantizer.py), "features_pen" and "hidden" (see SpeechEncoder)."""
     out = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                     train=train)
+                                                     audio_valid=audio_valid, train=train)
     feats = out["features"]
     b, t, ch = feats.shape
     q, q_metrics = quantizer_lib.GumbelQuantizer(
         self.num_groups, self.num_vars, self.final_dim, self.dtype, name="quantizer")(
             feats.reshape(b * t, ch), weights=masked.reshape(-1).astype(jnp.float32),
-            temperature=temperature, train=train)
+            temperature=temperature, train=train, groups=groups)
     proj = functools.partial(layers.Dense, self.final_dim, dtype=self.dtype,
                              kernel_init=layers.torch_linear_init)
     q = proj(axes=(None, None), name="project_q")(q.reshape(b, t, self.final_dim))

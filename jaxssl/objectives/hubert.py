@@ -2,7 +2,7 @@
 
 Hsu et al. 2021, https://arxiv.org/abs/2106.07447 ; fairseq HubertModel and HubertCriterion.
 The encoder is wav2vec 2.0's (`models.wav2vec2.SpeechEncoder`, learned mask embedding, spans of
-10 frames with mask_prob 0.8 and no equal-count trimming). `final_proj` maps every frame to
+10 frames with mask_prob 0.8, equal masked counts per data.batch_groups block as in fairseq). `final_proj` maps every frame to
 final_dim per label set (untied: one slice per set); the logits of a frame are the cosine
 similarities to all label embeddings of a set, divided by logit_temp = 0.1, i.e. a softmax over
 every cluster. The loss is
@@ -39,12 +39,13 @@ class HubertModel(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked, train: bool):
+  def __call__(self, audio, *, valid, masked, train: bool, audio_valid=None):
     """Encodes and projects a batch.
 
     Args:
       audio: [B, S] float waveform.
       valid: [B, T] bool frame padding mask.
+      audio_valid: optional [B, S] bool sample padding mask (see SpeechEncoder).
       masked: [B, T] bool SSL mask (None: no masking).
       train: dropout and LayerDrop on.
 
@@ -53,7 +54,7 @@ class HubertModel(nn.Module):
       [K_i, final_dim], "hidden" (L+1 [B, T, D]) and "features_pen" [].
     """
     out = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                     train=train)
+                                                     audio_valid=audio_valid, train=train)
     n = len(self.num_classes)
     width = self.final_dim * (n if self.untie_final_proj else 1)
     proj = layers.Dense(width, axes=("embed", None), dtype=self.dtype,
@@ -195,9 +196,11 @@ class HubertObjective:
 
   def draw_mask(self, rng, valid):
     m = self.config.masking
-    # HuBERT gathers masked frames by boolean index, so rows keep their own counts.
+    # fairseq's HubertModel.apply_mask leaves compute_mask_indices' require_same_masks at its
+    # default (True): rows of one GPU batch get equal masked counts, though the loss gathers
+    # masked frames by boolean index and would not need them.
     return masking.span_mask(rng, valid, prob=m.prob, span=m.span, min_spans=m.min_spans,
-                             same_count=False)
+                             groups=self.config.data.get("batch_groups", 1))
 
   def loss(self, params, batch, rng, *, step, train: bool = True):
     del step
@@ -207,7 +210,8 @@ class HubertObjective:
     valid = self.frame_valid(batch["valid"])
     masked = self.draw_mask(k_mask, valid)
     out = self.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
-                           train=train, rngs={"dropout": k_drop, "layerdrop": k_ld})
+                           audio_valid=batch["valid"], train=train,
+                           rngs={"dropout": k_drop, "layerdrop": k_ld})
     targets, ok = frame_targets(labels, labels_valid, valid.shape[1], cfg.data.label_rate)
     extra = obj.get("num_extra_embeddings", 0)
     targets_list = [t + extra for t in split_label_sets(targets, len(self.num_clusters))]
@@ -225,6 +229,6 @@ class HubertObjective:
     valid = self.frame_valid(batch["valid"])
     enc = wav2vec2_model.speech_encoder_from_config(self.config.model)()
     out = enc.apply({"params": params["speech_encoder"]}, batch["audio"], valid=valid,
-                    train=False)
+                    audio_valid=batch["valid"], train=False)
     return out["x"], out["hidden"], valid
 

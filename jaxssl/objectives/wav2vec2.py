@@ -111,19 +111,20 @@ class Wav2Vec2Objective:
     obj = cfg.objective
     k_mask, k_neg, k_drop, k_gumbel, k_ld = jax.random.split(rng, 5)
     valid = frame_valid(batch["valid"])
+    groups = cfg.data.get("batch_groups", 1)
     masked = masking.span_mask(k_mask, valid, prob=cfg.masking.prob, span=cfg.masking.span,
-                               min_spans=cfg.masking.min_spans)
+                               min_spans=cfg.masking.min_spans, groups=groups)
     max_temp, min_temp, decay = cfg.quantizer.temp
     temperature = quantizer_lib.gumbel_temperature(step, max_temp, min_temp, decay)
     out = self.model.apply(
         {"params": params}, batch["audio"], valid=valid, masked=masked, temperature=temperature,
-        train=train, rngs={"dropout": k_drop, "gumbel": k_gumbel, "layerdrop": k_ld})
+        audio_valid=batch["valid"], train=train, groups=groups,
+        rngs={"dropout": k_drop, "gumbel": k_gumbel, "layerdrop": k_ld})
     neg_idx = sample_negatives(k_neg, masked, obj.num_negatives, obj.cross_sample_negatives)
     logits = contrastive_logits(out["c"], out["q"], neg_idx, obj.logit_temp)
     weights = masked.astype(jnp.float32)
     contrastive, accuracy = contrastive_metrics(logits, weights)
-    num_codes = cfg.quantizer.num_groups * cfg.quantizer.num_vars
-    diversity = (num_codes - out["prob_perplexity"]) / num_codes
+    diversity = out["diversity"]
     loss = (contrastive + obj.diversity_weight * diversity
             + obj.feature_penalty_weight * out["features_pen"])
     metrics = dict(
@@ -140,7 +141,7 @@ class Wav2Vec2Objective:
     valid = frame_valid(batch["valid"])
     enc = wav2vec2_model.speech_encoder_from_config(self.config.model)()
     out = enc.apply({"params": params["speech_encoder"]}, batch["audio"], valid=valid,
-                    train=False)
+                    audio_valid=batch["valid"], train=False)
     return out["x"], out["hidden"], valid
 
 

@@ -90,9 +90,10 @@ class LadderModel(nn.Module):
   pool: bool = False
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked=None, train: bool, freeze_encoder: bool = False):
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
+               freeze_encoder: bool = False):
     out = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                     train=train)
+                                                     audio_valid=audio_valid, train=train)
     # The ladder: nothing flows back into the backbone.
     hidden = jax.lax.stop_gradient(tuple(out["hidden"]))
     x = self.side(name="peft")(hidden, valid=valid, train=train)

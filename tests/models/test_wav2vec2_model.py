@@ -14,8 +14,10 @@ from jaxssl import objectives
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import layers
 from jaxssl.models import mixers
+from jaxssl.models import quantizer as quantizer_lib
 from jaxssl.models import variants
 from jaxssl.models.frontends import cnn
+from jaxssl.models.mixers import mha
 
 
 def _config(variant, **model_overrides):
@@ -152,3 +154,64 @@ def test_demo_config_resizes_the_model():
   assert count("layers=6") - count("") == 3 * block
   v = variants.get(demo.get_config("width=256,conv=128").model.variant)
   assert (v.num_layers, v.embed_dim, v.mlp_dim, v.conv_dim) == (3, 256, 1024, 128)
+
+
+def test_group_norm_over_valid_frames_equals_fairseq_unpadded_and_ignores_padding():
+  """fairseq's Fp32GroupNorm(C, C) on an unpadded batch is flax's GroupNorm with one group per
+  channel; with a sample mask, a padded row's valid frames equal the unpadded row's."""
+  fe = cnn.ConvFeatureEncoder(conv_dim=8, mode="default")
+  x = jax.random.normal(jax.random.key(0), (2, 4000))
+  params = fe.init(jax.random.key(1), x)["params"]
+  conv0 = nn.Conv(8, (10,), (5,), padding="VALID", use_bias=False)
+  h = conv0.apply({"params": params["conv_0"]}, x[..., None])
+  gn = nn.GroupNorm(num_groups=8, epsilon=1e-5).apply({"params": params["norm_0"]}, h)
+  ours = cnn.ChannelNorm().apply({"params": params["norm_0"]}, h, jnp.ones(h.shape[:2], bool))
+  np.testing.assert_allclose(ours, gn, rtol=1e-5, atol=1e-5)
+
+  n = 2500
+  padded = x.at[0, n:].set(0.0)
+  audio_valid = jnp.arange(4000)[None] < jnp.array([[n], [4000]])
+  y = fe.apply({"params": params}, padded, audio_valid)
+  alone = fe.apply({"params": params}, x[:1, :n])
+  t = variants.frames_for(n)
+  np.testing.assert_allclose(y[0, :t], alone[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(y[1], fe.apply({"params": params}, x[1:])[0], rtol=1e-5, atol=1e-5)
+  unmasked = fe.apply({"params": params}, padded)  # Statistics over the padded length.
+  assert float(jnp.abs(unmasked[0, :t] - alone[0]).max()) > 1e-3
+
+
+def test_attention_dropout_draws_a_mask_per_batch_element_and_head():
+  """fairseq drops [B*H, T, T] probabilities independently; a broadcast [T, T] mask would make
+  every head of every row see the same dropped keys."""
+  b, t, h, d = 2, 6, 3, 4
+  ones = jnp.ones((b, t, h, d))  # Equal logits: uniform attention.
+  v = jnp.broadcast_to(jnp.eye(t)[None, :, None, :], (b, t, h, t))
+  out = mha.heads_first_attention(ones, ones, v, jnp.ones((b, t), bool),
+                                  dropout_rng=jax.random.key(0), dropout_rate=0.5)
+  # With uniform attention and v = identity over keys, out[b, q, h, k] = keep[b, h, q, k] / (T/2).
+  kept = np.asarray(out) > 0
+  assert not np.array_equal(kept[0, :, 0], kept[0, :, 1])  # Heads differ.
+  assert not np.array_equal(kept[0], kept[1])  # Batch elements differ.
+  assert 0.35 < kept.mean() < 0.65
+
+
+def test_quantizer_perplexities_are_per_block_of_rows():
+  """data.batch_groups > 1: perplexities of each block (fairseq: each GPU's batch), their mean
+  logged and the diversity term weighted by each block's masked frames."""
+  q = quantizer_lib.GumbelQuantizer(num_groups=2, num_vars=8, vq_dim=4)
+  x = jax.random.normal(jax.random.key(0), (12, 5))
+  w = jnp.array([1, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1], jnp.float32)
+  params = q.init(jax.random.key(1), x, weights=w, temperature=1.0, train=False)
+  _, whole = q.apply(params, x, weights=w, temperature=1.0, train=False)
+  _, blocks = q.apply(params, x, weights=w, temperature=1.0, train=False, groups=3)
+  per_block = [q.apply(params, x[4 * i:4 * i + 4], weights=w[4 * i:4 * i + 4], temperature=1.0,
+                       train=False)[1] for i in range(3)]
+  np.testing.assert_allclose(blocks["prob_perplexity"],
+                             np.mean([m["prob_perplexity"] for m in per_block]), rtol=1e-6)
+  np.testing.assert_allclose(blocks["code_perplexity"],
+                             np.mean([m["code_perplexity"] for m in per_block]), rtol=1e-6)
+  share = np.array([3, 3, 3]) / 9.0
+  np.testing.assert_allclose(blocks["diversity"],
+                             sum(s * m["diversity"] for s, m in zip(share, per_block)), rtol=1e-6)
+  np.testing.assert_allclose(whole["diversity"], (16 - whole["prob_perplexity"]) / 16, rtol=1e-6)
+  assert float(blocks["prob_perplexity"]) < float(whole["prob_perplexity"])  # Fewer frames each.

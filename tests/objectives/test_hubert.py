@@ -123,13 +123,18 @@ def tiny():
 
 
 def test_loss_at_init_is_log_k(tiny):
-  _, _, params, batch, fn = tiny
+  _, obj, params, batch, fn = tiny
   loss, m = fn(params, batch)
   assert float(m["loss_masked"]) == pytest.approx(np.log(100), abs=0.1)
   assert float(m["loss_unmasked"]) == pytest.approx(np.log(100), abs=0.1)
   want = float(m["loss_prediction"]) + 10.0 * float(m["loss_features"])
   assert float(loss) == pytest.approx(want, rel=1e-5)
-  assert 0.45 < float(m["masked_fraction"]) < 0.8  # p = 0.8, spans of 10, overlaps allowed.
+  # p = 0.8, spans of 10, 8 rows of 74 frames trimmed to their minimum count: fairseq's
+  # require_same_masks gives 0.457 +- 0.055 for this batch (tests/fairseq_reference.py).
+  assert 0.28 < float(m["masked_fraction"]) < 0.59
+  counts = np.asarray(obj.draw_mask(jax.random.split(jax.random.key(1), 3)[0],
+                                    obj.frame_valid(batch["valid"])).sum(-1))
+  assert (counts == counts[0]).all()  # Equal masked counts per row, as fairseq's HuBERT.
   assert params["label_embs_concat"].shape == (100, 256)
   assert params["final_proj"]["dense"]["kernel"].shape == (32, 256)
 
@@ -147,7 +152,7 @@ def test_unmasked_labels_do_not_matter_with_weight_zero_and_dry_run_needs_no_lab
   labels[rows, unmasked_pos] = (labels[rows, unmasked_pos] + 7) % 100
   loss2, m2 = fn(params, dict(batch, labels=jnp.asarray(labels)))
   assert float(loss2) == pytest.approx(float(loss), rel=1e-6)
-  assert float(m2["loss_unmasked"]) != pytest.approx(float(m["loss_unmasked"]), rel=1e-3)
+  assert abs(float(m2["loss_unmasked"]) - float(m["loss_unmasked"])) > 1e-3  # f32 noise: ~1e-6.
   # The trainer's --dry_run batch has no labels: zero labels of the loader's shape stand in.
   nolabels = {k: v for k, v in batch.items() if not k.startswith("labels")}
   assert jax.eval_shape(fn, params, nolabels)[0].shape == ()  # Traces (no compile needed).

@@ -2,12 +2,16 @@
 
 Baevski et al. 2020, https://arxiv.org/abs/2006.11477 ; fairseq ConvFeatureExtractionModel.
 Seven 1-D convolutions (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2), GELU after each:
-- mode "default" (BASE): no conv bias, GroupNorm with one group per channel after conv 0 only;
+- mode "default" (BASE): no conv bias, GroupNorm with one group per channel after conv 0 only,
+  its statistics over the valid (unpadded) frames of each row: fairseq's pretraining batches have
+  no padding, so this equals fairseq there and keeps a padded utterance's features equal to its
+  unpadded ones elsewhere (probes, inference);
 - mode "layer_norm" (LARGE LV-60, XLS-R): LayerNorm over channels after every conv (conv bias on).
 """
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxssl.models import layers
@@ -18,15 +22,44 @@ MODES = ("default", "layer_norm")
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
+class ChannelNorm(nn.Module):
+  """GroupNorm with one group per channel (fairseq's Fp32GroupNorm(C, C)) over valid frames.
+
+  x: [B, T, C]; valid: [B, T] bool. Mean and variance per row and channel over the valid frames,
+  in float32; padded frames are normalised with the same statistics (nobody reads them)."""
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, valid):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (c,))
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (c,))
+    x = x.astype(jnp.float32)
+    w = valid.astype(jnp.float32)[..., None]
+    n = jnp.maximum(w.sum(1, keepdims=True), 1.0)
+    mean = (x * w).sum(1, keepdims=True) / n
+    var = (jnp.square(x - mean) * w).sum(1, keepdims=True) / n
+    return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def layer0_valid(audio_valid, num_frames):
+  """[B, S] sample mask -> [B, num_frames] mask of the first conv's frames (kernel 10, stride 5)
+  that see only valid samples."""
+  lengths = audio_valid.sum(-1)
+  valid_frames = (lengths - variants.CONV_KERNELS[0]) // variants.CONV_STRIDES[0] + 1
+  return jnp.arange(num_frames)[None] < valid_frames[:, None]
+
+
 class ConvFeatureEncoder(nn.Module):
-  """[B, S] float audio -> [B, T, conv_dim] features, T = variants.frames_for(S)."""
+  """[B, S] float audio (and optional [B, S] bool sample mask) -> [B, T, conv_dim] features,
+  T = variants.frames_for(S). Frames whose receptive field holds padding are not padding-free."""
   conv_dim: int = 512
   mode: str = "default"
   conv_bias: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, audio):
+  def __call__(self, audio, audio_valid=None):
     if self.mode not in MODES:
       raise ValueError(f"Unknown feature encoder mode {self.mode!r}; choose from {MODES}.")
     x = audio[..., None].astype(self.dtype)  # [B, S, 1]: channels last.
@@ -41,12 +74,8 @@ class ConvFeatureEncoder(nn.Module):
       if self.mode == "layer_norm":
         x = layers.layer_norm(f"norm_{i}", self.dtype)(x)
       elif i == 0:
-        # GroupNorm(512 groups, 512 channels) = per-channel normalisation over time, in float32
-        # (fairseq's Fp32GroupNorm). Like fairseq it spans padded frames too.
-        x = nn.GroupNorm(
-            num_groups=self.conv_dim, epsilon=1e-5, dtype=jnp.float32, name="norm_0",
-            scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))(
-                x.astype(jnp.float32)).astype(self.dtype)
+        valid = (jnp.ones(x.shape[:2], bool) if audio_valid is None
+                 else layer0_valid(audio_valid, x.shape[1]))
+        x = ChannelNorm(name="norm_0")(x, valid).astype(self.dtype)
       x = layers.gelu(x)
     return x
