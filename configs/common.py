@@ -42,10 +42,35 @@ def data(name, *, data_dir="data/tfds", split="train", crop_samples=250_000, bat
       # "crop_length": crops grow start_samples -> crop_samples over ramp_steps;
       # "max_duration": only utterances up to that length are drawn (whole, padded).
       curriculum=dict(name="", start_samples=0, ramp_steps=0),
-      dynamic_batch_sec=0.0,     # > 0: about this much audio per batch, from bounded shapes.
+      # fairseq's batching (max_tokens): > 0 gives about this much audio per update, from
+      # dynamic_batch_buckets crop lengths, each batch cropped to its shortest (no padding).
+      dynamic_batch_sec=0.0,
       dynamic_batch_multiple=8,  # Their global batch sizes are multiples of this (and of hosts).
+      dynamic_batch_buckets=4,   # Crop lengths (= compiled shapes) of dynamic batching.
+      # The global batch is this many fairseq per-GPU batches (distributed_world_size x
+      # update_freq): dynamic batches fill each to dynamic_batch_sec / batch_groups, and the
+      # equal-count mask trim and the quantizer's diversity loss run per group, as in fairseq.
+      batch_groups=1,
       selection=dict(score_file="", keep_fraction=1.0),    # Keep the top-scored fraction.
   ))
+
+
+def fairseq_batches(data, *, gpus, max_tokens, buckets=16):
+  """Sets `data` (a `data()` section) to fairseq's pretraining batches.
+
+  fairseq (RawAudioDataset without padding, batch_by_size under max_tokens) sorts utterances by
+  length, fills each of `gpus` GPU batches with floor(max_tokens / length) of them and crops a
+  batch to its shortest: about gpus x max_tokens samples per update and no padding. Here the
+  global batch is `gpus` such groups (data.batch_groups, which the mask trim and the diversity
+  loss also use), from `buckets` crop lengths that waste the least audio (data/batching.py);
+  data.crop_samples stays fairseq's max_sample_size and data.batch_size becomes the batch of
+  that longest crop (what --dry_run and jaxssl.aot compile).
+  """
+  data.dynamic_batch_sec = gpus * max_tokens / 16_000
+  data.dynamic_batch_buckets = buckets
+  data.batch_groups = gpus
+  data.batch_size = gpus * (max_tokens // data.crop_samples)
+  return data
 
 
 def mesh(data=-1, fsdp=1, tensor=1, rules=()):
@@ -123,6 +148,8 @@ def shrink_for_cpu(c):
   c.log_every_steps = 2
   c.data.batch_size = 8
   c.data.crop_samples = 8_000
+  c.data.dynamic_batch_sec = 0.0  # Fixed tiny crops; grouped rows stay (2 groups of 4).
+  c.data.batch_groups = min(c.data.batch_groups, 2)
   c.model.variant = "tiny"
   c.ckpt.every_steps = 2
   if "warmup_steps" in c.schedule:

@@ -233,12 +233,13 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
   flops = flops_lib.jaxpr_flops(traced.jaxpr)
   flops_dev = flops / len(devices)
   step_sec = flops_dev / (peak * mfu)
-  audio_sec = config.data.batch_size * config.data.crop_samples / pipeline.SAMPLE_RATE
+  batch, length = step["batch_shape"]
+  audio_sec = batch * length / pipeline.SAMPLE_RATE
   result = dict(
       compiled=compile_step, topology=name, chip=chip.name, num_devices=len(devices),
       devices_per_chip=per_chip, mesh=sizes,
       num_params=sum(math.prod(x.shape) for x in jax.tree.leaves(state.params)),
-      batch_shape=(config.data.batch_size, config.data.crop_samples), state_bytes=state_bytes,
+      batch_shape=step["batch_shape"], state_bytes=state_bytes,
       hbm_bytes=hbm, flops_per_step=flops, flops_per_step_per_device=flops_dev, mfu=mfu,
       step_sec=step_sec, audio_sec_per_step=audio_sec,
       audio_hours_per_hour=audio_sec / step_sec if step_sec else 0.0,

@@ -3,6 +3,7 @@
 Mistyped field names are caught earlier, by the locked ConfigDict (see main.py); this module checks
 that the values agree with each other and with the machine (device count, paths).
 """
+import math
 import os
 
 import jax
@@ -50,16 +51,29 @@ def validate(config, num_devices=None, num_processes=None):
   _check(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be positive.")
   sizes = mesh_shape(c.mesh, num_devices)
   batch_shards = sizes["data"] * sizes["fsdp"]
-  _check(d.batch_size % batch_shards == 0,
-         f"data.batch_size={d.batch_size} is not divisible by the data-parallel size "
-         f"mesh.data x mesh.fsdp = {batch_shards}.")
   procs = jax.process_count() if num_processes is None else num_processes
-  _check(d.batch_size % procs == 0,
-         f"data.batch_size={d.batch_size} is not divisible by the {procs} processes.")
   accum = c.optim.get("grad_accum_steps", 1)
-  _check(accum >= 1 and d.batch_size % (batch_shards * accum) == 0,
-         f"data.batch_size={d.batch_size} must split into optim.grad_accum_steps={accum} "
-         f"microbatches that each divide over {batch_shards} data-parallel shards.")
+  if d.get("dynamic_batch_sec", 0) > 0:
+    # Every bucket's batch is a multiple of this (data/batching.py budget_batch_size).
+    unit = math.lcm(d.dynamic_batch_multiple, d.get("batch_groups", 1), procs)
+    _check(accum >= 1 and unit % (batch_shards * accum) == 0,
+           f"data.dynamic_batch_multiple={d.dynamic_batch_multiple}: dynamic batch sizes are "
+           f"multiples of {unit} (with data.batch_groups and {procs} processes), which must "
+           f"split into optim.grad_accum_steps={accum} microbatches that each divide over "
+           f"mesh.data x mesh.fsdp = {batch_shards} shards; set data.dynamic_batch_multiple="
+           f"{batch_shards * accum}.")
+  else:
+    _check(d.batch_size % batch_shards == 0,
+           f"data.batch_size={d.batch_size} is not divisible by the data-parallel size "
+           f"mesh.data x mesh.fsdp = {batch_shards}.")
+    _check(d.batch_size % procs == 0,
+           f"data.batch_size={d.batch_size} is not divisible by the {procs} processes.")
+    _check(accum >= 1 and d.batch_size % (batch_shards * accum) == 0,
+           f"data.batch_size={d.batch_size} must split into optim.grad_accum_steps={accum} "
+           f"microbatches that each divide over {batch_shards} data-parallel shards.")
+    groups = d.get("batch_groups", 1)
+    _check(groups >= 1 and d.batch_size % groups == 0,
+           f"data.batch_size={d.batch_size} does not split into data.batch_groups={groups}.")
 
   v = variants.get(c.model.variant)
   _check(v.embed_dim % v.num_heads == 0,

@@ -12,10 +12,14 @@ Hsu et al. 2021, https://arxiv.org/abs/2106.07447
   python -m jaxssl.main --config=configs/hubert/base.py:iteration=2 --workdir=$RUNS/hubert_it2
 
 Iteration 1 predicts K = 100 MFCC units at 100 Hz, iteration 2 K = 500 units of layer 6 of the
-iteration-1 model at 50 Hz (REFERENCE.md §2). The encoder is wav2vec 2.0 BASE (post-LN,
+iteration-1 model at 50 Hz (Hsu et al. 2021 §IV.A). The encoder is wav2vec 2.0 BASE (post-LN,
 group-norm extractor, CNN gradients x0.1); four fairseq dictionary specials join the K label
-embeddings, so iteration 2 has 94,697,600 parameters. fairseq trains on 32 GPUs x 1.4M samples
-(44.8M samples per update); with fixed 250k-sample crops that is 179 utterances -> 176.
+embeddings, so iteration 2 has 94,697,600 parameters. Batches as fairseq's: 32 GPUs x max_tokens
+1.4M samples, crops of at most 250k, no padding (configs/common.py fairseq_batches); the longest
+bucket is 160 x 15.6 s.
+Updates: the paper trains iteration 1 for 250k updates and iteration 2 for 400k; fairseq's
+hubert_base_librispeech.yaml says max_update 400k for any iteration. `:iteration_1_updates=`
+picks iteration 1's (default 250k, the paper's).
 """
 import ml_collections as mlc
 
@@ -24,20 +28,20 @@ from configs import hubert
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, iteration=1, runlocal=False)
+  arg = common.parse_arg(arg, iteration=1, iteration_1_updates=250_000, runlocal=False)
   if arg.iteration not in (1, 2):
     raise ValueError(f"configs/hubert/base.py: iteration={arg.iteration}; choose 1 or 2.")
   c = mlc.ConfigDict()
   c.trainer = "pretrain"
   c.seed = 0
-  # Iteration 1 ran 250k updates and iteration 2 400k (paper text, REFERENCE.md: unverified).
-  c.total_steps = 250_000 if arg.iteration == 1 else 400_000
+  c.total_steps = arg.iteration_1_updates if arg.iteration == 1 else 400_000
   c.log_every_steps = 100
   c.max_consecutive_nonfinite = 10
 
   c.data = common.data("librispeech", split="train_clean_100+train_clean_360+train_other_500",
-                       crop_samples=250_000, batch_size=176)
+                       crop_samples=250_000)
   c.data.min_samples = 32_000
+  common.fairseq_batches(c.data, gpus=32, max_tokens=1_400_000)
   c.model = common.wav2vec2_model("base")  # Post-LN, group-norm extractor, grad mult 0.1.
   if arg.iteration == 1:
     hubert.labels_and_objective(c, labels="km100_mfcc", label_rate=100, num_clusters=100,

@@ -10,8 +10,9 @@ Targets are K = 500 units of layer 9 of the iteration-2 BASE model at 50 Hz (fai
 as hubert_base_ls960_L9_km500.bin). Pre-LN Transformer with a final LayerNorm, layer-norm feature
 extractor *without* conv bias (HubertConfig's default, unlike wav2vec 2.0 LV-60), no CNN gradient
 scaling, normalised waveforms, no dropout or LayerDrop, lr 1.5e-3 with clip 1.0: 316,609,408
-parameters with the 504 label embeddings. fairseq: 128 GPUs x 0.9M samples = 115.2M samples
-per update -> 461 crops of 250k -> 448 (divisible by 64 data shards).
+parameters with the 504 label embeddings. Batches as fairseq's: 128 GPUs x max_tokens 0.9M
+samples, crops of at most 250k, no padding (configs/common.py fairseq_batches); the longest
+bucket is 384 x 15.6 s.
 """
 import ml_collections as mlc
 
@@ -28,8 +29,9 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.max_consecutive_nonfinite = 10
 
-  c.data = common.data("local_audio", crop_samples=250_000, batch_size=448)
+  c.data = common.data("local_audio", crop_samples=250_000)
   c.data.min_samples = 32_000
+  common.fairseq_batches(c.data, gpus=128, max_tokens=900_000)
   c.data.normalize = True  # fairseq: "must be consistent with extractor" (layer_norm).
   c.model = common.wav2vec2_model(
       "large", layer_norm_first=True,

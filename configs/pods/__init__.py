@@ -13,6 +13,7 @@ import re
 import ml_collections as mlc
 
 from configs import common
+from jaxssl.data import pipeline
 
 # Cloud TPU VM software versions per generation (Cloud TPU docs, "TPU software versions").
 RUNTIME_VERSIONS = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite",
@@ -35,18 +36,21 @@ def accelerator_type(topology):
   return f"{prefix}-{chips * cores}"
 
 
-def on_pod(c, topology, *, data=-1, fsdp=1, tensor=1, batch_size=None, remat=False):
+def on_pod(c, topology, *, data=-1, fsdp=1, tensor=1, batch_multiple=None, remat=False):
   """Lays recipe `c` (unlocked) out on a slice of `topology` (e.g. "v5e:4x8").
 
   bf16 compute (params and Adam moments stay f32) and scanned layers (one compiled layer body:
   shorter compiles, and what remat needs); data and checkpoints on the mounted bucket.
+  `batch_multiple`: every (dynamic) batch size becomes a multiple of it, e.g. the data x fsdp
+  devices when the recipe's fairseq groups (data.batch_groups) do not divide over them.
   """
   generation = topology.split(":")[0]
   c.tpu = mlc.ConfigDict(dict(topology=topology, accelerator_type=accelerator_type(topology),
                               runtime_version=RUNTIME_VERSIONS[generation]))
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = data, fsdp, tensor
-  if batch_size is not None:
-    c.data.batch_size = batch_size
+  if batch_multiple is not None:
+    c.data.dynamic_batch_multiple = batch_multiple
+    c.data.batch_size = pipeline.nominal_batch_shape(c.data)[0]  # Eval batches divide too.
   c.data.data_dir = f"{MOUNT_DIR}/tfds"
   c.data.num_workers = 8  # grain worker processes per host: decoding keeps up with the chips.
   c.model.dtype = "bfloat16"

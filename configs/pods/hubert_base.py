@@ -5,8 +5,9 @@
       --config=configs/pods/hubert_base.py:iteration=1 --workdir=/mnt/gcs/runs/hubert_it1
   python -m jaxssl.aot --config=configs/pods/hubert_base.py:iteration=1
 
-configs/hubert/base.py unchanged in model, objective and optimizer: 176 utterances of 250k
-samples (fairseq's 32 GPUs x 1.4M samples), 11 per chip on a pure data-parallel mesh, remat on
+configs/hubert/base.py unchanged in model, objective, optimizer and batches: fairseq's 32 GPU
+batches of 1.4M samples, 2 per chip on a pure data-parallel mesh (the longest crop's batch,
+160 x 250k samples, is 10 per chip), remat on
 (as configs/pods/wav2vec2_base.py). The k-means labels live beside the dataset on the bucket
 (data.labels).
 """

@@ -5,9 +5,10 @@
       --config=configs/pods/wav2vec2_base.py --workdir=/mnt/gcs/runs/w2v2_base
   python -m jaxssl.aot --config=configs/pods/wav2vec2_base.py   # memory / FLOPs / step time
 
-configs/wav2vec2/base.py unchanged in model, objective and optimizer (fairseq's
-wav2vec2_base_librispeech): its 352 utterances of 250k samples split 11 per chip over a pure
-data-parallel mesh; BASE's 95M parameters and their Adam moments fit on every chip unsharded.
+configs/wav2vec2/base.py unchanged in model, objective, optimizer and batches (fairseq's
+wav2vec2_base_librispeech): its 64 fairseq groups split 2 per chip over a pure data-parallel mesh
+(the longest crop's batch, 320 x 250k samples, is 10 per chip); BASE's 95M parameters and their
+Adam moments fit on every chip unsharded.
 Remat on: compiled without it, this recipe needed 15.73 of the 16 GiB per chip (14.65 GiB of
 temporaries); with it 6.44 GiB (experiments/tpu_plan/results/).
 """

@@ -8,9 +8,10 @@
 configs/wav2vec2/xlsr.py (the LARGE recipe with temperature sampling over languages, alpha 0.5,
 and per-language metrics) with the XLS-R 1B encoder: 48 layers, 1280 wide, 5120 FFN, 16 heads,
 final_dim 1024 (jaxssl/models/variants.py; Babu et al. 2021, https://arxiv.org/abs/2111.09296).
-Batch and learning rate are those of configs/pods/wav2vec2_large.py (512 x 20 s crops): XLS-R's
-own update size is not in REFERENCE.md. 965M parameters: their f32 state (params + Adam, 11.6 GB)
-is sharded over fsdp=8, the batch over all 256 chips (2 each), remat on.
+Batch and learning rate are those of configs/pods/wav2vec2_large.py (fairseq LARGE's 128 GPU
+batches of 1.2M samples, rounded to multiples of 256: 512 x 20 s at the longest crop); XLS-R's own
+update size is not given in a config we could check. 965M parameters: their f32 state (params +
+Adam, 11.6 GB) is sharded over fsdp=8, the batch over all 256 chips (2 each), remat on.
 """
 from configs import common
 from configs import pods
@@ -22,7 +23,7 @@ def get_config(arg=None):
   c = xlsr.get_config(f"num_languages={arg.num_languages}")
   with c.unlocked():
     c.model.variant = "xlsr_1b"
-    pods.on_pod(c, "v5e:16x16", data=-1, fsdp=8, batch_size=512, remat=True)
+    pods.on_pod(c, "v5e:16x16", data=-1, fsdp=8, batch_multiple=256, remat=True)
     if arg.runlocal:
       pods.runlocal(c)
   return c.lock()

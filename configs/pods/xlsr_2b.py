@@ -8,8 +8,8 @@
 As configs/pods/xlsr_1b.py with the XLS-R 2B encoder: 48 layers, 1920 wide, 7680 FFN, 16 heads
 (HF's facebook/wav2vec2-xls-r-2b config), final_dim 1024. 2.2B parameters: f32 params + Adam
 moments are 26 GB, sharded over fsdp=8 x tensor=2 (heads and FFN columns split over the tensor
-axis, which also halves the widest activations); the batch of 512 splits over data x fsdp = 128
-(4 utterances per pair of chips), remat on.
+axis, which also halves the widest activations); the batch (fairseq's 128 GPU groups, 384 x 20 s
+at the longest crop) splits over data x fsdp = 128 (3 utterances per pair of chips), remat on.
 """
 from configs import common
 from configs import pods
@@ -21,7 +21,7 @@ def get_config(arg=None):
   c = xlsr.get_config(f"num_languages={arg.num_languages}")
   with c.unlocked():
     c.model.variant = "xlsr_2b"
-    pods.on_pod(c, "v5e:16x16", data=-1, fsdp=8, tensor=2, batch_size=512, remat=True)
+    pods.on_pod(c, "v5e:16x16", data=-1, fsdp=8, tensor=2, batch_multiple=128, remat=True)
     if arg.runlocal:
       pods.runlocal(c)
   return c.lock()

@@ -4,9 +4,12 @@
   python -m jaxssl.main --config=configs/wav2vec2/base.py --workdir=gs://$BUCKET/w2v2_base \
       --config.data.data_dir=$TFDS --config.distributed.coordinator=auto
 
-fairseq ran 64 GPUs x 1.4M samples (about 1.56 h of audio per update); here batch_size counts
-utterances of the fixed 250k-sample crop, so 64 x 87.5 s / 15.6 s ≈ 358 -> 352 (divisible by
-common pod sizes). `:runlocal` shrinks everything for a CPU smoke run.
+Batches as fairseq's (64 GPUs x max_tokens 1.4M samples, max_sample_size 250k, min 32k; no
+padding): 64 groups of length-bucketed utterances cropped to their bucket's shortest, about 1.43 h
+of audio per update on LibriSpeech 960 h (fairseq: at most 1.56 h, ~1.43 h after its batches
+round down). The longest bucket is 320 x 15.6 s. Each group is one of fairseq's GPU batches for
+the mask trim and the diversity loss (configs/common.py fairseq_batches, docs/fairseq.md).
+`:runlocal` shrinks everything for a CPU smoke run.
 """
 import ml_collections as mlc
 
@@ -23,8 +26,9 @@ def get_config(arg=None):
   c.max_consecutive_nonfinite = 10
 
   c.data = common.data("librispeech", split="train_clean_100+train_clean_360+train_other_500",
-                       crop_samples=250_000, batch_size=352)
+                       crop_samples=250_000)
   c.data.min_samples = 32_000
+  common.fairseq_batches(c.data, gpus=64, max_tokens=1_400_000)
 
   c.model = common.wav2vec2_model("base")  # Post-LN, group-norm extractor, grad mult 0.1.
   common.wav2vec2_sections(c)

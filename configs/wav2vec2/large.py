@@ -6,8 +6,9 @@
 Pre-LN Transformer with a final LayerNorm, LayerNorm feature extractor with conv bias, no
 gradient scaling of the CNN, normalised waveforms, Gumbel temperature floor 0.1, no feature
 penalty, all dropouts 0 except 0.1 on the inputs and features. The stored fairseq config says
-lr 0.005, which disagrees with the paper's 3e-4 (REFERENCE.md §1.6); we follow the paper.
-fairseq: 128 GPUs x 1.2M samples, crop 320k -> 128 x 75 s / 20 s = 480 utterances per batch.
+lr 0.005, which disagrees with the paper's 3e-4 (Baevski et al. 2020, appendix B); we follow the
+paper. Batches as fairseq's: 128 GPUs x max_tokens 1.2M samples, crops of at most 320k, no
+padding (configs/common.py fairseq_batches); the longest bucket is 384 x 20 s.
 """
 import ml_collections as mlc
 
@@ -23,8 +24,9 @@ def get_config(arg=None):
   c.log_every_steps = 100
   c.max_consecutive_nonfinite = 10
 
-  c.data = common.data("local_audio", crop_samples=320_000, batch_size=480)
+  c.data = common.data("local_audio", crop_samples=320_000)
   c.data.min_samples = 32_000
+  common.fairseq_batches(c.data, gpus=128, max_tokens=1_200_000)
   c.data.normalize = True
 
   c.model = common.wav2vec2_model(

@@ -7,6 +7,7 @@ different shapes and hang a pod. Shapes come from small fixed sets (at most
 ~4), which bounds the number of XLA compiles.
 """
 import dataclasses
+import math
 
 import numpy as np
 
@@ -70,15 +71,15 @@ def crop_batch(audios, offsets, length, *, normalize):
 
 @dataclasses.dataclass(frozen=True)
 class DynamicBuckets:
-  """Length buckets for duration-based dynamic batching.
+  """Length buckets for duration-based dynamic batching (fairseq's max_tokens batches).
 
-  Bucket k holds utterances with min(length, crop) in [lengths[k],
-  lengths[k+1]); they are cropped to lengths[k] (no padding at all) and
-  batched batch_sizes[k] at a time, so one batch holds about `target_samples`
-  of audio: |batch * length - target| <= multiple * length / 2.
+  Bucket k holds utterances with min(length, crop) in [lengths[k], lengths[k+1]); they are
+  cropped to lengths[k] (no padding at all) and batched batch_sizes[k] at a time: `groups`
+  blocks of floor(target / groups / lengths[k]) rows, as fairseq fills each GPU's batch up to
+  max_tokens (see `budget_batch_size`).
   """
   lengths: tuple       # K crop lengths, ascending.
-  batch_sizes: tuple   # K global batch sizes, multiples of `multiple`.
+  batch_sizes: tuple   # K global batch sizes, multiples of lcm(multiple, groups).
   assignment: np.ndarray  # int [N] bucket of every record.
   probs: np.ndarray    # float [K] chance of each bucket per step.
 
@@ -88,7 +89,20 @@ class DynamicBuckets:
     return int(rng.choice(len(self.probs), p=self.probs))
 
 
-def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, max_buckets=4):
+def budget_batch_size(target_samples, length, *, multiple, groups=1):
+  """Global rows of `length` samples for an audio budget of `target_samples` per update.
+
+  fairseq's rule per GPU batch (max_tokens): as many rows as fit, floor(budget / length), in each
+  of `groups` blocks of target / groups samples. The total is then a multiple of
+  lcm(multiple, groups) (hosts, batch-sharded devices): exact when `multiple` divides it,
+  else rounded to the nearest such multiple (at least one).
+  """
+  unit = math.lcm(multiple, groups)
+  rows = groups * max(1, int(target_samples / groups // length))
+  return max(unit, round(rows / unit) * unit)
+
+
+def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, groups=1, max_buckets=4):
   """Builds `DynamicBuckets` from the length distribution.
 
   Args:
@@ -98,27 +112,68 @@ def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, max_buck
     multiple: every batch size is a multiple of it. It must be a multiple of
       the number of hosts and of batch-sharded devices, and should not depend on
       the number of hosts, so that the global batches do not either.
-    max_buckets: at most this many (batch, length) shapes.
+    groups: data.batch_groups, the per-GPU batches of one fairseq update (`budget_batch_size`).
+    max_buckets: at most this many (batch, length) shapes (= compiles).
 
   Returns:
-    DynamicBuckets whose lower edges are length quantiles, rounded down to
-    whole frames.
+    DynamicBuckets whose lower edges are `crop_edges`.
   """
   clipped = np.minimum(np.asarray(lengths, np.int64), crop_samples)
-  if target_samples < multiple * crop_samples:
+  unit = math.lcm(multiple, groups)
+  if target_samples < unit * crop_samples:
     raise ValueError(f"data.dynamic_batch_sec gives {target_samples} samples per batch, fewer "
-                     f"than {multiple} (data.dynamic_batch_multiple, hosts) crops of "
-                     f"data.crop_samples ({crop_samples}).")
-  quantiles = np.quantile(clipped, np.arange(max_buckets) / max_buckets)
-  edges = np.maximum(quantiles // FRAME_SAMPLES * FRAME_SAMPLES, clipped.min())
-  edges = np.unique(edges.astype(np.int64))
+                     f"than {unit} (lcm of data.dynamic_batch_multiple, data.batch_groups and "
+                     f"hosts) crops of data.crop_samples ({crop_samples}).")
+  edges = crop_edges(clipped, max_buckets)
   assignment = np.searchsorted(edges, clipped, side="right") - 1
-  batch_sizes = [max(multiple, round(target_samples / e / multiple) * multiple) for e in edges]
+  batch_sizes = [budget_batch_size(target_samples, int(e), multiple=multiple, groups=groups)
+                 for e in edges]
   # A bucket is drawn in proportion to its number of batches per epoch, so every
   # utterance is visited at about the same rate.
   weights = np.bincount(assignment, minlength=len(edges)) / np.array(batch_sizes)
   return DynamicBuckets(tuple(int(e) for e in edges), tuple(batch_sizes), assignment,
                         weights / weights.sum())
+
+
+def crop_edges(clipped, max_buckets, *, grid=256):
+  """At most `max_buckets` crop lengths that waste the least audio.
+
+  Every utterance is cropped to the largest edge not above its (clipped) length, so the audio
+  thrown away is sum(length - edge). The edges minimise it exactly over a grid of `grid` length
+  quantiles (rounded down to whole frames; the shortest and longest lengths are candidates as
+  they are), by dynamic programming over sorted lengths: O(max_buckets x grid^2).
+
+  Args:
+    clipped: int [N] utterance lengths, already clipped to the longest crop.
+    max_buckets: at most this many edges.
+    grid: candidate edges.
+
+  Returns:
+    int64 [K] ascending edges, K <= max_buckets; the first is the shortest length.
+  """
+  x = np.sort(np.asarray(clipped, np.int64))
+  cand = np.quantile(x, np.linspace(0, 1, grid, endpoint=False), method="lower")
+  cand = np.unique(np.concatenate([np.maximum(cand // FRAME_SAMPLES * FRAME_SAMPLES, x[0]),
+                                   x[-1:]]))
+  g = len(cand)
+  pos = np.append(np.searchsorted(x, cand, side="left"), len(x))
+  prefix = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+  # waste[i, j - 1]: audio cropped away by one bucket holding [cand[i], cand[j]) (cand[g] = inf).
+  i, j = np.arange(g)[:, None], np.arange(1, g + 1)[None]
+  waste = np.where(j > i, prefix[pos[j]] - prefix[pos[i]] - cand[i] * (pos[j] - pos[i]), np.inf)
+  best = waste[0]  # best[j - 1]: least waste covering lengths < cand[j] with t buckets.
+  starts, totals = [np.zeros(g, np.int64)], [best[-1]]
+  for _ in range(max_buckets - 1):
+    options = best[:-1, None] + waste[1:]  # The previous buckets end where the next one starts.
+    starts.append(options.argmin(0) + 1)
+    best = options.min(0)
+    totals.append(best[-1])
+  edges, end = [], g
+  for t in range(int(np.argmin(totals)), -1, -1):  # Fewest buckets among the least wasteful.
+    start = int(starts[t][end - 1])
+    edges.append(cand[start])
+    end = start
+  return np.array(edges[::-1], np.int64)
 
 
 def eval_bucket_edges(lengths, max_buckets=4):

@@ -169,10 +169,11 @@ class TrainPlan:
     self.buckets = None
     if data_cfg.dynamic_batch_sec > 0:
       # A fixed multiple (not the host count) keeps global batches host-invariant.
-      multiple = math.lcm(data_cfg.get("dynamic_batch_multiple", 8), process_count)
       self.buckets = batching.dynamic_buckets(
           self.lengths[records], target_samples=round(data_cfg.dynamic_batch_sec * SAMPLE_RATE),
-          crop_samples=self.crop, multiple=multiple)
+          crop_samples=self.crop, multiple=_multiple(data_cfg, process_count),
+          groups=data_cfg.get("batch_groups", 1),
+          max_buckets=data_cfg.get("dynamic_batch_buckets", 4))
       for k in range(len(self.buckets.lengths)):
         self.pools[10 + k] = records[self.buckets.assignment == k]
     elif self.curriculum.name == "max_duration":
@@ -211,6 +212,25 @@ class TrainPlan:
     indices = self.sampler.sample(step, batch_size, key, self.pools[key])
     offsets = batching.crop_offsets(self.lengths[indices], length, seed=self.seed, step=step)
     return {"indices": indices, "offsets": offsets, "length": length}
+
+
+def _multiple(data_cfg, process_count):
+  """What every dynamic batch size is a multiple of (with data.batch_groups)."""
+  return math.lcm(data_cfg.get("dynamic_batch_multiple", 8), process_count)
+
+
+def nominal_batch_shape(data_cfg, process_count=1):
+  """(global batch, length) of the longest crop: the shape `--dry_run`, `jaxssl.aot` and the
+  config checks use. Fixed crops: (data.batch_size, data.crop_samples); dynamic batching: the
+  bucket at data.crop_samples (the largest activations; the other buckets have shorter crops
+  and about the same audio, `batching.budget_batch_size`)."""
+  if data_cfg.dynamic_batch_sec <= 0:
+    return data_cfg.batch_size, data_cfg.crop_samples
+  size = batching.budget_batch_size(round(data_cfg.dynamic_batch_sec * SAMPLE_RATE),
+                                    data_cfg.crop_samples,
+                                    multiple=_multiple(data_cfg, process_count),
+                                    groups=data_cfg.get("batch_groups", 1))
+  return size, data_cfg.crop_samples
 
 
 def _host_slice(plan, *, index, count):
@@ -344,7 +364,12 @@ def _check_config(c, *, seed, process_index, process_count):
          f"data.curriculum.start_samples={cur.start_samples} must be in [0, data.crop_samples].")
   need(c.dynamic_batch_sec >= 0, f"data.dynamic_batch_sec must be >= 0, got "
        f"{c.dynamic_batch_sec}.")
-  need(c.get("dynamic_batch_multiple", 8) >= 1, "data.dynamic_batch_multiple must be >= 1.")
+  need(c.dynamic_batch_multiple >= 1, "data.dynamic_batch_multiple must be >= 1.")
+  need(c.get("dynamic_batch_buckets", 4) >= 1, "data.dynamic_batch_buckets must be >= 1.")
+  groups = c.get("batch_groups", 1)
+  need(groups >= 1, f"data.batch_groups must be >= 1, got {groups}.")
+  need(c.dynamic_batch_sec > 0 or c.batch_size % groups == 0,
+       f"data.batch_size={c.batch_size} does not split into data.batch_groups={groups}.")
   need(not (c.dynamic_batch_sec > 0 and cur.name),
        "data.dynamic_batch_sec and data.curriculum cannot be combined (shapes would multiply).")
   sel = c.selection

@@ -2,10 +2,10 @@
 
 Hsu et al. 2021, https://arxiv.org/abs/2106.07447 ; fairseq HubertModel and HubertCriterion.
 The encoder is wav2vec 2.0's (`models.wav2vec2.SpeechEncoder`, learned mask embedding, spans of
-10 frames with mask_prob 0.8, equal masked counts per data.batch_groups block as in fairseq). `final_proj` maps every frame to
-final_dim per label set (untied: one slice per set); the logits of a frame are the cosine
-similarities to all label embeddings of a set, divided by logit_temp = 0.1, i.e. a softmax over
-every cluster. The loss is
+10 frames with mask_prob 0.8, equal masked counts per data.batch_groups block as in fairseq).
+`final_proj` maps every frame to final_dim per label set (untied: one slice per set); the logits
+of a frame are the cosine similarities to all label embeddings of a set, divided by
+logit_temp = 0.1, i.e. a softmax over every cluster. The loss is
   (w_m * sum_masked CE + w_u * sum_unmasked CE) / (n_masked [if w_m > 0] + n_unmasked [if w_u > 0])
   + feature_penalty_weight * mean(CNN features^2),
 as fairseq's criterion (sum reduction, gradient divided by the sample size). Labels at label_rate

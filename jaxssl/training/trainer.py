@@ -273,7 +273,8 @@ def abstract_step(config, *, objective=None, devices=None):
   around a real loader.
 
   Args:
-    config: the experiment config (data.batch_size and data.crop_samples set the batch).
+    config: the experiment config; the batch is `pipeline.nominal_batch_shape` (fixed crops:
+      data.batch_size x data.crop_samples; dynamic batching: the longest crop's bucket).
     objective: default `jaxssl.objectives.build(config)`.
     devices: the mesh's devices (default all of `jax.devices()`); e.g. the devices of a TPU
       topology description, to compile for a pod from a CPU machine.
@@ -288,7 +289,8 @@ def abstract_step(config, *, objective=None, devices=None):
   objective = objectives.build(config) if objective is None else objective
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
   batch_sharding = partitioning.batch_sharding(mesh)
-  size, length = config.data.batch_size, config.data.crop_samples
+  processes = len({d.process_index for d in devices}) if devices else jax.process_count()
+  size, length = pipeline.nominal_batch_shape(config.data, processes)
   # The loader's contract (pipeline.make_train_loader); shapes only.
   batch_spec = {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sharding) for k, s, d in (
       ("audio", (size, length), np.float32), ("valid", (size, length), np.bool_),
@@ -299,14 +301,14 @@ def abstract_step(config, *, objective=None, devices=None):
       mesh, state_sharding, batch_sharding, rules=rules, objective=objective, tx=tx,
       lr_schedule=lr_schedule, grad_accum_steps=config.optim.get("grad_accum_steps", 1))
   return dict(mesh=mesh, step_fn=step_fn, batch_spec=batch_spec, boxed=boxed,
-              abstract_state=train_state.with_shardings(boxed, state_sharding))
+              batch_shape=(size, length), abstract_state=train_state.with_shardings(boxed, state_sharding))
 
 
 def dry_run(config, *, objective=None):
   """Builds and compiles the train step from abstract shapes only; trains nothing.
 
   Args:
-    config: the experiment config (data.batch_size and data.crop_samples set the batch).
+    config: the experiment config (the batch: see `abstract_step`).
     objective: default `jaxssl.objectives.build(config)`.
 
   Returns:
@@ -330,4 +332,4 @@ def dry_run(config, *, objective=None):
       state_bytes=sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(boxed)),
       temp_bytes_per_device=getattr(memory, "temp_size_in_bytes", -1) if memory else -1,
       mesh=dict(mesh.shape),
-      batch_shape=(config.data.batch_size, config.data.crop_samples))
+      batch_shape=step["batch_shape"])

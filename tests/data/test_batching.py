@@ -1,4 +1,6 @@
 """Tests for jaxssl/data/batching.py: crops, dynamic batch shapes, eval buckets."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -52,9 +54,10 @@ def test_dynamic_buckets_audio_per_batch(multiple):
   assert 1 < len(b.lengths) <= 4 and max(b.lengths) <= crop
   assert all(bs % multiple == 0 for bs in b.batch_sizes)
   for bs, length in zip(b.batch_sizes, b.lengths):
-    # Rounding to a multiple m misses by at most m*L/2; here that is <= 5%.
-    assert abs(bs * length - target) <= multiple * length / 2
-    assert abs(bs * length - target) / target <= 0.05
+    # floor(target / L) rows (fairseq's max_tokens), then rounded to a multiple m: off by at
+    # most (m / 2 + 1) rows of L; here that is <= 8%.
+    assert abs(bs * length - target) <= (multiple / 2 + 1) * length
+    assert abs(bs * length - target) / target <= 0.08
   # Cropping to the bucket's lower edge means no padding in any bucket.
   clipped = np.minimum(lengths, crop)
   for k, length in enumerate(b.lengths):
@@ -64,6 +67,15 @@ def test_dynamic_buckets_audio_per_batch(multiple):
   picks = np.bincount([b.choose(seed=0, step=t) for t in range(4_000)], minlength=len(b.lengths))
   weights = np.bincount(b.assignment) / np.array(b.batch_sizes)
   np.testing.assert_allclose(picks / 4_000, weights / weights.sum(), atol=0.03)
+
+
+def test_budget_batch_size_fills_each_group_as_fairseq_max_tokens():
+  """fairseq: each GPU batch takes floor(max_tokens / length) rows; 64 GPUs of 1.4M samples."""
+  assert batching.budget_batch_size(64 * 1_400_000, 250_000, multiple=8, groups=64) == 64 * 5
+  assert batching.budget_batch_size(64 * 1_400_000, 32_000, multiple=8, groups=64) == 64 * 43
+  # A mesh multiple that the groups do not fill: the nearest multiple of lcm(m, groups).
+  assert batching.budget_batch_size(128 * 1_200_000, 320_000, multiple=256, groups=128) == 512
+  assert batching.budget_batch_size(10 * 16_000, 16_000, multiple=1) == 10
 
 
 def test_dynamic_buckets_rejects_tiny_target():
@@ -90,3 +102,28 @@ def test_eval_buckets_cover_every_record_once():
   assert [e for e, _ in same] == [e for e, _ in batches]
   other = batching.eval_batches(lengths, edges, 16, seed=1)
   assert [e for e, _ in other] != [e for e, _ in batches]
+
+
+def _waste(clipped, edges):
+  edges = np.asarray(edges)
+  return (clipped - edges[np.searchsorted(edges, clipped, side="right") - 1]).sum()
+
+
+def test_crop_edges_waste_the_least_audio_of_any_edges_on_the_grid():
+  """The dynamic programme against brute force over every set of grid edges."""
+  rng = np.random.default_rng(4)
+  clipped = np.minimum(rng.integers(8_000, 90_000, 120), 80_000)
+  grid = 10
+  x = np.sort(clipped)
+  cand = np.quantile(x, np.linspace(0, 1, grid, endpoint=False), method="lower")
+  cand = np.unique(np.concatenate([np.maximum(cand // batching.FRAME_SAMPLES
+                                              * batching.FRAME_SAMPLES, x[0]), x[-1:]]))
+  for k in (1, 2, 3, 4):
+    edges = batching.crop_edges(clipped, k, grid=grid)
+    assert len(edges) <= k and edges[0] == x[0] and (np.diff(edges) > 0).all()
+    brute = min(_waste(clipped, (cand[0],) + rest)
+                for n in range(k) for rest in itertools.combinations(cand[1:], n))
+    assert _waste(clipped, edges) == pytest.approx(brute)
+  # More buckets never waste more audio.
+  wastes = [_waste(clipped, batching.crop_edges(clipped, k)) for k in (2, 4, 8, 16)]
+  assert wastes == sorted(wastes, reverse=True)
