@@ -96,6 +96,7 @@ class DistillObjective:
     valid = self.frame_valid(batch["valid"])
     k_drop, k_layerdrop = jax.random.split(rng)
     out = self.model.apply({"params": params}, batch["audio"], valid=valid, train=train,
+                           audio_valid=batch["valid"],
                            rngs={"dropout": k_drop, "layerdrop": k_layerdrop})
     targets = jax.lax.stop_gradient(batch["targets"])
     if out["pred"].shape != targets.shape:
@@ -111,6 +112,7 @@ class DistillObjective:
     student = student_lib.student_from_config(self.config, subnet=self.subnet, num_targets=0)
     enc_params = {k: v for k, v in params.items() if k != "heads"}
     out = student.apply({"params": enc_params}, batch["audio"], valid=valid, train=False,
+                        audio_valid=batch["valid"],
                         heads=False)
     return out["x"], out["hidden"], valid
 

@@ -162,12 +162,13 @@ class Student(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, audio, *, valid, train: bool, heads: bool = True):
+  def __call__(self, audio, *, valid, train: bool, heads: bool = True, audio_valid=None):
     """Encodes a batch.
 
     Args:
       audio: [B, S] float waveform.
       valid: [B, T] bool frame padding mask.
+      audio_valid: optional [B, S] bool sample padding mask (the GroupNorm CNN's statistics).
       train: dropout on.
       heads: also run the prediction heads (False: features only, as an upstream).
 
@@ -175,7 +176,7 @@ class Student(nn.Module):
       dict with "x" [B, T, D], "hidden" tuple of L+1 [B, T, D] and, with heads, "pred"
       [B, N, T, D_t].
     """
-    feats = self.make_frontend(name="feature_extractor")(audio)
+    feats = self.make_frontend(name="feature_extractor")(audio, audio_valid)
     feats = layers.grad_multiply(feats, self.feature_grad_mult)
     if self.feature_layer_norm:
       feats = layers.layer_norm("layer_norm", self.dtype)(feats)

@@ -43,8 +43,8 @@ def test_sliced_subnet_equals_the_standalone_architecture_with_copied_weights():
   loss_sup, loss_alone, h_sup, h_alone, grads = outputs(sup, copied)
   np.testing.assert_allclose(loss_sup, loss_alone, rtol=1e-6)
   assert len(h_alone) == 3 and h_alone[-1].shape == (2, 24, 16)
-  for a, c in zip(h_sup, h_alone):
-    np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-6)
+  for a, c in zip(h_sup, h_alone):  # f32 round-off of two differently fused programs.
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-5)
   # Sliced weights are the leading block of the shared ones ...
   k_sup = sup["encoder"]["layer_01"]["ffn"]["fc1"]["dense"]["kernel"]
   np.testing.assert_array_equal(copied["encoder"]["layer_01"]["ffn"]["fc1"]["dense"]["kernel"],
