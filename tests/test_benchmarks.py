@@ -77,7 +77,8 @@ def test_resized_config_and_synthetic_batch():
   assert (c.mesh.data, c.mesh.fsdp, c.mesh.tensor) == (-1, 1, 1)
   batch = harness.synthetic_batch(c)
   assert batch["audio"].shape == (3, 8000) and batch["valid"].all()
-  assert harness.load_config("configs/wav2vec2/base.py").data.batch_size == 352  # Untouched.
+  assert c.data.dynamic_batch_sec == 0 and c.data.batch_groups == 1  # A fixed batch.
+  assert harness.load_config("configs/wav2vec2/base.py").data.batch_size == 320  # Untouched.
 
 
 def test_interleaving_alternates_the_order():
@@ -223,7 +224,8 @@ def test_profile_maps_instructions_to_model_components():
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_heads_first_attention_matches_the_library_attention(dropout):
-  """The XLA attention path equals jax.nn (no dropout) / flax (dropout, same key) on padding."""
+  """The XLA attention path equals jax.nn (no dropout) / flax (dropout, same key, one mask per
+  batch element and head as fairseq drops) on padding."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from jaxssl.models.mixers import mha  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
@@ -232,7 +234,8 @@ def test_heads_first_attention_matches_the_library_attention(dropout):
   key = jax.random.PRNGKey(3)
   if dropout:
     want = nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :], dropout_rng=key,
-                                    dropout_rate=dropout, deterministic=False)
+                                    dropout_rate=dropout, deterministic=False,
+                                    broadcast_dropout=False)
     got = mha.heads_first_attention(q, k, v, valid, dropout_rng=key, dropout_rate=dropout)
   else:
     want = jax.nn.dot_product_attention(q, k, v, mask=valid[:, None, None, :])
@@ -243,7 +246,7 @@ def test_heads_first_attention_matches_the_library_attention(dropout):
   if dropout:
     g_want = f(lambda q: nn.dot_product_attention(
         q, k, v, mask=valid[:, None, None, :], dropout_rng=key, dropout_rate=dropout,
-        deterministic=False))
+        deterministic=False, broadcast_dropout=False))
     g_got = f(lambda q: mha.heads_first_attention(q, k, v, valid, dropout_rng=key,
                                                   dropout_rate=dropout))
   else:

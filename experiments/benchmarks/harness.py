@@ -91,10 +91,13 @@ def is_pretraining(config):
 
 
 def resized(config, *, batch_size, seconds, dtype=None):
-  """A copy of `config` on one device with a fixed batch of `batch_size` x `seconds` crops."""
+  """A copy of `config` on one device with a fixed batch of `batch_size` x `seconds` crops
+  (fairseq-style dynamic batches off, the whole batch one group)."""
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.data.batch_size = batch_size
+    c.data.dynamic_batch_sec = 0.0
+    c.data.batch_groups = 1
     c.data.crop_samples = int(seconds * SAMPLE_RATE)
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
     if dtype:

@@ -43,14 +43,14 @@ class _Frames(nn.Module):
   """A stand-in encoder: audio [B, T * 3] -> frames {"x": [B, T, 3]}, position by position."""
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked=None, train: bool):
-    del valid, masked, train
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool):
+    del valid, masked, audio_valid, train
     return {"x": jnp.tanh(audio.reshape(audio.shape[0], -1, 3))}
 
 
 def test_utterance_logits_ignore_padded_frames():
-  # The demo encoder's "default" CNN group-normalises over all samples, padding included (as
-  # fairseq's); the head itself must see only the valid frames.
+  # The encoder (a stand-in here) keeps valid frames padding-free; the head itself must see only
+  # the valid frames.
   model = ctc.UtteranceModel(_Frames, 5)
   audio = jax.random.normal(jax.random.PRNGKey(0), (2, 24))  # 8 frames.
   valid = jnp.array([[True] * 3 + [False] * 5, [True] * 8])
