@@ -6,6 +6,10 @@
 Configs are Python files with `get_config(arg)` (`--config=file.py:arg`), locked so that a
 mistyped override fails with the closest valid names. `--dry_run` builds the model, optimizer and
 compiled train step from abstract shapes only and prints one JSON line (parameters, FLOPs/step).
+
+Exit status, for schedulers: 0 the run finished; 75 (EX_TEMPFAIL) SIGTERM stopped it after saving a
+checkpoint, so requeue the same command to resume; 1 it cannot go on (missing data, a diverged
+run, no intact checkpoint: the message says what to do); 2 the command line or config is wrong.
 """
 import difflib
 import importlib.util
@@ -19,6 +23,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxssl import validate
+from jaxssl.training import checkpointing
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: saved and stopped on SIGTERM; the same command resumes.
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -104,12 +111,14 @@ def main(argv):
     raise app.UsageError("--workdir is required (unless --dry_run).")
   logging.info("Config:\n%s", config)
   try:
-    trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (FileNotFoundError, trainer.NonFiniteError) as e:
-    # A missing dataset or a diverged run: the message says what to do; the last good
-    # checkpoint (if any) is intact in the workdir.
+    result = trainer.train_and_evaluate(config, _WORKDIR.value)
+  except (FileNotFoundError, trainer.NonFiniteError, checkpointing.CheckpointError) as e:
+    # A missing dataset, a diverged run or no intact checkpoint: the message says what to do;
+    # the last good checkpoint (if any) is intact in the workdir.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  if result.get("preempted"):
+    sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

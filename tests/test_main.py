@@ -86,3 +86,23 @@ def test_melhubert_dry_run_reports_its_macs_beside_hubert_base():
   assert out["macs_saving_vs_hubert_base"] == pytest.approx(
       1 - out["macs_per_second"] / out["hubert_base_macs_per_second"])
   assert main.dry_run_extras(demo.get_config()) == {}
+
+
+@pytest.mark.parametrize("outcome, code", [
+    (dict(step=4, preempted=False), None), (dict(step=2, preempted=True), 75)])
+def test_exit_status_tells_a_scheduler_whether_to_requeue(outcome, code, monkeypatch, tmp_path):
+  """0: finished; 75 (EX_TEMPFAIL): SIGTERM saved a checkpoint, rerun to resume."""
+  from jaxssl import main  # pylint: disable=g-import-not-at-top
+  from jaxssl.training import trainer  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(trainer, "train_and_evaluate", lambda config, workdir: outcome)
+  main.flags.FLAGS(["main", "--config=configs/wav2vec2/demo.py:runlocal",
+                    f"--workdir={tmp_path}"])
+  try:
+    if code is None:
+      main.main([])
+    else:
+      with pytest.raises(SystemExit) as e:
+        main.main([])
+      assert e.value.code == code == main.EXIT_PREEMPTED
+  finally:
+    main.flags.FLAGS.unparse_flags()

@@ -175,9 +175,9 @@ def test_worker_supervisor_records_done_and_failed(tmp_path):
 
 
 def test_worker_stop_sends_sigterm_and_records_stopped(tmp_path):
-  # The stand-in trainer saves on SIGTERM like jaxssl's (same log line) and exits 0.
+  # The stand-in trainer saves on SIGTERM like jaxssl's and exits 75 (jaxssl.main's EXIT_PREEMPTED).
   tree = _fake_tree(tmp_path, (
-      "trap 'echo \"SIGTERM: saved a checkpoint at step 7 and stopped.\"; exit 0' TERM\n"
+      "trap 'echo \"SIGTERM: saved a checkpoint at step 7 and stopped.\"; exit 75' TERM\n"
       "echo started\nwhile true; do sleep 0.1; done\n"))
   env = {"HOME": str(tmp_path)}
   assert _run(tree / "tpu_scripts/worker_run.sh", "--config=c.py", "--workdir=/w",

@@ -64,12 +64,13 @@ if [[ "$DRY_RUN" == 1 ]]; then
   exit 0
 fi
 # setsid + nohup: the job outlives the ssh session that started it. The supervising shell records
-# the trainer's pid (stop.sh signals it) and then its outcome: "done", "stopped" (SIGTERM: the
-# trainer saved a checkpoint and returned) or "failed <status>".
+# the trainer's pid (stop.sh signals it) and then its outcome from the exit status
+# (jaxssl/main.py): 0 "done", 75 "stopped" (SIGTERM: a checkpoint was saved; rerunning resumes),
+# anything else "failed <status>".
 # shellcheck disable=SC2016  # Expanded by the supervising shell, not here.
 supervise='"${@:4}" > "$2" 2>&1 & echo $! > "$1"; wait $!; rc=$?
-if [ $rc -ne 0 ]; then s="failed $rc"; elif grep -q "SIGTERM: saved" "$2"; then s=stopped
-else s=done; fi; echo "$s" > "$3"'
+if [ $rc -eq 0 ]; then s=done; elif [ $rc -eq 75 ]; then s=stopped; else s="failed $rc"; fi
+echo "$s" > "$3"'
 nohup setsid bash -c "$supervise" _ "$PID_FILE" "$HOME/$RUN_LOG" "$EXIT_FILE" "${cmd[@]}" \
   < /dev/null > /dev/null 2>&1 3>&- &
 echo "worker $(hostname): started $FLAG_config -> ~/$RUN_LOG"

@@ -47,7 +47,7 @@ def get_config(arg=None):
   c.schedule = dict(name="warmup_poly", warmup_steps=50, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()
   c.mesh = common.mesh()
-  c.ckpt = common.ckpt(every_steps=200, keep=1)
+  c.ckpt = common.ckpt(every_steps=200, keep=2)
   if arg.runlocal:
     distill.shrink_for_cpu(c, arg.layers)
   return c.lock()

@@ -42,7 +42,7 @@ def get_config(arg=None):
   c.schedule = dict(name="tri_stage", phase_ratio=(0.1, 0.4, 0.5), init_lr_scale=0.01,
                     final_lr_scale=0.05)
   c.mesh = common.mesh()
-  c.ckpt = common.ckpt(every_steps=c.total_steps, keep=1)
+  c.ckpt = common.ckpt(every_steps=c.total_steps, keep=2)
   c.finetune = dict(labels="chars", freeze_encoder_steps=0 if arg.hours == 100 else 10_000,
                     final_dropout_rate=0.0)
   if arg.runlocal:

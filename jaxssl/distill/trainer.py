@@ -184,11 +184,11 @@ def train_and_evaluate(config, workdir, *, source=None, teacher=None):
   def subnet_logged(step):
     return {"train/subnet_index": float(supernet_lib.subnet_for_step(config, step, subnets))}
 
-  last, step = base_trainer.train_loop(
+  last, step, preempted = base_trainer.train_loop(
       config, workdir, state=state, step=step, loader=loader, batch_sharding=batch_sharding,
       step_for=step_for, ckpt=ckpt, writer=writer, source=source,
       log_extras=subnet_logged if subnets else None)
-  return dict(last, step=step, origin=origin, num_compiled=len(executables))
+  return dict(last, step=step, origin=origin, num_compiled=len(executables), preempted=preempted)
 
 
 def dry_run(config):

@@ -8,37 +8,64 @@ A run's initial state comes from, in this order (decided once, in `restore_or_in
                 e.g. a pretrained encoder into a fine-tuning model. Optimizer and step start fresh.
   3. scratch:   a fresh init from `config.seed`.
 
-Each step directory holds two items: "state" (`ocp.args.StandardSave` of the TrainState, global
-sharded arrays written by every process) and "data" (the loader's JSON state).
+Each step directory holds three items: "state" (`ocp.args.StandardSave` of the TrainState, global
+sharded arrays written by every process), "data" (the loader's JSON state) and "integrity"
+(checksums and layout of every array, `integrity.py`). A resume restores the newest checkpoint
+that reads back and matches its checksums; a damaged one is renamed aside (`ckpt/damaged-<step>`,
+never deleted) with one warning line, and the one before it is tried.
 """
+import json
 import logging
 import os
 
 from etils import epath
 from flax import traverse_util
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-ITEMS = ("state", "data")
+from jaxssl.training import integrity
+
+ITEMS = ("state", "data", "integrity")
+_DAMAGED_PREFIX = "damaged-"
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint can be resumed from (the message is one line naming what was found)."""
+
+
+class CheckpointDamaged(Exception):
+  """One checkpoint failed to restore or to verify; the message says how."""
 
 
 class Checkpointer:
-  """A thin wrapper over `ocp.CheckpointManager(workdir/"ckpt")` with the two items above."""
+  """`ocp.CheckpointManager(workdir/"ckpt")` with the items above and verified restores.
+
+  "integrity" is `integrity.manifest(...)`: written in the same commit as the state, so a
+  checkpoint is listed (orbax's atomic rename of its temporary directory) only with its checksums.
+  """
 
   def __init__(self, workdir, ckpt_cfg):
-    if ckpt_cfg.every_steps <= 0 or ckpt_cfg.keep <= 0:
-      raise ValueError(f"ckpt.every_steps ({ckpt_cfg.every_steps}) and ckpt.keep "
-                       f"({ckpt_cfg.keep}) must be > 0.")
+    if ckpt_cfg.every_steps <= 0 or ckpt_cfg.keep < 2:
+      raise ValueError(f"ckpt.every_steps ({ckpt_cfg.every_steps}) must be > 0 and ckpt.keep "
+                       f"({ckpt_cfg.keep}) >= 2, so that a damaged newest checkpoint leaves an "
+                       "intact one to resume from.")
     self.directory = _absolute(workdir) / "ckpt"  # orbax refuses relative paths.
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=ITEMS,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=ckpt_cfg.keep, save_interval_steps=ckpt_cfg.every_steps,
             enable_async_checkpointing=ckpt_cfg.get("async_save", True)))
+    self.restored_step = None  # The step this run resumed from, if it did.
+    self._pending_step = None  # The last step handed to an (async) save.
 
   def latest_step(self):
     """The newest finished checkpoint's step, or None."""
     return self.manager.latest_step()
+
+  def steps(self):
+    """Finished checkpoints' steps, newest first."""
+    return sorted(self.manager.all_steps(), reverse=True)
 
   def save(self, step, state, data_state, *, force=False):
     """Saves at `step` if it is on the `every_steps` grid (or `force`); returns whether it did.
@@ -46,31 +73,134 @@ class Checkpointer:
     With async checkpointing this returns once the arrays are copied off the device, so the
     caller may donate `state` to the next step straight away.
     """
-    return self.manager.save(
-        step, force=force,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                data=ocp.args.JsonSave(data_state)))
+    if not force and not self.manager.should_save(step):
+      return False
+    self._pending_step = step
+    try:
+      return self.manager.save(
+          step, force=force,
+          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=ocp.args.JsonSave(data_state),
+                                  integrity=ocp.args.JsonSave(
+                                      integrity.manifest(state, data_state))))
+    except Exception as e:  # pylint: disable=broad-except  # A full disk, a lost bucket, ...
+      raise self._save_failed(step, e) from e
+
+  def _save_failed(self, step, error):
+    intact = [s for s in self.steps() if s != step]
+    return CheckpointError(
+        f"Saving the checkpoint of step {step} failed ({_first_line(error)}); the run stopped. "
+        + (f"ckpt/{intact[0]} is intact: free the space and rerun to resume from it."
+           if intact else "No earlier checkpoint exists."))
 
   def restore(self, abstract_state, step=None):
-    """Restores (state, data_state) at `step` (default: latest) into `abstract_state`.
+    """Restores and verifies (state, data_state) at `step` (default: latest).
 
     Args:
       abstract_state: the unboxed TrainState of ShapeDtypeStructs with shardings
         (`train_state.with_shardings`): arrays are read straight into their shards.
       step: which checkpoint; default the latest.
+
+    Raises:
+      CheckpointError: the checkpoint was written by a different config (its arrays differ).
+      CheckpointDamaged: it cannot be read, or what was read does not match its checksums.
     """
     step = self.latest_step() if step is None else step
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                      data=ocp.args.JsonRestore()))
+    path = self.directory / str(step)
+    handlers = _committed_items(path)
+    saved = None
+    if "integrity" in handlers:
+      try:
+        saved = self.manager.restore(
+            step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore())).integrity
+      except Exception as e:  # pylint: disable=broad-except  # Any failure: unreadable.
+        raise CheckpointDamaged(f"its checksums cannot be read ({_first_line(e)})") from None
+      if not isinstance(saved, dict) or "layout" not in saved:
+        raise CheckpointDamaged("its checksum file is not a manifest")
+      different = integrity.layout_difference(saved["layout"], integrity.layout(abstract_state))
+      if different:
+        raise CheckpointError(
+            f"{path} was written by a different config ({different}); resume with the config it "
+            "was written with, or start this config in a new workdir.")
+    try:
+      restored = self.manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                        data=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except  # orbax / TensorStore read errors.
+      raise CheckpointDamaged(f"it cannot be read ({_first_line(e)})") from None
+    if saved is None:
+      logging.warning("Checkpoint %s has no checksums (written before they existed): restored "
+                      "unverified.", path)
+    else:
+      problem = integrity.problems(saved, restored.state, restored.data)
+      if problem:
+        raise CheckpointDamaged(problem)
     return restored.state, restored.data
+
+  def restore_newest_intact(self, abstract_state):
+    """(state, data_state, step) of the newest checkpoint that restores and verifies, or None
+    when there is none at all. Damaged ones are renamed aside (`damaged-<step>`), each with one
+    warning line; if every one is damaged, CheckpointError lists them."""
+    found = []
+    for step in self.steps():
+      try:
+        state, data_state = self.restore(abstract_state, step)
+      except CheckpointDamaged as e:
+        aside = self._set_aside(step)
+        found.append(f"step {step}: {e}")
+        logging.warning("Checkpoint step %d is damaged: %s. Kept as %s; trying the one before.",
+                        step, e, aside)
+        continue
+      self.restored_step = step
+      return state, data_state, step
+    if found:
+      raise CheckpointError(f"No intact checkpoint in {self.directory}: " + "; ".join(found))
+    return None
+
+  def _set_aside(self, step):
+    """Renames ckpt/<step> to ckpt/damaged-<step> (process 0; every process then re-reads)."""
+    aside = self.directory / f"{_DAMAGED_PREFIX}{step}"
+    if jax.process_index() == 0:
+      n = 1
+      while aside.exists():
+        aside, n = self.directory / f"{_DAMAGED_PREFIX}{step}-{n}", n + 1
+      (self.directory / str(step)).rename(aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"jaxssl_set_aside_{step}")
+    self.manager.reload()
+    return aside
 
   def wait(self):
     """Blocks until pending async saves are committed."""
-    self.manager.wait_until_finished()
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # The background write failed.
+      raise self._save_failed(self._pending_step, e) from e
 
   def close(self):
     self.manager.close()
+
+
+def _committed_items(path):
+  """The items a finished save wrote to `path` (from its _CHECKPOINT_METADATA, which orbax
+  completes when the save commits); raises CheckpointDamaged when that record is unreadable,
+  uncommitted, or names an item that is missing."""
+  try:
+    meta = json.loads((path / "_CHECKPOINT_METADATA").read_text())
+  except (OSError, ValueError) as e:
+    raise CheckpointDamaged(f"its _CHECKPOINT_METADATA is unreadable ({_first_line(e)})") from None
+  if not isinstance(meta, dict) or not meta.get("commit_timestamp_nsecs"):
+    raise CheckpointDamaged("its _CHECKPOINT_METADATA records no completed save")
+  handlers = meta.get("item_handlers") or {}
+  missing = sorted(name for name in handlers if not (path / name).exists())
+  if missing:
+    raise CheckpointDamaged(f"its items {missing} are missing")
+  return handlers
+
+
+def _first_line(error):
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 def restore_or_init(checkpointer, ckpt_cfg, abstract_state, init_fn):
@@ -84,11 +214,14 @@ def restore_or_init(checkpointer, ckpt_cfg, abstract_state, init_fn):
 
   Returns:
     (state, data_state or None, origin) with origin in {"resume", "init_from", "scratch"}.
+
+  Raises:
+    CheckpointError: checkpoints exist but none is intact, or they belong to another config.
   """
-  step = checkpointer.latest_step()
-  if step is not None:
+  resumed = checkpointer.restore_newest_intact(abstract_state)
+  if resumed is not None:
+    state, data_state, step = resumed
     logging.info("Resuming from %s/%d.", checkpointer.directory, step)
-    state, data_state = checkpointer.restore(abstract_state, step)
     return state, data_state, "resume"
   state = init_fn()
   if ckpt_cfg.get("init_from", ""):

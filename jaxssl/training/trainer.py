@@ -53,11 +53,14 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     source: optional data source for the loader (e.g. `sources.SyntheticSource`).
 
   Returns:
-    The last logged metrics (host floats, "train/..." and "perf/...") plus "step".
+    The last logged metrics (host floats, "train/..." and "perf/...") plus "step" and
+    "preempted" (True when SIGTERM stopped the run after saving a checkpoint).
 
   Raises:
     NonFiniteError: after `config.max_consecutive_nonfinite` skipped steps in a row; the bad
       state is not saved, so the last checkpoint stays the last good one.
+    checkpointing.CheckpointError: the workdir's checkpoints are all damaged, or belong to
+      another config.
   """
   # 1. Processes, mesh, sharding rules.
   _init_distributed(config)
@@ -119,10 +122,10 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     del step  # One step for every position in the run.
     return executable_for(batch)
 
-  last, step = train_loop(config, workdir, state=state, step=step, loader=loader,
-                          batch_sharding=batch_sharding, step_for=step_for, ckpt=ckpt,
-                          writer=writer, source=source)
-  return dict(last, step=step)
+  last, step, preempted = train_loop(config, workdir, state=state, step=step, loader=loader,
+                                     batch_sharding=batch_sharding, step_for=step_for, ckpt=ckpt,
+                                     writer=writer, source=source)
+  return dict(last, step=step, preempted=preempted)
 
 
 def train_loop(config, workdir, *, state, step, loader, batch_sharding, step_for, ckpt, writer,
@@ -146,11 +149,11 @@ def train_loop(config, workdir, *, state, step, loader, batch_sharding, step_for
       ran at position `step`.
 
   Returns:
-    (the last logged metrics, the number of steps taken).
+    (the last logged metrics, the number of steps taken, whether SIGTERM stopped the run).
   """
   preemption = _Preemption(sync_every=config.log_every_steps)
   max_nonfinite = config.get("max_consecutive_nonfinite", 10)
-  last = {}
+  last, stop = {}, False
   try:
     while step < config.total_steps:
       local = next(loader)
@@ -188,7 +191,7 @@ def train_loop(config, workdir, *, state, step, loader, batch_sharding, step_for
     writer.close()
     preemption.close()
     loader.close()
-  return last, step
+  return last, step, stop
 
 
 def _init_distributed(config):
@@ -231,12 +234,25 @@ def _num_params(params):
 
 
 def _check_nonfinite(count, step, limit, ckpt):
-  if count >= limit:
-    raise NonFiniteError(
-        f"Stopping at step {step}: the loss or gradients were non-finite for {count} consecutive "
-        f"steps (steps {step - count + 1}..{step}; max_consecutive_nonfinite={limit}). Those "
-        f"updates were skipped and this state is not saved; the last checkpoint "
-        f"(step {ckpt.latest_step()}) holds the last good state.")
+  if count < limit:
+    return
+  first = step - count + 1
+  message = (f"Stopping at step {step}: the loss or gradients were non-finite for {count} "
+             f"consecutive steps (steps {first}..{step}; max_consecutive_nonfinite={limit}). "
+             "Those updates were skipped and this state is not saved; ")
+  latest, resumed = ckpt.latest_step(), ckpt.restored_step
+  if resumed is not None and latest == resumed:
+    # Nothing saved since the resume: the resumed state itself may be what went wrong.
+    older = [s for s in ckpt.steps() if s < resumed]
+    message += (f"the run diverged {first - resumed} steps after resuming from step {resumed}, "
+                "so that checkpoint may be bad: " + (
+                    f"move ckpt/{resumed} aside to resume from step {older[0]}." if older
+                    else "no earlier checkpoint is left; start a new workdir."))
+  elif latest is None:
+    message += "no checkpoint was saved; start again with a lower learning rate."
+  else:
+    message += f"the last checkpoint (step {latest}) holds the last good state."
+  raise NonFiniteError(message)
 
 
 class _Preemption:

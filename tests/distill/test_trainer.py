@@ -1,5 +1,6 @@
 """The distillation loop: a frozen teacher in the step, the teacher cache, supernet runs."""
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -14,6 +15,7 @@ from jaxssl.evaluation import upstreams
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import partitioning
 from tests.distill import tiny
+from tests.training import faults
 
 
 def _copy(tree):
@@ -104,3 +106,25 @@ def test_supernet_run_trains_a_bounded_menu_and_extracts(tmp_path):
   assert up.num_hidden == menu[1].depth + 1 and up.dim == menu[1].embed_dim
   assert trainer.dry_run(sub_config)["num_params_without_heads"] < trainer.dry_run(
       config)["num_params_without_heads"]
+
+
+def test_damaged_distillation_checkpoint_falls_back_and_resumes_exactly(tmp_path):
+  """The fault-injection matrix's worst case (silent byte rot) on a distillation workdir: the
+  damaged newest checkpoint is set aside and steps 3-4 repeat an undamaged resume from 2."""
+  path = str(tmp_path / "teacher")
+  tiny.write_teacher(path)
+  config = tiny.student_config(path, layers=1, steps=4)
+  config.ckpt.every_steps = 2
+  straight = str(tmp_path / "straight")
+  trainer.train_and_evaluate(config, straight, source=tiny.source())  # Checkpoints 2 and 4.
+  damaged = str(tmp_path / "damaged")
+  shutil.copytree(straight, damaged)
+  faults.flip_bytes(os.path.join(damaged, "ckpt", "4"), np.random.default_rng(0))
+  shutil.rmtree(os.path.join(straight, "ckpt", "4"))  # The undamaged resume from 2.
+  runs = [trainer.train_and_evaluate(config, w, source=tiny.source()) for w in (straight, damaged)]
+  assert [r["origin"] for r in runs] == ["resume", "resume"]
+  assert "damaged-4" in os.listdir(os.path.join(damaged, "ckpt"))
+  rows = [metrics_lib.read_jsonl(os.path.join(w, "metrics.jsonl"))[-1] for w in (straight, damaged)]
+  assert rows[0]["step"] == rows[1]["step"] == 4
+  for a, b in [rows]:
+    np.testing.assert_allclose(a["train/loss"], b["train/loss"], rtol=1e-6)

@@ -18,7 +18,7 @@ def params(config, *, seed, scale=0.1):
 def save(config, run, *, seed=3, scale=0.1):
   """Writes `config` and a step-1 checkpoint of `params(config)` into `run`; returns them."""
   params_ = params(config, seed=seed, scale=scale)
-  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=2))
   ckpt.save(1, {"params": params_}, {"step": 1}, force=True)
   ckpt.wait()
   ckpt.close()

@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory):
   config = upstreams.load_config(TINY)
   params = jax.tree.map(lambda x: x + 0.01, upstreams._init_params(config, 5))  # pylint: disable=protected-access
   run = str(tmp_path_factory.mktemp("upstream") / "run")
-  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=2))
   ckpt.save(7, {"params": params}, {"step": 7}, force=True)
   ckpt.wait()
   ckpt.close()
@@ -73,7 +73,7 @@ def test_checkpoint_without_pretraining_heads_loads_the_encoder(tiny_run, tmp_pa
   """E.g. a HuBERT encoder converted from transformers, which has no heads."""
   _, config, params = tiny_run
   run = str(tmp_path / "encoder_only")
-  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=1))
+  ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=2))
   ckpt.save(0, {"params": {"speech_encoder": params["speech_encoder"]}}, {}, force=True)
   ckpt.wait()
   ckpt.close()

@@ -50,10 +50,11 @@ class StandInObjective:
   """`init(rng, batch)` / `loss(params, batch, rng, *, step, train)` like the real objectives."""
   dropout_rate: float = 0.1
   nan_steps: tuple = ()
+  hidden: int = 16
 
   @property
   def model(self):
-    return TinyNet(dropout_rate=self.dropout_rate)
+    return TinyNet(hidden=self.hidden, dropout_rate=self.dropout_rate)
 
   def init(self, rng, batch):
     return self.model.init({"params": rng}, batch["audio"], train=False)["params"]

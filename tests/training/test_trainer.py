@@ -36,12 +36,12 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
   standin.sigterm_after_logging(monkeypatch, 3)
   resumed = str(tmp_path / "resumed")
   stopped = _train(config, resumed)
-  assert stopped["step"] == 3
+  assert stopped["step"] == 3 and stopped["preempted"]
   assert checkpointing.Checkpointer(resumed, config.ckpt).latest_step() == 3
   assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # The handler was restored.
   monkeypatch.undo()
   again = _train(config, resumed)
-  assert again["step"] == 6
+  assert again["step"] == 6 and not again["preempted"]
 
   a, b = _train_metrics(straight), _train_metrics(resumed)
   assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
@@ -59,7 +59,8 @@ def test_nonfinite_run_stops_without_saving_and_last_checkpoint_resumes(tmp_path
   workdir = str(tmp_path)
   # The loss is NaN from the 5th step on: steps 5 and 6 are skipped, then the run stops at 6,
   # which is on the checkpoint grid but must not be saved.
-  with pytest.raises(trainer.NonFiniteError, match=r"at step 6.*2 consecutive.*steps 5\.\.6"):
+  with pytest.raises(trainer.NonFiniteError, match=r"at step 6.*2 consecutive.*steps 5\.\.6.*"
+                     r"the last checkpoint \(step 4\) holds the last good state"):
     _train(config, workdir, standin.StandInObjective(nan_steps=tuple(range(4, 8))))
   assert checkpointing.Checkpointer(workdir, config.ckpt).latest_step() == 4
   rows = _train_metrics(workdir)
@@ -69,6 +70,20 @@ def test_nonfinite_run_stops_without_saving_and_last_checkpoint_resumes(tmp_path
   final = _train(config, workdir)
   assert final["step"] == 8 and final["train/skipped_steps"] == 0
   assert [r["step"] for r in _train_metrics(workdir)] == list(range(1, 9))
+
+
+def test_divergence_right_after_a_resume_names_the_checkpoint_before_it(tmp_path):
+  """The resumed checkpoint itself may be what broke the run: the message says so, and which
+  earlier checkpoint to resume from instead."""
+  config = standin.config(total_steps=4)
+  workdir = str(tmp_path)
+  _train(config, workdir)  # Checkpoints at 2 and 4.
+  config = standin.config(total_steps=8)
+  config.max_consecutive_nonfinite = 2
+  with pytest.raises(trainer.NonFiniteError) as e:
+    _train(config, workdir, standin.StandInObjective(nan_steps=(4, 5)))
+  assert "the run diverged 1 steps after resuming from step 4, so that checkpoint may be bad: " \
+         "move ckpt/4 aside to resume from step 2." in str(e.value)
 
 
 def test_no_compilation_after_the_first_step(tmp_path, monkeypatch):
