@@ -35,11 +35,14 @@ import jax
 from jax.experimental import topologies
 from jax.extend import core as jax_core
 
+from jaxssl import cli
 from jaxssl import main as main_lib
 from jaxssl import validate
 from jaxssl.data import pipeline
 from jaxssl.training import flops as flops_lib
 from jaxssl.training import trainer
+
+flags.adopt_module_key_flags(main_lib)  # --config / --workdir in this command's --help.
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _TOPOLOGY = flags.DEFINE_string(
@@ -347,4 +350,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=main_lib.parse_flags)
+  cli.run(main)

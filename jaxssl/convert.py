@@ -22,6 +22,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from jaxssl import cli
 from jaxssl.interop import ConversionError
 from jaxssl.interop import fairseq
 from jaxssl.interop import hf
@@ -136,4 +137,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -23,7 +23,10 @@ import sys
 from absl import app
 from absl import flags
 
+from jaxssl import cli
 from jaxssl import main as main_lib  # Defines --config / --workdir and their clear errors.
+
+flags.adopt_module_key_flags(main_lib)  # --config / --workdir in this command's --help.
 
 # Whole-model fine-tuning (jaxssl/evaluation/ctc.py); any other task is a probe.
 FINETUNE_TASKS = ("ctc_finetune", "utterance_finetune")
@@ -62,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=main_lib.parse_flags)
+  cli.run(main)

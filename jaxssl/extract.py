@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl import cli
 from jaxssl.data import audio as audio_lib
 from jaxssl.interop import ConversionError
 from jaxssl.interop import native
@@ -197,4 +198,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -18,11 +18,11 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
+from jaxssl import cli
 from jaxssl.clustering import features as features_lib
 from jaxssl.clustering import kmeans as kmeans_lib
 from jaxssl.clustering import metrics
@@ -189,4 +189,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_no_improvement", 100, "Early stop patience (steps; 0 = off).")
   flags.DEFINE_integer("refine_steps", 0, "Full Lloyd passes after the mini-batch steps.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing label set.")
-  app.run(main)
+  cli.run(main)

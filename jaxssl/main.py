@@ -11,8 +11,6 @@ Exit status, for schedulers: 0 the run finished; 75 (EX_TEMPFAIL) SIGTERM stoppe
 checkpoint, so requeue the same command to resume; 1 it cannot go on (missing data, a diverged
 run, no intact checkpoint: the message says what to do); 2 the command line or config is wrong.
 """
-import difflib
-import importlib.util
 import json
 import os
 import sys
@@ -22,6 +20,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from jaxssl import cli
 from jaxssl import validate
 from jaxssl.training import checkpointing
 
@@ -31,50 +30,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build from abstract shapes, train nothing.")
-
-
-def _load_config(argv):
-  """The config named by --config=file.py[:arg] in argv, loaded without flag parsing."""
-  spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("_jaxssl_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
-def _unknown_field_message(argv, error: Exception) -> str:
-  """A message naming the mistyped --config.a.b field and the closest valid names."""
-  try:
-    config = _load_config(argv)
-  except Exception:  # pylint: disable=broad-except
-    return str(error)
-  for arg in argv:
-    if not arg.startswith("--config."):
-      continue
-    path = arg.split("=", 1)[0].removeprefix("--config.")
-    node, seen = config, []
-    for part in path.split("."):
-      valid = sorted(node.keys()) if hasattr(node, "keys") else []
-      if part not in valid:
-        where = ".".join(["config"] + seen)
-        close = difflib.get_close_matches(part, valid, n=3, cutoff=0.5)
-        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return (f"unknown config field {'.'.join(seen + [part])!r} in {arg}.{hint} "
-                f"Valid fields of {where}: {valid}.")
-      node, seen = node[part], seen + [part]
-  return str(error)
-
-
-def parse_flags(argv):
-  """absl flag parsing, with config errors reported as one clear line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    print(f"error: {_unknown_field_message(argv, e)}", file=sys.stderr)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-  sys.exit(2)
 
 
 def dry_run_extras(config):
@@ -112,9 +67,10 @@ def main(argv):
   logging.info("Config:\n%s", config)
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (FileNotFoundError, trainer.NonFiniteError, checkpointing.CheckpointError) as e:
-    # A missing dataset, a diverged run or no intact checkpoint: the message says what to do;
-    # the last good checkpoint (if any) is intact in the workdir.
+  except (FileNotFoundError, validate.ConfigError, trainer.NonFiniteError,
+          checkpointing.CheckpointError) as e:
+    # A missing dataset, evals without their data, a diverged run or no intact checkpoint: the
+    # message says what to do; the last good checkpoint (if any) is intact in the workdir.
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   if result.get("preempted"):
@@ -122,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main)

@@ -18,10 +18,10 @@ import shutil
 import sys
 import tempfile
 
-from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from jaxssl import cli
 from jaxssl.data import builders
 from jaxssl.data.builders import skips as skips_lib
 
@@ -136,4 +136,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

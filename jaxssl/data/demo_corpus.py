@@ -29,12 +29,12 @@ import time
 import wave
 from typing import NamedTuple
 
-from absl import app
 from absl import flags
 import numpy as np
 import soxr
 import tqdm
 
+from jaxssl import cli
 from jaxssl.data import espeak
 
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl")
@@ -335,4 +335,4 @@ if __name__ == "__main__":
   flags.DEFINE_float("hours", DEFAULT_HOURS, "Hours of audio, all splits together.")
   flags.DEFINE_integer("seed", 0, "Seed of the sentences and breath noise.")
   flags.DEFINE_integer("num_workers", None, "Synthesis processes; default os.cpu_count().")
-  app.run(main)
+  cli.run(main)

@@ -26,6 +26,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from jaxssl import cli
 from jaxssl.data import pipeline
 from jaxssl.training import partitioning
 
@@ -187,4 +188,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("num_batches", 100, "Global batches to cache.")
   flags.DEFINE_integer("batches_per_shard", 16, "Batches per shard file.")
   flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Target storage dtype.")
-  app.run(main)
+  cli.run(main)

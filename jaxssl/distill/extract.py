@@ -12,6 +12,7 @@ import json
 from absl import app
 from absl import flags
 
+from jaxssl import cli
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import student as student_lib
 from jaxssl.distill import supernet
@@ -59,4 +60,4 @@ if __name__ == "__main__":
                       "ffn_ratio=..,depth=..")
   flags.DEFINE_string("output", None, "The standalone checkpoint directory.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
-  app.run(main)
+  cli.run(main)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
+from jaxssl import validate
 from jaxssl.data import pipeline
 from jaxssl.data import sources
 from jaxssl.evaluation import metrics as metrics_lib
@@ -293,6 +294,37 @@ def evals_due(config, step):
   """Names of the pretraining config's `evals` that run at `step` (every_steps > 0 divides it)."""
   evals = config.get("evals", None) or {}
   return [name for name, e in evals.items() if e.every_steps > 0 and step % e.every_steps == 0]
+
+
+class EvalsError(validate.ConfigError):
+  """An `evals` entry cannot run on its data; the message names the entry and the fix."""
+
+
+def check_pretraining_evals(config, source=None):
+  """Opens every `evals` entry's splits and reads a few labels, before training starts.
+
+  A missing split, a dataset without the task's labels (e.g. phones on LibriSpeech or a
+  local_audio corpus) would otherwise fail at the first eval step, hours in.
+
+  Raises:
+    EvalsError: one line naming `evals.<name>` and how to fix or drop it.
+  """
+  for name, e in (config.get("evals", None) or {}).items():
+    if e.every_steps <= 0:
+      continue
+    c = _eval_config(config, e, 0)
+    try:
+      splits = open_splits(c, source_fn=(lambda _: source) if source is not None else None)
+      task = tasks.get(c.task)
+      for split_name, split in splits.items():
+        if not len(split):
+          raise ValueError(f"its {split_name} split is empty")
+        head = tasks.SubsetSource(split, np.arange(min(len(split), 64)), name=split_name)
+        tasks.read_tokens(task, head)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+      text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+      raise EvalsError(f"evals.{name} ({c.task} on {c.data.name}): {text} Fix its data or "
+                       f"drop it with --config.evals.{name}.every_steps=0.") from None
 
 
 def _eval_config(pretrain_config, e, step):

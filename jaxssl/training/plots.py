@@ -8,12 +8,13 @@ the run) and the two codebook perplexities against the step.
 import json
 import os
 
-from absl import app
 from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from jaxssl import cli
 
 PANELS = (
     ("Loss (nats)", ("train/loss", "train/loss_contrastive")),
@@ -79,4 +80,4 @@ def main(argv):
 if __name__ == "__main__":
   flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
   flags.DEFINE_string("out", "", "Output PNG (default: workdir/curves.png).")
-  app.run(main)
+  cli.run(main)

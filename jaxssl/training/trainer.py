@@ -70,7 +70,8 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
   logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
-  # 2. Objective, optimizer, data.
+  # 2. Objective, optimizer, data; the evals' data is checked now, not at the first eval.
+  evals_lib.check_pretraining_evals(config, source=source)
   objective = objectives.build(config) if objective is None else objective
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
   loader = pipeline.make_train_loader(

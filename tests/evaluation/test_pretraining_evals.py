@@ -95,3 +95,19 @@ def test_evals_run_during_pretraining_and_log_quality_against_compute(tmp_path):
   assert logged[4]["eval/language/test_accuracy"] == rows[1]["language"]["test"]["accuracy"]
   assert os.path.getsize(tmp_path / "evals.png") > 0
   assert os.path.exists(tmp_path / "evals" / "language" / "step_0000004" / "results.json")
+
+
+def test_evals_without_their_labels_fail_before_the_first_step(tmp_path):
+  """A phone eval on a corpus without phones (SyntheticSource, like LibriSpeech or a local_audio
+  folder) is one line naming the entry and the fix, before anything trains."""
+  config = demo.get_config("runlocal")
+  with config.unlocked():
+    config.evals = {"phone": probe_configs.pretraining_eval("phone", every_steps=2)}
+  source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
+  with pytest.raises(evaluate.EvalsError) as e:
+    trainer.train_and_evaluate(config, str(tmp_path), source=source)
+  message = str(e.value)
+  assert "\n" not in message and message.startswith("evals.phone (phone on demo_corpus): ")
+  assert "has an empty 'phones' field" in message
+  assert message.endswith("drop it with --config.evals.phone.every_steps=0.")
+  assert not (tmp_path / "ckpt").exists() or not os.listdir(tmp_path / "ckpt")

@@ -1,0 +1,93 @@
+"""What every command line of jaxssl shares: one-line errors and a --help that exits 0.
+
+`run(main)` replaces `absl.app.run(main)`: `--help` / `--helpfull` print the command's flags and
+exit 0 (absl exits 1), and a config that cannot be loaded (a missing file, a bad `file.py:arg`, a
+mistyped `--config.a.b` field) is reported as one `error: ...` line with exit status 2 instead of
+a traceback.
+"""
+import difflib
+import importlib.util
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+_HELP = ("--help", "-h", "--helpfull", "--helpshort", "-?")
+
+
+def _load_config(argv):
+  """The config named by --config=file.py[:arg] in argv, loaded without flag parsing."""
+  spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_jaxssl_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def _unknown_field_message(argv, error: Exception) -> str:
+  """A message naming the mistyped --config.a.b field and the closest valid names."""
+  try:
+    config = _load_config(argv)
+  except Exception:  # pylint: disable=broad-except
+    return str(error)
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg.split("=", 1)[0].removeprefix("--config.")
+    node, seen = config, []
+    for part in path.split("."):
+      valid = sorted(node.keys()) if hasattr(node, "keys") else []
+      if part not in valid:
+        where = ".".join(["config"] + seen)
+        close = difflib.get_close_matches(part, valid, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return (f"unknown config field {'.'.join(seen + [part])!r} in {arg}.{hint} "
+                f"Valid fields of {where}: {valid}.")
+      node, seen = node[part], seen + [part]
+  return str(error)
+
+
+def _config_file_problem(argv):
+  """One line when --config names a file that does not exist, else ""."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1].partition(":")[0]
+      if not os.path.isfile(path):
+        return (f"--config: no such config file {path!r} (from {os.getcwd()}); configs are "
+                "configs/<family>/<name>.py, e.g. --config=configs/wav2vec2/demo.py")
+  return ""
+
+
+def _one_line(error):
+  """The first line of a flag error and, if it wraps a traceback, the exception it ends with."""
+  lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+  if len(lines) > 1 and any(ln.startswith("Traceback") for ln in lines):
+    return f"{lines[0]} {lines[-1]}"
+  return lines[0] if lines else repr(error)
+
+
+def parse_flags(argv):
+  """absl flag parsing, with config errors reported as one clear line instead of a traceback."""
+  problem = _config_file_problem(argv)
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    print(f"error: {_unknown_field_message(argv, e)}", file=sys.stderr)
+  except flags.Error as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+  sys.exit(2)
+
+
+def run(main, flags_parser=parse_flags):
+  """`absl.app.run(main)`, with --help exiting 0 and config errors as one line (see above)."""
+  try:
+    app.run(main, flags_parser=flags_parser)
+  except SystemExit as e:
+    if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):
+      sys.exit(0)  # absl's help flags exit 1 after printing the usage.
+    raise
