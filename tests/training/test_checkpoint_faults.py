@@ -5,6 +5,7 @@ One uninterrupted 6-step run (checkpoints at 2, 4, 6) is the reference. Each tes
 workdir, damages ckpt/6 (faults.py) and reruns with total_steps=8: the run must set ckpt/6 aside
 as damaged-6, resume from 4, and log steps 5..8 exactly as a run resumed from an undamaged 4.
 """
+import importlib.util
 import logging
 import os
 import shutil
@@ -139,3 +140,17 @@ def test_keep_below_two_is_refused():
   config.ckpt.keep = 1
   with pytest.raises(ValueError, match=r"ckpt.keep \(1\) >= 2"):
     checkpointing.Checkpointer("unused", config.ckpt)
+
+
+@pytest.mark.slow
+def test_randomized_fault_injection_never_resumes_silently_wrong(tmp_path):
+  """experiments/2026-12-checkpoint-faults/run.py's randomized part, 12 trials: random damage
+  to a random checkpoint (or SIGKILL at a random moment), then resume."""
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments",
+                      "2026-12-checkpoint-faults", "run.py")
+  spec = importlib.util.spec_from_file_location("checkpoint_faults_run", path)
+  run = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(run)
+  counts, log = run.randomized(tmp_path, trials=12, seed=1)
+  assert counts["trials"] == 12 and counts["silent_corruptions"] == 0, log
+  assert counts["resumed_exactly"] + counts["stopped_cleanly"] == 12
