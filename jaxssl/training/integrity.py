@@ -67,13 +67,17 @@ def manifest(state, data_state):
               data=data_state, process_count=jax.process_count())
 
 
+def _params_first(path):
+  """Sort key: params before optimizer state (the names a reader recognises), then by name."""
+  return (not path.startswith("params/"), path)
+
+
 def layout_difference(saved, expected):
   """One line naming how a saved layout differs from the run's, or "" if it does not."""
   missing = sorted(set(expected) - set(saved))
   extra = sorted(set(saved) - set(expected))
-  # Params first: they are what a reader recognises.
   changed = sorted((p for p in set(saved) & set(expected) if saved[p] != expected[p]),
-                   key=lambda p: (not p.startswith("params/"), p))
+                   key=_params_first)
   parts = []
   if changed:
     parts.append(f"{len(changed)} arrays differ, e.g. {changed[0]}: saved {saved[changed[0]]}, "
@@ -88,7 +92,8 @@ def layout_difference(saved, expected):
 def problems(saved_manifest, state, data_state):
   """"" when `state` / `data_state` (just restored) match the manifest, else one line why."""
   now = fingerprints(state)
-  bad = sorted(p for p, v in saved_manifest["fingerprints"].items() if now.get(p) != v)
+  bad = sorted((p for p, v in saved_manifest["fingerprints"].items() if now.get(p) != v),
+               key=_params_first)
   if bad:
     return (f"{len(bad)} of {len(now)} arrays do not match their checksums "
             f"(e.g. {bad[0]})")

@@ -65,6 +65,16 @@ def uncommitted(step_dir, rng):
   step_dir.rename(step_dir.with_name(f"{step_dir.name}.orbax-checkpoint-tmp-1796537923"))
 
 
+def swap_state(step_dir, rng):
+  """Another checkpoint's arrays under this one's name: every file reads, nothing matches."""
+  del rng
+  step_dir = pathlib.Path(step_dir)
+  other = next(p for p in sorted(step_dir.parent.iterdir())
+               if p.name.isdigit() and p.name != step_dir.name)
+  shutil.rmtree(step_dir / "state")
+  shutil.copytree(other / "state", step_dir / "state")
+
+
 DAMAGES = {
     "data files truncated": truncate_data_file,
     "state/_METADATA deleted": delete_state_metadata,
@@ -73,4 +83,5 @@ DAMAGES = {
     "_CHECKPOINT_METADATA emptied": empty_checkpoint_metadata,
     "checksums deleted": delete_checksums,
     "save killed before commit": uncommitted,
+    "arrays of another checkpoint": swap_state,
 }
