@@ -36,6 +36,7 @@ from jax.experimental import topologies
 from jax.extend import core as jax_core
 
 from jaxssl import cli
+from jaxssl import extras
 from jaxssl import main as main_lib
 from jaxssl import validate
 from jaxssl.data import pipeline
@@ -88,8 +89,7 @@ def topology_devices(name):
   try:
     topology = topologies.get_topology_desc(platform="tpu", topology_name=name)
   except (RuntimeError, ValueError, jax.errors.JaxRuntimeError) as e:
-    hint = ("" if _has_libtpu() else
-            " The TPU compiler comes with PyPI's libtpu: pip install -r requirements.txt.")
+    hint = "" if _has_libtpu() else " " + extras.message("libtpu", "Compiling for a TPU")
     raise ValueError(f"--topology={name!r}: libtpu could not describe it: "
                      f"{str(e).splitlines()[0]}.{hint}") from e
   return list(topology.devices)

@@ -1,9 +1,10 @@
 """What every command line of jaxssl shares: one-line errors and a --help that exits 0.
 
 `run(main)` replaces `absl.app.run(main)`: `--help` / `--helpfull` print the command's flags and
-exit 0 (absl exits 1), and a config that cannot be loaded (a missing file, a bad `file.py:arg`, a
+exit 0 (absl exits 1); a config that cannot be loaded (a missing file, a bad `file.py:arg`, a
 mistyped `--config.a.b` field) is reported as one `error: ...` line with exit status 2 instead of
-a traceback.
+a traceback; and libraries' INFO logs (orbax, TFDS, jax) stay off unless `--verbosity=0` (or
+`-v 0`) asks for them. What a user should see goes through `say`.
 """
 import difflib
 import importlib.util
@@ -12,6 +13,8 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
+import tqdm
 
 _HELP = ("--help", "-h", "--helpfull", "--helpshort", "-?")
 
@@ -83,10 +86,25 @@ def parse_flags(argv):
   sys.exit(2)
 
 
+def say(message):
+  """One line for the user on stdout, above any progress bar (process 0 of a multi-host job
+  only, when jax is running)."""
+  jax = sys.modules.get("jax")
+  if jax is not None and jax.process_index() != 0:
+    return
+  tqdm.tqdm.write(message)
+
+
 def run(main, flags_parser=parse_flags):
-  """`absl.app.run(main)`, with --help exiting 0 and config errors as one line (see above)."""
+  """`absl.app.run(main)`, with --help exiting 0, config errors as one line and library INFO
+  logs off unless --verbosity is given (see above)."""
+  def quiet_main(argv):
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
+    return main(argv)
+
   try:
-    app.run(main, flags_parser=flags_parser)
+    app.run(quiet_main, flags_parser=flags_parser)
   except SystemExit as e:
     if e.code == 1 and any(a in _HELP for a in sys.argv[1:]):
       sys.exit(0)  # absl's help flags exit 1 after printing the usage.

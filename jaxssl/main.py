@@ -64,7 +64,7 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (unless --dry_run).")
-  logging.info("Config:\n%s", config)
+  cli.say(f"config: {os.path.join(_WORKDIR.value, 'config.json')}")
   try:
     result = trainer.train_and_evaluate(config, _WORKDIR.value)
   except (FileNotFoundError, validate.ConfigError, trainer.NonFiniteError,

@@ -5,6 +5,10 @@
 # Needs only Python 3.11 and pip access: no root, no apt package, no GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" != demo && "${1:-}" != test ]]; then
+  echo "usage: bash scripts/quickstart.sh demo|test [extra args]" >&2
+  exit 2
+fi
 
 python_bin="${PYTHON:-}"
 if [[ -z "$python_bin" ]]; then
@@ -16,13 +20,19 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
-# Reinstall only when the pins or the package metadata changed.
-stamp=.venv/.jaxssl-installed
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+# `demo` installs the core (requirements.txt); `test` adds the interop and tpu extras and pytest
+# (the parity and AOT tests need torch, transformers and libtpu). Reinstall only when the pins or
+# the package metadata changed.
+case "${1:-}" in
+  test) files=(requirements.txt requirements-interop.txt requirements-tpu.txt requirements-test.txt) ;;
+  *) files=(requirements.txt) ;;
+esac
+stamp=".venv/.jaxssl-installed-$1"
+want=$(cat "${files[@]}" pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  echo "== installing requirements"
+  echo "== installing ${files[*]}"
   python -m pip install --quiet --upgrade pip
-  python -m pip install --quiet -r requirements.txt
+  python -m pip install --quiet "${files[@]/#/-r}"
   python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
@@ -38,9 +48,5 @@ case "${1:-}" in
     ;;
   test)
     python -m pytest -q "${@:2}"
-    ;;
-  *)
-    echo "usage: bash scripts/quickstart.sh demo|test [extra args]" >&2
-    exit 2
     ;;
 esac

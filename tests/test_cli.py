@@ -46,3 +46,24 @@ def test_config_file_mistakes_are_one_line(config, message, tmp_path):
   lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
   assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+  """The core install has no torch: reading a PyTorch file says which extra brings it."""
+  from jaxssl import extras  # pylint: disable=g-import-not-at-top
+  from jaxssl.interop import ConversionError  # pylint: disable=g-import-not-at-top
+  from jaxssl.interop import files  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError.
+  with pytest.raises(extras.MissingExtra) as e:
+    extras.require("torch", "Reading a PyTorch file")
+  assert str(e.value) == ("Reading a PyTorch file needs torch, from the 'interop' extra: pip "
+                          "install -r requirements-interop.txt (or pip install -e .[interop]).")
+  path = tmp_path / "pytorch_model.bin"
+  path.write_bytes(b"\x80\x02}q\x00.")
+  with pytest.raises(ConversionError, match=r"needs torch, from the 'interop' extra: pip install "
+                     r"-r requirements-interop.txt") as e:
+    files.read_torch(str(path))
+  assert "\n" not in str(e.value)
+  assert set(extras.EXTRA_OF.values()) == {"interop", "tpu"}
+  for extra in extras.EXTRA_OF.values():  # Every extra named in a message exists as a file.
+    assert os.path.exists(os.path.join(ROOT, f"requirements-{extra}.txt"))

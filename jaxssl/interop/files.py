@@ -19,6 +19,7 @@ import zipfile
 import ml_dtypes
 import numpy as np
 
+from jaxssl import extras
 from jaxssl.interop import ConversionError
 
 # safetensors dtype codes <-> numpy dtypes (little-endian, as the format specifies).
@@ -159,10 +160,10 @@ def read_torch(path):
   if not os.path.isfile(path):
     raise ConversionError(f"{path}: no such file.")
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ConversionError(f"{path}: reading PyTorch files needs torch (pip install torch); "
-                          "a transformers folder with model.safetensors does not.") from None
+    torch = extras.require("torch", f"{path}: reading a PyTorch file")
+  except extras.MissingExtra as e:
+    raise ConversionError(f"{e} A transformers folder with model.safetensors needs no "
+                          "extra.") from None
   is_zip = zipfile.is_zipfile(path)
   stubs = {}
   if is_zip:

@@ -26,6 +26,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from jaxssl import cli
 from jaxssl import objectives
 from jaxssl.data import pipeline
 from jaxssl.evaluation import evaluate as evals_lib
@@ -68,7 +69,6 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
   checkpointing.save_config(config, workdir)
   mesh = partitioning.make_mesh(config.mesh)
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
-  logging.info("Mesh %s over %d processes.", dict(mesh.shape), jax.process_count())
 
   # 2. Objective, optimizer, data; the evals' data is checked now, not at the first eval.
   evals_lib.check_pretraining_evals(config, source=source)
@@ -91,8 +91,8 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
   if data_state is not None:
     loader.set_state(data_state)
   step = int(jax.device_get(state.step))
-  logging.info("Starting at step %d (%s); %s params.", step, origin,
-               f"{_num_params(boxed.params):,}")
+  cli.say(f"{origin} at step {step} of {config.total_steps}; {_num_params(boxed.params):,} "
+          f"params; mesh {dict(mesh.shape)} over {jax.process_count()} process(es).")
 
   # 4. The step, compiled ahead of time once per batch shape.
   # Cost readouts (MFU against a peak measured once per device kind, FLOPs, energy).

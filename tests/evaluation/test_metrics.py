@@ -15,6 +15,12 @@ def test_edit_distance_known_values(ref, hyp, expected):
   assert metrics.edit_distance(list(ref), list(hyp)) == expected
 
 
+def test_edit_distance_counts_multi_character_phones_as_one_token():
+  assert metrics.edit_distance(["aɪ", "t"], ["aɪ", "t"]) == 0
+  assert metrics.edit_distance(["aɪ"], ["a", "ɪ"]) == 2  # A substitution and an insertion.
+  assert metrics.edit_distance([3, 1, 2], [1, 2]) == 1  # Integer tokens too.
+
+
 def test_per_is_corpus_level_not_mean_of_utterances():
   refs = [["p", "a", "t"], ["d"]]
   hyps = [["p", "x", "t", "s"], []]  # 1 substitution + 1 insertion; 1 deletion.
