@@ -1,4 +1,5 @@
 """Every command line: --help exits 0 listing its flags; config mistakes are one line, exit 2."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -67,3 +68,16 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
   assert set(extras.EXTRA_OF.values()) == {"interop", "tpu"}
   for extra in extras.EXTRA_OF.values():  # Every extra named in a message exists as a file.
     assert os.path.exists(os.path.join(ROOT, f"requirements-{extra}.txt"))
+
+
+def test_no_tpu_runtime_warnings_on_a_machine_without_tpu():
+  """With libtpu installed (the test environment has the tpu extra) and JAX_PLATFORMS unset,
+  jax alone prints libtpu's warnings here; after `import jaxssl` nothing TPU-related is said."""
+  if not importlib.util.find_spec("libtpu"):
+    pytest.skip("libtpu (the tpu extra) is not installed: nothing would warn.")
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+  code = "import jaxssl, jax; print(jax.default_backend())"
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0 and proc.stdout.strip() in ("cpu", "gpu"), proc.stderr[-2000:]
+  assert "TPU" not in proc.stderr and "tpu" not in proc.stderr, proc.stderr[-2000:]
