@@ -1,8 +1,10 @@
 """Tensor files read without running code from them: safetensors, weights-only PyTorch pickles.
 
-safetensors (https://github.com/huggingface/safetensors) is parsed here with numpy: an 8-byte
-header length, a JSON header of {name: {dtype, shape, data_offsets}} and the raw data, so every
-bound can be checked and a truncated file names the first tensor it cuts. PyTorch `.bin` / `.pt`
+safetensors (https://github.com/huggingface/safetensors) files are written with the library's
+`safetensors.numpy`; they are read here with numpy (an 8-byte header length, a JSON header of
+{name: {dtype, shape, data_offsets}} and the raw data, memory-mapped), so that every bound is
+checked and a truncated download names the first tensor it cuts, where the library says only
+"incomplete metadata, file not fully covered". PyTorch `.bin` / `.pt`
 files go through `torch.load(weights_only=True)`, PyTorch's restricted unpickler (tensors,
 containers and primitives only). fairseq checkpoints also pickle their config objects
 (`argparse.Namespace`, omegaconf containers, `Dictionary`s): those classes are replaced by inert
@@ -18,6 +20,7 @@ import zipfile
 
 import ml_dtypes
 import numpy as np
+from safetensors import numpy as safetensors_numpy
 
 from jaxssl import extras
 from jaxssl.interop import ConversionError
@@ -94,26 +97,16 @@ def write_safetensors(path, tensors, metadata=None):
     tensors: dict name -> numpy array.
     metadata: optional dict str -> str (transformers requires {"format": "pt"}).
   """
-  header, offset, arrays = {}, 0, []
+  arrays = {}
   for name in sorted(tensors):
     a = np.ascontiguousarray(tensors[name])
     a = a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a
     if a.dtype not in _CODES:
       raise ConversionError(f"tensor {name!r}: dtype {a.dtype} has no safetensors code.")
-    header[name] = {"dtype": _CODES[a.dtype], "shape": list(a.shape),
-                    "data_offsets": [offset, offset + a.nbytes]}
-    offset += a.nbytes
-    arrays.append(a)
-  if metadata:
-    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-  blob = json.dumps(header, separators=(",", ":")).encode()
-  blob += b" " * (-len(blob) % 8)  # The format allows space padding; 8-byte alignment for mmap.
+    arrays[name] = a
   tmp = f"{path}.tmp"
-  with open(tmp, "wb") as f:
-    f.write(len(blob).to_bytes(8, "little"))
-    f.write(blob)
-    for a in arrays:
-      f.write(a.tobytes())
+  safetensors_numpy.save_file(arrays, tmp, metadata={str(k): str(v) for k, v in
+                                                     (metadata or {}).items()} or None)
   os.replace(tmp, path)
 
 
