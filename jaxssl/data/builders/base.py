@@ -98,6 +98,14 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   SOURCE_IS_FILE_OK = False  # local_audio also accepts a manifest file.
   ANY_CONFIG_OK = False  # local_audio/common_voice: any name is a config.
 
+  # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+  # prepared"; nothing is downloaded here, and `jaxssl.data.build` prints its own summary.
+  def _log_download_bytes(self):
+    pass
+
+  def _log_download_done(self):
+    pass
+
   def __init__(self, *, source=None, splits=None, num_workers=4, show_progress=True,
                max_shard_bytes=writer.MAX_SHARD_BYTES, **kwargs):
     self._source = os.fspath(source) if source is not None else None
