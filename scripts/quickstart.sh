@@ -33,7 +33,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   echo "== installing ${files[*]}"
   python -m pip install --quiet --upgrade pip
   python -m pip install --quiet "${files[@]/#/-r}"
-  python -m pip install --quiet --no-deps -e .
+  PYTHONWARNINGS=ignore python -m pip install --quiet --no-deps -e .  # No editable-install banner.
   echo "$want" > "$stamp"
 fi
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
