@@ -302,7 +302,8 @@ class EvalsError(validate.ConfigError):
 
 
 def check_pretraining_evals(config, source=None):
-  """Opens every `evals` entry's splits and reads a few labels, before training starts.
+  """Opens the splits of every `evals` entry due in this run and reads a few labels, before
+  training starts.
 
   A missing split, a dataset without the task's labels (e.g. phones on LibriSpeech or a
   local_audio corpus) would otherwise fail at the first eval step, hours in.
@@ -311,7 +312,7 @@ def check_pretraining_evals(config, source=None):
     EvalsError: one line naming `evals.<name>` and how to fix or drop it.
   """
   for name, e in (config.get("evals", None) or {}).items():
-    if e.every_steps <= 0:
+    if not 0 < e.every_steps <= config.total_steps:  # Never due in this run.
       continue
     c = _eval_config(config, e, 0)
     try:
@@ -323,7 +324,7 @@ def check_pretraining_evals(config, source=None):
         head = tasks.SubsetSource(split, np.arange(min(len(split), 64)), name=split_name)
         tasks.read_tokens(task, head)
     except (FileNotFoundError, ValueError, KeyError) as err:
-      text = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+      text = " ".join(ln.strip() for ln in str(err).strip().splitlines()) or repr(err)
       raise EvalsError(f"evals.{name} ({c.task} on {c.data.name}): {text} Fix its data or "
                        f"drop it with --config.evals.{name}.every_steps=0.") from None
 

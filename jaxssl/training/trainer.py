@@ -71,12 +71,12 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
 
   # 2. Objective, optimizer, data; the evals' data is checked now, not at the first eval.
-  evals_lib.check_pretraining_evals(config, source=source)
   objective = objectives.build(config) if objective is None else objective
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
   loader = pipeline.make_train_loader(
       config.data, seed=config.seed, process_index=jax.process_index(),
       process_count=jax.process_count(), source=source)
+  evals_lib.check_pretraining_evals(config, source=source)
   batch_sharding = partitioning.batch_sharding(mesh)
   batch_spec = _peek_batch_spec(loader, batch_sharding, mesh)
 
