@@ -233,7 +233,7 @@ def test_base_compiles_for_v5e_and_its_arguments_shrink_with_fsdp():
     config = _with(base.get_config(), **{"mesh.data": 4 // fsdp, "mesh.fsdp": fsdp,
                                          "data.batch_size": 8})
     p = aot.plan(config, "v5e:2x2")
-    assert p["num_params"] == 95_044_608  # README / REFERENCE.md: fairseq's BASE count.
+    assert p["num_params"] == 95_044_608  # README / docs/reference.md: fairseq's BASE count.
     assert p["state_bytes"] < 3 * 4 * 95_044_608 / fsdp * 1.05
     args.append(p["argument_bytes"])
   assert args[0] > args[1] > args[2], args

@@ -252,7 +252,7 @@ def _num_params(spec):
 
 def test_released_configs_map_to_the_reference_architectures():
   """transformers' and fairseq's BASE / LARGE configs -> jaxssl's named variants, with
-  REFERENCE.md's parameter counts (§1.7, §2)."""
+  the parameter counts in docs/reference.md."""
   base = transformers.Wav2Vec2Config(architectures=["Wav2Vec2ForPreTraining"]).to_dict()
   spec, _, _ = hf.spec_from_config(base)
   assert native.config_from_spec(spec).model.variant == "base"

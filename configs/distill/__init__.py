@@ -1,4 +1,4 @@
-"""Distillation configs: shared sections (DistilHuBERT, REFERENCE.md §4.1; LightHuBERT, §4.2).
+"""Distillation configs: shared sections (DistilHuBERT and LightHuBERT: docs/reference.md).
 
 `distill_sections` sets the `student`, `distill` and `objective` sections with s3prl's values:
 heads for teacher layers 4, 8, 12, L1 + 1.0 * (-log sigmoid(cos)), student initialised from the

@@ -1,7 +1,7 @@
 """DistilHuBERT: a 2-layer student distilled from HuBERT BASE on LibriSpeech 960 h.
 
-Chang et al. 2022, https://arxiv.org/abs/2110.01900 ; s3prl pretrain/distiller (REFERENCE.md
-§4.1): HuBERT's CNN and 2 post-LN Transformer layers (768 / 3072 / 12 heads, dropout 0.1, no
+Chang et al. 2022, https://arxiv.org/abs/2110.01900 ; s3prl pretrain/distiller (docs/reference.md):
+HuBERT's CNN and 2 post-LN Transformer layers (768 / 3072 / 12 heads, dropout 0.1, no
 LayerDrop, no LayerNorm after the CNN), initialised from the teacher; heads predict teacher
 layers 4, 8, 12; 200k steps, lr 2e-4 with 7% warmup, batch 24, crops of 250k samples. The
 student has 23,491,200 parameters without its heads (27,034,752 with the three).

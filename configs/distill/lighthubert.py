@@ -1,12 +1,12 @@
 """LightHuBERT: a once-for-all supernet distilled from HuBERT, Base or Small search space.
 
 Wang et al. 2022, https://arxiv.org/abs/2203.15610 ; mechanicalsea/lighthubert
-(config/supernet/Supernet-{Base,Small}.yaml, REFERENCE.md §4.2). The supernet is the space's
+(config/supernet/Supernet-{Base,Small}.yaml; docs/reference.md). The supernet is the space's
 largest architecture (Base: HuBERT BASE's shape, so the teacher's weights initialise all of it);
 every step trains one subnet of a fixed menu (largest, smallest, default and `menu_size` random
 per-layer choices; jaxssl/distill/supernet.py) on the shared weights with the DistilHuBERT loss
 (heads predict teacher layers 4, 8, 12: the paper's exact distillation layers are not verified,
-REFERENCE.md). Any subnet is then extracted as a standalone checkpoint:
+docs/reference.md). Any subnet is then extracted as a standalone checkpoint:
 
   python -m jaxssl.main --config=configs/distill/lighthubert.py:space=base \
       --workdir=$RUNS/lighthubert_base --config.distill.teacher=$CKPT/hubert

@@ -6,7 +6,7 @@
   # speaker / language ID: configs/finetune/utterance_demo.py:task=speaker,peft=lora
 
 Every method's fields are in the one section (each method reads its own), so command-line
-overrides work whichever method is chosen. Defaults (REFERENCE.md §8):
+overrides work whichever method is chosen. Defaults (docs/reference.md):
 - LoRA (Hu et al. 2021, peft LoraConfig): r 8, alpha 16, dropout 0, on the attention query and
   value projections (the paper's W_q, W_v).
 - AdaLoRA (peft AdaLoraConfig): init_r 12 -> target_r 8, alpha 8 (scale alpha / init_r),

@@ -1,7 +1,7 @@
 """Token-mixer sweeps: the same pretraining recipes with `model.mixer` swapped.
 
 `mixer_section(name, c)` gives each mixer's settings for a recipe `c`; configs/mixers/wav2vec2.py
-uses it (and a HuBERT sweep will). Mixers: jaxssl/models/mixers (REFERENCE.md §5).
+uses it (and a HuBERT sweep will). Mixers: jaxssl/models/mixers (docs/reference.md).
 """
 import ml_collections as mlc
 

@@ -1,4 +1,4 @@
-"""Shared builder of the probe configs (SUPERB-style, s3prl protocol; REFERENCE.md §7.2).
+"""Shared builder of the probe configs (SUPERB-style, s3prl protocol; docs/reference.md).
 
 Each task file (phone.py, speaker.py, language.py, asr.py) calls `probe_config` with its head and
 learning rate; `:dataset=` picks the corpus:

@@ -10,8 +10,8 @@ without editing this file. For each:
     XLA counts every multiply-add of the lowered program, elementwise work included, so it is a
     little above the usual "matmul and conv MACs" hand counts; at 10 s attention's quadratic
     term is visible next to 1 s;
-  - the published figure (REFERENCE.md §1.7, §2, §12) where one exists, and MACs relative to
-    wav2vec 2.0 BASE (MelHuBERT claims -33.5% MACs per second against HuBERT BASE, §4.3).
+  - the published figure (docs/reference.md) where one exists, and MACs relative to wav2vec 2.0
+    BASE (MelHuBERT claims -33.5% MACs per second against HuBERT BASE, arXiv 2211.09944).
 
   python -m experiments.benchmarks.params_macs            # the committed table
   python -m experiments.benchmarks.params_macs --filter=wav2vec2 --out=""
@@ -34,18 +34,18 @@ def define_flags():
   flags.DEFINE_string("out", "experiments/benchmarks/results/params_macs",
                       "Output stem; '' prints.")
 
-# Published parameter counts (REFERENCE.md): (total with pretraining heads, encoder only, source).
+# Published counts (docs/reference.md): (total with pretraining heads, encoder only, source).
 PUBLISHED = {
-    "wav2vec2/base": (95_044_608, 94_371_712, "fairseq log, REFERENCE §1.7"),
-    "wav2vec2/large": (317_390_592, 315_438_720, "LARGE LV-60, REFERENCE §1.7"),
-    "wav2vec2/xlsr": (317_390_592, 315_438_720, "XLS-R 300M = LARGE LV-60, §1.7/§3"),
-    "hubert/base:iteration=2": (94_697_600, 94_371_712, "K=504 dict, REFERENCE §2"),
-    "hubert/large": (316_609_408, None, "REFERENCE §2/§12"),
+    "wav2vec2/base": (95_044_608, 94_371_712, "fairseq log; docs/reference.md"),
+    "wav2vec2/large": (317_390_592, 315_438_720, "LARGE LV-60; docs/reference.md"),
+    "wav2vec2/xlsr": (317_390_592, 315_438_720, "XLS-R 300M = LARGE LV-60"),
+    "hubert/base:iteration=2": (94_697_600, 94_371_712, "K=504 dict; docs/reference.md"),
+    "hubert/large": (316_609_408, None, "docs/reference.md"),
     "mixers/wav2vec2:mixer=mha,recipe=base": (95_044_608, 94_371_712, "= wav2vec2 BASE"),
 }
 # Published relative costs: name -> (reference name, claimed MACs/s ratio, source).
 CLAIMS = {"hubert/melhubert": ("hubert/base:iteration=2", 1 - 0.335,
-                               "MelHuBERT: -33.5% MACs per 1 s vs HuBERT BASE (§4.3)")}
+                               "MelHuBERT: -33.5% MACs per 1 s vs HuBERT BASE (arXiv 2211.09944)")}
 BASELINE = "wav2vec2/base"
 
 
@@ -106,7 +106,7 @@ def markdown(rows, meta, seconds_list):
           "Params from abstract init (with pretraining heads / encoder only); GMACs per second "
           "of speech = XLA cost-analysis FLOPs / 2 of the encoder forward (batch 1) / seconds; "
           f"macs_vs_base at {max(seconds_list):g} s relative to {BASELINE}. Published counts: "
-          "REFERENCE.md §1.7, §2, §12.\n\n"
+          "docs/reference.md\n\n"
           + harness.markdown_table(cols, [r for r in rows if "error" not in r]))
   if claims:
     text += "\n\nPublished relative costs:\n" + "\n".join(claims)

@@ -5,7 +5,7 @@
 machine hits every model alike), and reports the median, beside the forward's multiply-adds per
 second of speech (XLA's count, `objectives.melhubert.macs_per_second`), which no load changes.
 `real_size_models()` builds the reference architectures with random weights: HuBERT BASE,
-DistilHuBERT and the LightHuBERT Base and Small default subnets (REFERENCE.md §4.1, §4.2).
+DistilHuBERT and the LightHuBERT Base and Small default subnets (docs/reference.md).
 """
 import os
 import statistics

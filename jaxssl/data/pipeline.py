@@ -17,7 +17,7 @@ the step's shape (curriculum, dynamic batching, eval buckets) without any
 communication. The loader's state is just the next step ({"step": t}), so it
 goes into the checkpoint and a resumed run sees the same data.
 Strategies (samplers, curricula, selection) live in `sampling.py`, shapes and
-batch assembly in `batching.py`; see STYLE.md "Data".
+batch assembly in `batching.py`.
 """
 import functools
 import math

@@ -3,7 +3,7 @@
   python -m jaxssl.distill.extract --supernet=workdir/distill_demo/supernet --subnet=default \
       --output=workdir/distill_demo/subnet_default
 
---subnet is "largest", "smallest", "default" (the search space's, REFERENCE.md §4.2) or explicit
+--subnet is "largest", "smallest", "default" (the search space's, docs/reference.md) or explicit
 "embed=640,heads=10,ffn_ratio=4.0,depth=12" (the same heads and FFN ratio in every layer). The
 output (config.json + ckpt/0) is a probe upstream (`--config.upstream=<output>`) or a teacher.
 """

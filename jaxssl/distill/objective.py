@@ -1,7 +1,7 @@
 """The DistilHuBERT objective: predict chosen teacher layers from a small student.
 
 Chang et al. 2022, https://arxiv.org/abs/2110.01900 ; s3prl pretrain/distiller/pretrain_expert.py
-(REFERENCE.md §4.1). For each target layer l (default 4, 8, 12 of HuBERT BASE) a head predicts
+(docs/reference.md). For each target layer l (default 4, 8, 12 of HuBERT BASE) a head predicts
 the teacher's hidden state h_l from the student's last layer; per frame
 
   loss = mean_d |pred - h_l| + cosine_weight * (-log sigmoid(cos(pred, h_l)))

@@ -1,7 +1,7 @@
 """LightHuBERT once-for-all supernets: search spaces, subnet sampling, slicing and extraction.
 
 Wang et al. 2022, https://arxiv.org/abs/2203.15610 ; mechanicalsea/lighthubert
-(config/supernet/Supernet-{Base,Small}.yaml, REFERENCE.md §4.2). The supernet is the largest
+(config/supernet/Supernet-{Base,Small}.yaml, docs/reference.md). The supernet is the largest
 architecture of a search space; a subnet (width D, per layer a number of 64-d heads and an FFN
 width, a depth) uses the leading slice of every shared weight: the first D rows/columns, the first
 heads, the first FFN units, the first layers. So a subnet's forward is `slice_params` followed by
@@ -61,7 +61,7 @@ class SearchSpace:
     return student_lib.Subnet(embed, heads, ffn, self.head_dim)
 
 
-# Supernet-Base.yaml / Supernet-Small.yaml (REFERENCE.md §4.2). The attention widths {512, 640,
+# Supernet-Base.yaml / Supernet-Small.yaml (docs/reference.md). The attention widths {512, 640,
 # 768} / {256, 384, 512} are the heads times 64. "demo" fits the demo teacher (128-d, 32-d heads).
 SPACES = {
     "base": SearchSpace(embed_dims=(512, 640, 768), heads=(8, 10, 12), ffn_ratios=(3.5, 4.0),

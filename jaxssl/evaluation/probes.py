@@ -1,6 +1,6 @@
 """Probes on a frozen upstream: a learned softmax-weighted layer sum, a projector and a small head.
 
-This is the SUPERB protocol of s3prl (REFERENCE.md §7.2; https://arxiv.org/abs/2105.01051):
+This is the SUPERB protocol of s3prl (docs/reference.md; https://arxiv.org/abs/2105.01051):
 `Featurizer` learns one weight per hidden state (all L+1 of them: the Transformer's input and
 every layer's output), initialised to zero, and feeds `sum_l softmax(w)_l * h_l` (optionally each
 h_l layer-normalised without affine parameters) to the task head. The heads are s3prl's:

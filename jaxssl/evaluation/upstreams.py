@@ -1,7 +1,7 @@
 """Upstreams for the probes: trained or imported checkpoints, the same architecture untrained, and
 MFCC / filterbank baselines, all behind one call `upstream(batch) -> (hidden, valid)`.
 
-s3prl's upstream contract (https://arxiv.org/abs/2105.01051, REFERENCE.md §7.2): every hidden
+s3prl's upstream contract (https://arxiv.org/abs/2105.01051, docs/reference.md): every hidden
 state, L+1 of them for an L-layer Transformer (its input and each layer's output), at a known
 frame rate. A jaxssl model gives them through its objective's `represent(params, batch) -> (x,
 hidden tuple of L+1 [B, T, D], valid [B, T])`, jitted here once per batch shape; `upstream` names:

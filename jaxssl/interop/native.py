@@ -60,7 +60,7 @@ def config_from_spec(spec):
     # The sections of configs/hubert (objectives/hubert.py): fairseq's dictionaries hold the
     # clusters plus 4 special symbols, which keep their embeddings.
     del c["quantizer"]
-    c["masking"]["prob"] = 0.8  # HuBERT's pretraining configs (REFERENCE.md §2).
+    c["masking"]["prob"] = 0.8  # HuBERT's pretraining configs (docs/reference.md).
     c["data"].update(labels="", label_rate=50)
     extra = HUBERT_DICT_SPECIALS if spec.num_classes and min(spec.num_classes) > 4 else 0
     clusters = [k - extra for k in spec.num_classes] or [0]

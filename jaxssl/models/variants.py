@@ -1,6 +1,6 @@
 """Encoder size table: a variant name -> dimensions (big_vision's `decode_variant` idea).
 
-BASE and LARGE are wav2vec 2.0 / HuBERT as released (REFERENCE.md §1.2, §1.7); `demo` trains on
+BASE and LARGE are wav2vec 2.0 / HuBERT as released (docs/reference.md); `demo` trains on
 two CPU cores in minutes; `tiny` is for tests.
 """
 import dataclasses

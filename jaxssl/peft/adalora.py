@@ -1,6 +1,6 @@
 """AdaLoRA: SVD-form adapters whose total rank is reallocated by importance during training.
 
-Zhang et al. 2023 (https://arxiv.org/abs/2303.10512), REFERENCE.md §8, as peft implements it
+Zhang et al. 2023 (https://arxiv.org/abs/2303.10512), docs/reference.md, as peft implements it
 (peft/tuners/adalora/{layer,model}.py, `AdaLoraConfig`, `RankAllocator`):
 - ΔW = P Λ Q · alpha / r_init, P [in, r] (peft's lora_A^T), Λ [r] (lora_E), Q [r, out] (lora_B^T);
   P, Q ~ N(0, 0.02), Λ = 0, so training starts at the pretrained model.

@@ -1,6 +1,6 @@
 """Ladder side-tuning (LST): a thin side network on the frozen backbone's hidden states.
 
-Sung, Cho & Bansal, NeurIPS 2022 (https://arxiv.org/abs/2206.06522), REFERENCE.md §8: the
+Sung, Cho & Bansal, NeurIPS 2022 (https://arxiv.org/abs/2206.06522), docs/reference.md: the
 backbone runs forward only; its hidden states are detached (`stop_gradient`, so no activation is
 kept for a backward pass through it: the source of LST's ~69% training-memory saving) and reach
 a side network of width D / `reduction` through "ladder" connections, one linear down-projection

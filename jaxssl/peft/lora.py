@@ -1,6 +1,6 @@
 """LoRA: low-rank adapters on chosen Dense kernels of a frozen model, merge and un-merge.
 
-Hu et al. 2021 (https://arxiv.org/abs/2106.09685), REFERENCE.md §8, peft's `LoraConfig`:
+Hu et al. 2021 (https://arxiv.org/abs/2106.09685), docs/reference.md, peft's `LoraConfig`:
 y = x W + (alpha / r) · dropout(x) A B with A [in, r] random (peft's kaiming-uniform, U(±1/√in))
 and B [r, out] zero, so an adapted model starts exactly at the pretrained one. (Flax kernels are
 [in, out], so A here is peft's lora_A transposed, B its lora_B transposed.)

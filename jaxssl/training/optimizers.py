@@ -2,7 +2,7 @@
 
 wav2vec 2.0 / HuBERT pretrain with Adam(β1=0.9, β2=0.98, eps=1e-6), decoupled weight decay 0.01,
 global-norm clipping and either `polynomial_decay` (linear warmup, then decay to `end_lr`) or, for
-fine-tuning, `tri_stage` (warmup / hold / exponential decay). See REFERENCE.md §1.6 and
+fine-tuning, `tri_stage` (warmup / hold / exponential decay). See docs/reference.md and
 fairseq/optim/lr_scheduler/{polynomial_decay,tri_stage}_schedule.py.
 
 Which parameters train is a regex over their '/'-joined paths (`optim.trainable`); frozen ones get

@@ -3,7 +3,7 @@
 Parameters are initialised directly into their shards: `jax.eval_shape` gives the boxed abstract
 state, `partitioning.state_shardings` turns its logical names into NamedShardings, and one jitted
 init with those `out_shardings` creates params and optimizer state on the mesh (so optax's `count`
-is a global array, which a multi-process orbax save requires; see STYLE.md pitfalls).
+is a global array, which a multi-process orbax save requires).
 """
 import flax.linen as nn
 import flax.struct

@@ -53,7 +53,7 @@ def test_loss_matches_a_hand_computation():
 
 def test_distilhubert_has_the_reference_parameter_count():
   params = _abstract_params(distilhubert.get_config())
-  assert objective_lib.num_params(params, heads=False) == 23_491_200  # REFERENCE.md §4.1
+  assert objective_lib.num_params(params, heads=False) == 23_491_200  # docs/reference.md
   assert objective_lib.num_params(params) == 27_034_752               # with 3 heads
   assert sorted(params["encoder"]) == ["layer_00", "layer_01", "layer_norm", "pos_conv"]
   assert "layer_norm" not in params  # No LayerNorm after the CNN.
@@ -65,7 +65,7 @@ def test_lighthubert_default_subnets_have_the_reference_parameter_counts(space, 
   params = _abstract_params(config, supernet.get_space(space).default_subnet)
   count = objective_lib.num_params(params, heads=False)
   assert count == expected
-  assert round(count / 1e6, 2) == {"base": 66.89, "small": 26.87}[space]  # REFERENCE.md §4.2
+  assert round(count / 1e6, 2) == {"base": 66.89, "small": 26.87}[space]  # docs/reference.md
 
 
 def test_other_mixers_make_students():

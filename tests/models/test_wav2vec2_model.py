@@ -61,8 +61,7 @@ def test_frames_for_matches_the_conv_stack():
   for n in lengths:
     out = fe.apply(params, jnp.zeros((1, n)))
     assert out.shape[1] == variants.frames_for(n)
-  # floor((250000 - 400) / 320) + 1 = 781, which the conv stack above confirms (REFERENCE.md §12
-  # says 780, an off-by-one there).
+  # floor((250000 - 400) / 320) + 1 = 781, which the conv stack above confirms.
   assert variants.frames_for(250_000) == 781
   assert variants.frames_for(399) == 0
   np.testing.assert_array_equal(variants.frames_for(np.array(lengths)),
