@@ -4,6 +4,8 @@ Every config file is a Python module with `get_config(arg)`; see configs/wav2vec
 """
 import ml_collections as mlc
 
+from jaxssl.data import batching
+
 
 def parse_arg(arg, **defaults):
   """Parses `"k1=v1,k2=v2"` (or a bare `"runlocal"`) into a ConfigDict over `defaults`.
@@ -69,7 +71,8 @@ def fairseq_batches(data, *, gpus, max_tokens, buckets=16):
   data.dynamic_batch_sec = gpus * max_tokens / 16_000
   data.dynamic_batch_buckets = buckets
   data.batch_groups = gpus
-  data.batch_size = gpus * (max_tokens // data.crop_samples)
+  data.batch_size = batching.budget_batch_size(gpus * max_tokens, data.crop_samples,
+                                               multiple=data.dynamic_batch_multiple, groups=gpus)
   return data
 
 

@@ -9,6 +9,7 @@ import os
 import jax
 
 from jaxssl import masking
+from jaxssl.data import batching
 from jaxssl.models import variants
 
 
@@ -54,8 +55,7 @@ def validate(config, num_devices=None, num_processes=None):
   procs = jax.process_count() if num_processes is None else num_processes
   accum = c.optim.get("grad_accum_steps", 1)
   if d.get("dynamic_batch_sec", 0) > 0:
-    # Every bucket's batch is a multiple of this (data/batching.py budget_batch_size).
-    unit = math.lcm(d.dynamic_batch_multiple, d.get("batch_groups", 1), procs)
+    unit = batching.batch_unit(math.lcm(d.dynamic_batch_multiple, procs), d.get("batch_groups", 1))
     _check(accum >= 1 and unit % (batch_shards * accum) == 0,
            f"data.dynamic_batch_multiple={d.dynamic_batch_multiple}: dynamic batch sizes are "
            f"multiples of {unit} (with data.batch_groups and {procs} processes), which must "

@@ -89,6 +89,11 @@ class DynamicBuckets:
     return int(rng.choice(len(self.probs), p=self.probs))
 
 
+def batch_unit(multiple, groups=1):
+  """What every dynamic batch size is a multiple of: lcm(multiple, groups)."""
+  return math.lcm(multiple, groups)
+
+
 def budget_batch_size(target_samples, length, *, multiple, groups=1):
   """Global rows of `length` samples for an audio budget of `target_samples` per update.
 
@@ -97,7 +102,7 @@ def budget_batch_size(target_samples, length, *, multiple, groups=1):
   lcm(multiple, groups) (hosts, batch-sharded devices): exact when `multiple` divides it,
   else rounded to the nearest such multiple (at least one).
   """
-  unit = math.lcm(multiple, groups)
+  unit = batch_unit(multiple, groups)
   rows = groups * max(1, int(target_samples / groups // length))
   return max(unit, round(rows / unit) * unit)
 
@@ -119,7 +124,7 @@ def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, groups=1
     DynamicBuckets whose lower edges are `crop_edges`.
   """
   clipped = np.minimum(np.asarray(lengths, np.int64), crop_samples)
-  unit = math.lcm(multiple, groups)
+  unit = batch_unit(multiple, groups)
   if target_samples < unit * crop_samples:
     raise ValueError(f"data.dynamic_batch_sec gives {target_samples} samples per batch, fewer "
                      f"than {unit} (lcm of data.dynamic_batch_multiple, data.batch_groups and "

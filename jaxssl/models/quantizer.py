@@ -62,7 +62,9 @@ class GumbelQuantizer(nn.Module):
     hard = jax.nn.one_hot(jnp.argmax(logits, -1), v, dtype=jnp.float32)
     if x.shape[0] % groups:
       raise ValueError(f"{x.shape[0]} frames do not split into data.batch_groups={groups}.")
-    blocks = lambda a: a.reshape(groups, -1, *a.shape[1:])  # noqa: E731
+    def blocks(a):  # [N, ...] -> [groups, N / groups, ...]
+      return a.reshape(groups, -1, *a.shape[1:])
+
     block_weights = blocks(weights)
     prob_ppl = _perplexity(blocks(jax.nn.softmax(logits, -1)), block_weights)
     share = block_weights.sum(-1) / jnp.maximum(weights.sum(), 1.0)
