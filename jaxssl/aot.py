@@ -5,7 +5,7 @@
 
 With PyPI's `libtpu` installed, `jax.experimental.topologies.get_topology_desc` describes the
 devices of any TPU slice (v4, v5e, v5p, v6e) without a TPU, and XLA's TPU compiler compiles for
-them. This tool builds the trainer's own step (`trainer.abstract_step`: same mesh, shardings,
+them. This tool builds the trainer's own step (`pretrain.abstract_step`: same mesh, shardings,
 objective, optimizer and donation, abstract inputs only), compiles it for the topology, and
 reports per-device memory (arguments, outputs, temporaries) against the chip's HBM, FLOPs per step
 (matmuls and convolutions of the traced step, remat recompute included) and a predicted step time
@@ -36,12 +36,13 @@ from jax.experimental import topologies
 from jax.extend import core as jax_core
 
 from jaxssl import cli
+from jaxssl import constants
 from jaxssl import extras
 from jaxssl import main as main_lib
+from jaxssl import pretrain
 from jaxssl import validate
 from jaxssl.data import pipeline
 from jaxssl.training import flops as flops_lib
-from jaxssl.training import trainer
 
 flags.adopt_module_key_flags(main_lib)  # --config / --workdir in this command's --help.
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -223,7 +224,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
                     num_processes=len({d.process_index for d in devices}))
   where = f"{name} ({chip.name}, {len(devices)} devices, mesh {sizes})"
 
-  step = trainer.abstract_step(config, objective=objective, devices=devices)
+  step = pretrain.abstract_step(config, objective=objective, devices=devices)
   state = step["abstract_state"]
   state_bytes = sum(_leaf_bytes(x) for x in jax.tree.leaves(state))
   if state_bytes > hbm:  # No compile needed to know this cannot run.
@@ -232,12 +233,12 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
     raise DoesNotFit(_not_fit_message("The train state (params + optimizer moments)",
                                       state_bytes, hbm, where, config, sizes, True, rows))
   # FLOPs from the traced step (scans counted in full), spread evenly over the devices.
-  traced = step["step_fn"].trace(state, step["batch_spec"])
+  traced = step["step_fn"].trace(state, {}, step["batch_spec"])
   flops = flops_lib.jaxpr_flops(traced.jaxpr)
   flops_dev = flops / len(devices)
   step_sec = flops_dev / (peak * mfu)
   batch, length = step["batch_shape"]
-  audio_sec = batch * length / pipeline.SAMPLE_RATE
+  audio_sec = batch * length / constants.SAMPLE_RATE
   result = dict(
       compiled=compile_step, topology=name, chip=chip.name, num_devices=len(devices),
       devices_per_chip=per_chip, mesh=sizes,

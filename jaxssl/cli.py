@@ -19,14 +19,20 @@ import tqdm
 _HELP = ("--help", "-h", "--helpfull", "--helpshort", "-?")
 
 
-def _load_config(argv):
-  """The config named by --config=file.py[:arg] in argv, loaded without flag parsing."""
-  spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
-  path, _, arg = spec.partition(":")
+def load_config_file(spec):
+  """The ConfigDict of "file.py[:arg]": the file's `get_config(arg)` (None without an arg)."""
+  path, _, arg = str(spec).partition(":")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{spec!r}: no such config file.")
   module_spec = importlib.util.spec_from_file_location("_jaxssl_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
+
+
+def _load_config(argv):
+  """The config named by --config=file.py[:arg] in argv, loaded without flag parsing."""
+  return load_config_file(next(a.split("=", 1)[1] for a in argv if a.startswith("--config=")))
 
 
 def _unknown_field_message(argv, error: Exception) -> str:

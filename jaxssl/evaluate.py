@@ -25,10 +25,12 @@ from absl import flags
 
 from jaxssl import cli
 from jaxssl import main as main_lib  # Defines --config / --workdir and their clear errors.
+from jaxssl.evaluation import finetune
+from jaxssl.evaluation import probing
 
 flags.adopt_module_key_flags(main_lib)  # --config / --workdir in this command's --help.
 
-# Whole-model fine-tuning (jaxssl/evaluation/ctc.py); any other task is a probe.
+# Whole-model fine-tuning (jaxssl/evaluation/finetune.py); any other task is a probe.
 FINETUNE_TASKS = ("ctc_finetune", "utterance_finetune")
 
 
@@ -49,17 +51,16 @@ def main(argv):
   if flags.FLAGS.dry_run:
     raise app.UsageError("--dry_run is a pretraining flag; jaxssl.evaluate has none.")
   workdir = flags.FLAGS.workdir or default_workdir(config)
-  # Imported here so that flag errors print before JAX starts.
-  from jaxssl.evaluation import ctc  # pylint: disable=g-import-not-at-top
-  from jaxssl.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   try:
     if config.task in FINETUNE_TASKS:
-      results = ctc.finetune(config, workdir)
+      results = finetune.finetune(config, workdir)
     else:
-      results = evaluate.run(config, workdir)
+      results = probing.run(config, workdir)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  if results.get("preempted"):  # Saved at SIGTERM: requeue the same command to resume.
+    sys.exit(main_lib.EXIT_PREEMPTED)
   summary = {k: results[k] for k in ("task", "upstream", "dev", "test", "best_step")}
   print(json.dumps(dict(summary, workdir=workdir)))
 

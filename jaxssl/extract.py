@@ -23,16 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl import constants
 from jaxssl import cli
 from jaxssl.data import audio as audio_lib
 from jaxssl.interop import ConversionError
 from jaxssl.interop import native
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
-from jaxssl.objectives import wav2vec2 as wav2vec2_objective
 
-SAMPLE_RATE = 16_000
-DOWNSAMPLE_RATE = 320  # Samples per frame (the CNN's total stride): 50 frames per second.
 _AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".sph")
 
 
@@ -49,7 +47,7 @@ class Upstream:
   Padding a batch leaves every utterance's valid frames unchanged, with both feature encoders:
   the group-norm one (BASE) takes its statistics over valid frames only (frontends/cnn.py).
   """
-  frame_rate = SAMPLE_RATE / DOWNSAMPLE_RATE
+  frame_rate = constants.SAMPLE_RATE / constants.FRAME_HOP
 
   def __init__(self, config, params):
     if "speech_encoder" not in params:
@@ -72,7 +70,7 @@ class Upstream:
       audio: [B, S] float waveform at 16 kHz (normalised already if `self.normalize`).
       valid_samples: [B, S] bool, True on real samples (right padding).
     """
-    valid = wav2vec2_objective.frame_valid(valid_samples)
+    valid = variants.frame_valid(valid_samples)
     out = self.encoder.apply({"params": params}, audio, valid=valid, audio_valid=valid_samples,
                              train=False)
     return jnp.stack(out["hidden"]), valid
@@ -87,7 +85,7 @@ def load(checkpoint):
   return Upstream(config, params)
 
 
-def extract(upstream, waveforms, *, batch_size=8, bucket_samples=SAMPLE_RATE):
+def extract(upstream, waveforms, *, batch_size=8, bucket_samples=constants.SAMPLE_RATE):
   """All hidden states of each waveform.
 
   Args:
@@ -158,13 +156,13 @@ def extract_files(checkpoint, input_path, output, *, batch_size=8):
   waves = []
   for p in paths:
     try:
-      waves.append(audio_lib.to_float(audio_lib.load_audio(p, target_rate=SAMPLE_RATE)))
+      waves.append(audio_lib.to_float(audio_lib.load_audio(p, target_rate=constants.SAMPLE_RATE)))
     except audio_lib.BadAudio as e:
       raise ConversionError(f"cannot read audio: {e}") from None
   hidden = extract(upstream, waves, batch_size=batch_size)
   arrays = {f"hidden_{i:05d}": h for i, h in enumerate(hidden)}
   arrays.update(paths=np.asarray(paths), num_frames=np.asarray([h.shape[1] for h in hidden]),
-                frame_rate=np.float64(upstream.frame_rate), sample_rate=np.int64(SAMPLE_RATE))
+                frame_rate=np.float64(upstream.frame_rate), sample_rate=np.int64(constants.SAMPLE_RATE))
   output = os.fspath(output)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = output + ".partial.npz"  # np.savez appends .npz to names without it.

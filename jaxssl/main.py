@@ -21,6 +21,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from jaxssl import cli
+from jaxssl import pretrain
 from jaxssl import validate
 from jaxssl.training import checkpointing
 
@@ -30,20 +31,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Build from abstract shapes, train nothing.")
-
-
-def dry_run_extras(config):
-  """Figures a recipe's dry run adds: MelHuBERT's MACs per second of speech beside HuBERT BASE's
-  (the paper's headline saving, about a third)."""
-  if config.get("objective", {}).get("name") != "melhubert":
-    return {}
-  from jaxssl.objectives import melhubert  # pylint: disable=g-import-not-at-top
-  base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "configs", "hubert", "base.py")
-  out = melhubert.compare(config, melhubert.load_config(f"{base}:iteration=2"))
-  return dict(macs_per_second=out["macs_per_sec"],
-              hubert_base_macs_per_second=out["baseline_macs_per_sec"],
-              macs_saving_vs_hubert_base=out["macs_saving"])
 
 
 def main(argv):
@@ -56,18 +43,15 @@ def main(argv):
   except validate.ConfigError as e:
     print(f"error: invalid config: {e}", file=sys.stderr)
     sys.exit(2)
-  from jaxssl.training import trainer  # pylint: disable=g-import-not-at-top
-  if config.get("trainer", "pretrain") == "distill":  # A frozen teacher in the step.
-    from jaxssl.distill import trainer  # pylint: disable=g-import-not-at-top,reimported
   if _DRY_RUN.value:
-    print(json.dumps(trainer.dry_run(config) | dry_run_extras(config)))
+    print(json.dumps(pretrain.dry_run(config)))
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required (unless --dry_run).")
   cli.say(f"config: {os.path.join(_WORKDIR.value, 'config.json')}")
   try:
-    result = trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (FileNotFoundError, validate.ConfigError, trainer.NonFiniteError,
+    result = pretrain.train_and_evaluate(config, _WORKDIR.value)
+  except (FileNotFoundError, validate.ConfigError, pretrain.NonFiniteError,
           checkpointing.CheckpointError) as e:
     # A missing dataset, evals without their data, a diverged run or no intact checkpoint: the
     # message says what to do; the last good checkpoint (if any) is intact in the workdir.

@@ -26,7 +26,7 @@ from configs.wav2vec2 import demo
 from jaxssl import aot
 from jaxssl import objectives
 from jaxssl import validate
-from jaxssl.training import trainer
+from jaxssl import pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 V5E = aot.CHIPS["TPU v5 lite"]
@@ -46,7 +46,7 @@ def _with(config, **fields):
 
 
 def _num_params(config):
-  step = trainer.abstract_step(config)
+  step = pretrain.abstract_step(config)
   return sum(math.prod(x.shape) for x in jax.tree.leaves(step["abstract_state"].params))
 
 
@@ -150,7 +150,7 @@ def test_state_that_cannot_fit_fails_before_compiling_naming_buffers_and_fixes()
   devices = aot.topology_devices("v5e:2x2")
   per_device = []
   for fsdp in (1, 4):
-    step = trainer.abstract_step(_with(config, **{"mesh.data": 4 // fsdp, "mesh.fsdp": fsdp}),
+    step = pretrain.abstract_step(_with(config, **{"mesh.data": 4 // fsdp, "mesh.fsdp": fsdp}),
                                  devices=devices)
     per_device.append(sum(aot._leaf_bytes(x)  # pylint: disable=protected-access
                           for x in jax.tree.leaves(step["abstract_state"])))

@@ -13,6 +13,7 @@ import pytest
 from sklearn import cluster as sk_cluster
 from sklearn import metrics as sk_metrics
 
+from jaxssl import pretrained
 from jaxssl import kmeans as kmeans_cli
 from jaxssl import objectives
 from jaxssl.clustering import features
@@ -192,7 +193,7 @@ def test_fit_indices_take_the_fraction_deterministically():
 
 
 def test_layer_features_are_the_saved_models_hidden_state_from_a_workdir_or_a_step_dir(tmp_path):
-  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")  # 2 layers of 32.
+  config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")  # 2 layers of 32.
   run = str(tmp_path / "run")
   params = random_run.save(config, run, seed=3)  # A step-1 checkpoint of these weights.
   rng = np.random.default_rng(0)

@@ -28,7 +28,6 @@ DEMO_DIMS = dict(embed_dim=128, mlp_dim=512, num_heads=4, conv_dim=64, final_dim
 def get_config(arg=None):
   arg = common.parse_arg(arg, teacher=DEMO_TEACHER, layers=2, runlocal=False)
   c = mlc.ConfigDict()
-  c.trainer = "distill"
   c.seed = 0
   c.total_steps = 600
   c.log_every_steps = 25

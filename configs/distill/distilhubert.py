@@ -21,7 +21,6 @@ from configs import distill
 def get_config(arg=None):
   arg = common.parse_arg(arg, teacher="workdir/hubert_base", mixer="mha", runlocal=False)
   c = mlc.ConfigDict()
-  c.trainer = "distill"
   c.seed = 0
   c.total_steps = 200_000
   c.log_every_steps = 100

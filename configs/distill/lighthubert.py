@@ -40,7 +40,6 @@ def get_config(arg=None):
 def _hubert_space(teacher):
   import ml_collections as mlc  # pylint: disable=g-import-not-at-top
   c = mlc.ConfigDict()
-  c.trainer = "distill"
   c.seed = 0
   c.total_steps = 200_000
   c.log_every_steps = 100

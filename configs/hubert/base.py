@@ -32,7 +32,6 @@ def get_config(arg=None):
   if arg.iteration not in (1, 2):
     raise ValueError(f"configs/hubert/base.py: iteration={arg.iteration}; choose 1 or 2.")
   c = mlc.ConfigDict()
-  c.trainer = "pretrain"
   c.seed = 0
   c.total_steps = arg.iteration_1_updates if arg.iteration == 1 else 400_000
   c.log_every_steps = 100

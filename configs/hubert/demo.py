@@ -36,7 +36,6 @@ def get_config(arg=None):
   if arg.iteration not in (1, 2):
     raise ValueError(f"configs/hubert/demo.py: iteration={arg.iteration}; choose 1 or 2.")
   c = mlc.ConfigDict()
-  c.trainer = "pretrain"
   c.seed = 0
   c.total_steps = 1_200
   c.log_every_steps = 25

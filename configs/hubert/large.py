@@ -23,7 +23,6 @@ from configs import hubert
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False)
   c = mlc.ConfigDict()
-  c.trainer = "pretrain"
   c.seed = 0
   c.total_steps = 400_000
   c.log_every_steps = 100

@@ -26,7 +26,6 @@ from jaxssl.models import variants
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False, layers=0, width=0, conv=0)
   c = mlc.ConfigDict()
-  c.trainer = "pretrain"
   c.seed = 0
   c.total_steps = 1_500
   c.log_every_steps = 50

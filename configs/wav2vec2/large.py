@@ -18,7 +18,6 @@ from configs import common
 def get_config(arg=None):
   arg = common.parse_arg(arg, runlocal=False)
   c = mlc.ConfigDict()
-  c.trainer = "pretrain"
   c.seed = 0
   c.total_steps = 1_000_000
   c.log_every_steps = 100

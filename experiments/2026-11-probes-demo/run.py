@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+from jaxssl import pretrained
 from jaxssl.evaluation import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxssl.evaluation import upstreams  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -52,7 +53,7 @@ class MemoUpstream:
 
 
 def _config(task, upstream, lr):
-  config = upstreams.load_config(f"configs/probes/{task}.py")
+  config = pretrained.load_config(f"configs/probes/{task}.py")
   with config.unlocked():
     config.upstream = upstream
     config.data.data_dir = _DATA_DIR.value

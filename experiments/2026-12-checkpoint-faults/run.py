@@ -91,21 +91,21 @@ def demo_table(base):
     config.total_steps, config.ckpt.every_steps, config.ckpt.keep = 150, 50, 3
     config.evals = {}
   ref = str(base / "demo")
-  trainer.train_and_evaluate(config, ref)
+  pretrain.train_and_evaluate(config, ref)
   longer = config.copy_and_resolve_references()
   with longer.unlocked():
     longer.total_steps = 200
   undamaged = str(base / "demo_from100")
   shutil.copytree(ref, undamaged)
   shutil.rmtree(os.path.join(undamaged, "ckpt", "150"))
-  trainer.train_and_evaluate(longer, undamaged)
+  pretrain.train_and_evaluate(longer, undamaged)
   want = _rows(undamaged, 101)
   rows = []
   for name, damage in faults.DAMAGES.items():
     workdir = str(base / f"demo_{len(rows)}")
     shutil.copytree(ref, workdir)
     damage(os.path.join(workdir, "ckpt", "150"), np.random.default_rng(0))
-    outcome, lines = _resume(lambda w: trainer.train_and_evaluate(longer, w), workdir)
+    outcome, lines = _resume(lambda w: pretrain.train_and_evaluate(longer, w), workdir)
     said = lines[0] if lines else "(nothing: never listed)"
     kept = sorted(n for n in os.listdir(os.path.join(workdir, "ckpt")) if "150" in n)
     rows.append(dict(damage=name, said=said, outcome=outcome, ckpt_150_now=kept,
@@ -115,7 +115,7 @@ def demo_table(base):
 
 
 def _standin_train(total):
-  return lambda w: trainer.train_and_evaluate(standin.config(total_steps=total), w,
+  return lambda w: pretrain.train_and_evaluate(standin.config(total_steps=total), w,
                                               source=standin.source(),
                                               objective=standin.StandInObjective())
 

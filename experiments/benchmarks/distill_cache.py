@@ -37,7 +37,7 @@ from jaxssl import objectives
 from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import teacher as teacher_lib
-from jaxssl.distill import trainer
+from jaxssl import pretrain
 from jaxssl.models import variants
 from jaxssl.training import optimizers
 from jaxssl.training import partitioning

@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from configs import common
+from jaxssl import constants
 from jaxssl.data import build
 from jaxssl.data import pipeline
 from jaxssl.data import sources
@@ -90,7 +91,7 @@ def measure(data_cfg, source, num_batches):
     padded += batch["valid"].size
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   loader.close()
-  audio_sec = real / pipeline.SAMPLE_RATE
+  audio_sec = real / constants.SAMPLE_RATE
   return {"batches": num_batches, "audio_sec": round(audio_sec, 1),
           "padded_fraction": round(1 - real / padded, 3), "wall_sec": round(wall, 3),
           "cpu_sec": round(cpu, 3), "x_realtime_wall": round(audio_sec / wall, 1),
@@ -139,7 +140,7 @@ def synthetic_array_record(synthetic, tmp_dir):
   for i in range(len(synthetic)):
     record = synthetic[i]
     sf.write(os.path.join(wav_dir, record["id"] + ".wav"), record["audio"],
-             pipeline.SAMPLE_RATE, subtype="PCM_16")
+             constants.SAMPLE_RATE, subtype="PCM_16")
   data_dir = os.path.join(tmp_dir, "tfds")
   build.build("local_audio", source=os.path.dirname(wav_dir), data_dir=data_dir,
               config="bench", num_workers=2, show_progress=False)

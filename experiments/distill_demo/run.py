@@ -31,6 +31,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import speed
+from jaxssl import pretrained
 from jaxssl.evaluation import upstreams
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/distill_demo", "Where the runs go.")
@@ -105,7 +106,7 @@ def stage_speed(w, which):
     with open(path) as f:
       out = json.load(f)
   if which == "demo":
-    models = {name: upstreams.load_checkpoint(os.path.join(REPO, p))
+    models = {name: pretrained.load_checkpoint(os.path.join(REPO, p))
               for name, p in upstream_paths(w).items() if name != "mfcc"}
     out["demo"] = speed.relative(speed.measure(models, runs=_RUNS.value), "teacher")
   else:

@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from configs.finetune import ctc_demo  # pylint: disable=wrong-import-position
+from jaxssl import pretrained
 from jaxssl.evaluation import ctc  # pylint: disable=wrong-import-position
 from jaxssl.evaluation import upstreams  # pylint: disable=wrong-import-position
 from jaxssl.models import variants  # pylint: disable=wrong-import-position
@@ -53,7 +54,7 @@ def _batch(batch, samples, seed=0):
 def measure(arch, method, *, batch, seconds, steps, total_steps=1000):
   """One method's numbers (see the module docstring) as a dict."""
   config = ctc_demo.get_config(f"peft={method}")
-  up_config = upstreams.load_config(arch)
+  up_config = pretrained.load_config(arch)
   model_config = ctc._model_config(up_config, config.model)  # pylint: disable=protected-access
   objective = ctc.CTCObjective(model_config, config.masking, VOCAB)
   tx, lr_schedule = ctc.make_optimizer(config.optim, config.schedule, total_steps)

@@ -16,10 +16,11 @@ import dataclasses
 import jax
 import numpy as np
 
+from jaxssl import distill  # pylint: disable=unused-import (students load as upstreams)
 from jaxssl import objectives
+from jaxssl import pretrained
 from jaxssl.data import batching
 from jaxssl.data import features as features_lib
-from jaxssl.evaluation import upstreams
 from jaxssl.models import variants
 
 KINDS = ("mfcc", "logmel", "layer")
@@ -66,7 +67,7 @@ class Extractor:
     if not checkpoint:
       raise ValueError("--features=layer needs --checkpoint=<workdir of a trained run>.")
     # What a probe's upstream takes: a workdir, one of its ckpt/<step> dirs or a converted model.
-    self.config, self.params = upstreams.load_checkpoint(checkpoint)
+    self.config, self.params = pretrained.load_checkpoint(checkpoint)
     self.objective = objectives.build(self.config)
     num_layers = variants.get(self.config.model.variant).num_layers
     if not 0 <= layer <= num_layers:

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from jaxssl import constants
+
 _STREAM_BUCKET = 21
 _STREAM_EVAL_ORDER = 22
 _STREAM_CROP = 23
@@ -225,3 +227,10 @@ def eval_batches(lengths, edges, batch_size, *, seed):
       batches.append((int(edge), chunk))
   order = np.random.default_rng([_STREAM_EVAL_ORDER, seed]).permutation(len(batches))
   return [batches[i] for i in order]
+
+
+def dummy_batch(num_samples=constants.SAMPLE_RATE):
+  """One second (by default) of silence for model init and shape inference:
+  {"audio": float32 [1, S] zeros, "valid": bool [1, S] ones}."""
+  return {"audio": np.zeros((1, num_samples), np.float32),
+          "valid": np.ones((1, num_samples), bool)}

@@ -34,12 +34,12 @@ import numpy as np
 import soxr
 import tqdm
 
+from jaxssl import constants
 from jaxssl import cli
 from jaxssl.data import espeak
 
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl")
 SPLITS = ("train", "dev", "test")
-SAMPLE_RATE = 16_000
 DEFAULT_HOURS = 1.0
 FORMAT_VERSION = 1
 TEXT_DIR = pathlib.Path(__file__).parent / "text"
@@ -163,11 +163,11 @@ def synthesize_utterance(seed, index):
       pitch=speaker.pitch, seed=synth_seed)
   # Resample in float: soxr's int16 output path dithers with a random generator,
   # which made a few files differ from build to build.
-  resampled = soxr.resample(audio.astype(np.float32), rate, SAMPLE_RATE)
+  resampled = soxr.resample(audio.astype(np.float32), rate, constants.SAMPLE_RATE)
   samples = np.clip(np.rint(resampled), -32768, 32767).astype(np.int16)
   n = len(samples)
   # Integer rounding of the boundaries (monotone, so order and disjointness survive).
-  scale = lambda s: min(n, (s * SAMPLE_RATE + rate // 2) // rate)
+  scale = lambda s: min(n, (s * constants.SAMPLE_RATE + rate // 2) // rate)
   phones = [(p, scale(s), scale(e)) for p, s, e in normalize_phones(phones)]
   phones = [p for p in phones if p[2] > p[1]]
   if not phones:
@@ -177,7 +177,7 @@ def synthesize_utterance(seed, index):
       "id": utt_id, "path": f"wav/{speaker.split}/{utt_id}.wav", "text": text,
       "phones": [p[0] for p in phones], "phone_starts": [p[1] for p in phones],
       "phone_ends": [p[2] for p in phones], "speaker": speaker.id,
-      "language": speaker.language, "num_samples": n, "sample_rate": SAMPLE_RATE,
+      "language": speaker.language, "num_samples": n, "sample_rate": constants.SAMPLE_RATE,
   }
   return record, samples
 
@@ -191,7 +191,7 @@ def _write_wav(path, samples):
   with wave.open(str(path), "wb") as w:
     w.setnchannels(1)
     w.setsampwidth(2)
-    w.setframerate(SAMPLE_RATE)
+    w.setframerate(constants.SAMPLE_RATE)
     w.writeframes(samples.astype("<i2").tobytes())
 
 
@@ -226,14 +226,14 @@ def _synthesize_rounds(out, seed, target, num_workers):
   if num_workers > 1:
     # spawn: the parent may run JAX threads, which fork() would copy mid-flight.
     pool = multiprocessing.get_context("spawn").Pool(num_workers)
-  bar = tqdm.tqdm(total=round(target / SAMPLE_RATE), unit="s audio", desc="demo corpus",
+  bar = tqdm.tqdm(total=round(target / constants.SAMPLE_RATE), unit="s audio", desc="demo corpus",
                   bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio "
                              "[{elapsed}<{remaining}, {rate_fmt}]")
   try:
     while num_rounds == 0 or total < target:
       # ~2.9 s per utterance is the measured mean; a batch short of the target
       # only costs one more (small) batch, an overshoot is cut at the round.
-      batch = max(1, math.ceil((target - total) / (2.9 * SAMPLE_RATE * _ROUND)))
+      batch = max(1, math.ceil((target - total) / (2.9 * constants.SAMPLE_RATE * _ROUND)))
       jobs = [(seed, i) for i in range(num_rounds * _ROUND, (num_rounds + batch) * _ROUND)]
       results = (pool.imap(_synthesize_star, jobs, chunksize=4) if pool
                  else map(_synthesize_star, jobs))
@@ -245,7 +245,7 @@ def _synthesize_rounds(out, seed, target, num_workers):
         split_samples[split] += record["num_samples"]
         inventory.update(record["phones"])
         round_total += record["num_samples"]
-        bar.update(record["num_samples"] / SAMPLE_RATE)
+        bar.update(record["num_samples"] / constants.SAMPLE_RATE)
         bar.total = max(bar.total, math.ceil(bar.n))  # The last round may overshoot.
         if (k + 1) % _ROUND == 0:  # The stop decision is taken per whole round.
           num_rounds += 1
@@ -298,10 +298,10 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
   for split in SPLITS:
     (out / "wav" / split).mkdir(parents=True, exist_ok=True)
   counts, split_samples, inventory, total, num_rounds = _synthesize_rounds(
-      out, seed, hours * 3600 * SAMPLE_RATE, num_workers)
+      out, seed, hours * 3600 * constants.SAMPLE_RATE, num_workers)
   meta = {
       "format_version": FORMAT_VERSION, "seed": seed, "hours": hours,
-      "sample_rate": SAMPLE_RATE,
+      "sample_rate": constants.SAMPLE_RATE,
       "engine": {"name": "espeak-ng", "version": espeak.version(),
                  "sample_rate": espeak.sample_rate()},
       "languages": list(LANGUAGES),
@@ -309,16 +309,16 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
                    for s in SPLITS},
       "speaker_info": {p.id: p._asdict() for lang in LANGUAGES for p in speakers(lang)},
       "num_rounds": num_rounds, "counts": counts,
-      "seconds": {s: split_samples[s] / SAMPLE_RATE for s in SPLITS},
-      "total_seconds": total / SAMPLE_RATE,
+      "seconds": {s: split_samples[s] / constants.SAMPLE_RATE for s in SPLITS},
+      "total_seconds": total / constants.SAMPLE_RATE,
       "phone_inventory": sorted(inventory),
   }
   with open(out / "meta.json.tmp", "w", encoding="utf-8") as f:
     json.dump(meta, f, ensure_ascii=False, indent=1)
   os.replace(out / "meta.json.tmp", out / "meta.json")
   elapsed = time.time() - t0
-  print(f"{out}: {sum(counts.values())} utterances, {total / SAMPLE_RATE / 3600:.3f} h in "
-        f"{elapsed:.1f} s ({total / SAMPLE_RATE / elapsed:.0f}x real time).")
+  print(f"{out}: {sum(counts.values())} utterances, {total / constants.SAMPLE_RATE / 3600:.3f} h in "
+        f"{elapsed:.1f} s ({total / constants.SAMPLE_RATE / elapsed:.0f}x real time).")
   return {**meta, "build_seconds": elapsed, "skipped": False}
 
 

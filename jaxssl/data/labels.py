@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from jaxssl import constants
+
 META = "meta.json"
 
 
@@ -31,7 +32,7 @@ class LabelError(ValueError):
   """Labels that do not fit the audio or the config; the message names the file/utterance."""
 
 
-def hop_for(label_rate, sample_rate=SAMPLE_RATE):
+def hop_for(label_rate, sample_rate=constants.SAMPLE_RATE):
   """Samples per label frame (160 at 100 Hz, 320 at 50 Hz)."""
   if label_rate <= 0 or sample_rate % label_rate:
     raise LabelError(f"data.label_rate={label_rate} must divide the sample rate {sample_rate}.")
@@ -40,7 +41,7 @@ def hop_for(label_rate, sample_rate=SAMPLE_RATE):
 
 def expected_count(num_samples, label_rate):
   """round(num_samples * label_rate / 16000): the label count of an utterance, +-1."""
-  return np.floor(np.asarray(num_samples) * label_rate / SAMPLE_RATE + 0.5).astype(np.int64)
+  return np.floor(np.asarray(num_samples) * label_rate / constants.SAMPLE_RATE + 0.5).astype(np.int64)
 
 
 def labels_per_crop(crop_samples, label_rate):
@@ -171,7 +172,7 @@ def check_lengths(ids, num_samples, num_labels, label_rate, *, where="labels"):
     raise LabelError(
         f"{where}: utterance {str(ids[i])!r} has {num_labels[i]} labels at {label_rate} Hz "
         f"({num_labels[i] / label_rate:.3f} s) but {num_samples[i]} audio samples "
-        f"({num_samples[i] / SAMPLE_RATE:.3f} s, {expected_count(num_samples[i], label_rate)} "
+        f"({num_samples[i] / constants.SAMPLE_RATE:.3f} s, {expected_count(num_samples[i], label_rate)} "
         f"+-1 labels expected); {len(bad)} utterance(s) disagree. Is data.label_rate right "
         f"(100 for MFCC labels, 50 for model-layer labels)?")
 

@@ -27,13 +27,13 @@ from absl import logging
 import grain
 import numpy as np
 
+from jaxssl import constants
 from jaxssl.data import audio as audio_lib
 from jaxssl.data import batching
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import sampling
 from jaxssl.data import sources
 
-SAMPLE_RATE = 16_000
 _CURRICULA = ("", "crop_length", "max_duration")
 
 
@@ -106,7 +106,7 @@ class Loader:
   def seconds_per_batch(self, step=None):
     """Padded audio seconds in the *global* batch of `step` (default: next)."""
     batch_size, length = self.batch_shape(step)
-    return batch_size * length / SAMPLE_RATE
+    return batch_size * length / constants.SAMPLE_RATE
 
   def close(self):
     """Stops prefetch threads / worker processes (restarted by `next`)."""
@@ -170,7 +170,7 @@ class TrainPlan:
     if data_cfg.dynamic_batch_sec > 0:
       # A fixed multiple (not the host count) keeps global batches host-invariant.
       self.buckets = batching.dynamic_buckets(
-          self.lengths[records], target_samples=round(data_cfg.dynamic_batch_sec * SAMPLE_RATE),
+          self.lengths[records], target_samples=round(data_cfg.dynamic_batch_sec * constants.SAMPLE_RATE),
           crop_samples=self.crop, multiple=_multiple(data_cfg, process_count),
           groups=data_cfg.get("batch_groups", 1),
           max_buckets=data_cfg.get("dynamic_batch_buckets", 4))
@@ -226,7 +226,7 @@ def nominal_batch_shape(data_cfg, process_count=1):
   and about the same audio, `batching.budget_batch_size`)."""
   if data_cfg.dynamic_batch_sec <= 0:
     return data_cfg.batch_size, data_cfg.crop_samples
-  size = batching.budget_batch_size(round(data_cfg.dynamic_batch_sec * SAMPLE_RATE),
+  size = batching.budget_batch_size(round(data_cfg.dynamic_batch_sec * constants.SAMPLE_RATE),
                                     data_cfg.crop_samples,
                                     multiple=_multiple(data_cfg, process_count),
                                     groups=data_cfg.get("batch_groups", 1))

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxssl import cli
 from jaxssl.data import pipeline
+from jaxssl.distill import teacher as teacher_lib
 from jaxssl.training import partitioning
 
 KEYS = ("audio", "valid", "language", "speaker", "targets")
@@ -57,7 +58,6 @@ def build(config, cache_dir, *, num_batches, batches_per_shard=16, dtype="float1
   Returns:
     meta dict: counts, bytes on disk and seconds spent (teacher forward, total).
   """
-  from jaxssl.distill import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   if jax.process_count() != 1:
     raise ValueError("distill.cache: building a cache runs in one process.")
   if dtype not in ("float16", "float32"):

@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 
 from jaxssl import cli
+from jaxssl import pretrained
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import student as student_lib
 from jaxssl.distill import supernet
@@ -42,8 +43,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.supernet or not f.output:
     raise app.UsageError("--supernet and --output are required.")
-  from jaxssl.evaluation import upstreams  # pylint: disable=g-import-not-at-top
-  config = upstreams.load_config(f.supernet)
+  config = pretrained.load_config(f.supernet)
   if not config.get("supernet", {}).get("space", ""):
     raise app.UsageError(f"--supernet={f.supernet!r}: its config.json has no supernet.space; "
                          "it is not a LightHuBERT supernet run.")

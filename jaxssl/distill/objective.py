@@ -10,28 +10,28 @@ averaged over heads and real frames (s3prl averages over (B, N, T[, D]), padding
 padded frames are left out). The targets are `batch["targets"]` [B, N, T, D_t], put there by the
 distillation step (teacher run inside the same compiled step, `teacher.Teacher`) or read from a
 teacher-output cache (`distill.cache`), so the loss is a pure function of (params, batch) and the
-generic `training.train_step` runs it unchanged.
+engine's step runs it unchanged.
 """
 import dataclasses
+import functools
+import logging
 from typing import Any
 
 from flax import traverse_util
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl import objectives
+from jaxssl.data import batching
+from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import student as student_lib
+from jaxssl.distill import supernet
+from jaxssl.distill import teacher as teacher_lib
+from jaxssl.models import layers
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import variants
-
-_EPS = 1e-8  # torch.nn.functional.cosine_similarity clamps each norm at eps.
-
-
-def cosine(a, b):
-  """cos(a, b) over the last axis, each norm clamped at 1e-8 (torch). [..., D] -> [...]."""
-  an = jnp.maximum(jnp.linalg.norm(a, axis=-1), _EPS)
-  bn = jnp.maximum(jnp.linalg.norm(b, axis=-1), _EPS)
-  return jnp.sum(a * b, -1) / (an * bn)
-
+from jaxssl.training import objective as objective_lib
 
 def distill_loss(pred, target, valid, *, cosine_weight=1.0):
   """DistilHuBERT's loss over real frames.
@@ -49,7 +49,7 @@ def distill_loss(pred, target, valid, *, cosine_weight=1.0):
   pred, target = pred.astype(jnp.float32), target.astype(jnp.float32)
   w = jnp.broadcast_to(valid[:, None, :], pred.shape[:3]).astype(jnp.float32)  # [B, N, T]
   l1 = jnp.mean(jnp.abs(pred - target), -1)
-  cos = cosine(pred, target)
+  cos = layers.cosine(pred, target)
   sim = -jax.nn.log_sigmoid(cos)
   count = jnp.maximum(w.sum(), 1.0)
   rec, sim_loss = (l1 * w).sum() / count, (sim * w).sum() / count
@@ -62,38 +62,56 @@ def distill_loss(pred, target, valid, *, cosine_weight=1.0):
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillObjective:
-  """Student + heads + DistilHuBERT loss. `init(rng, batch)`, `loss(params, batch, rng, *, step,
-  train)`, `represent(params, batch)`; batch: "audio" [B, S], "valid" [B, S] bool and, for the
-  loss, "targets" [B, N, T, D_t] (teacher hidden states of `distill.target_layers`).
+class DistillObjective(objective_lib.Objective):
+  """Student + heads + DistilHuBERT loss, with the frozen teacher as the step's constants.
 
-  `subnet` overrides the config's architecture (a LightHuBERT subnet, see `supernet.py`).
+  batch: "audio" [B, S], "valid" [B, S] bool; the loss reads "targets" [B, N, T, D_t] (teacher
+  hidden states of `distill.target_layers`), which `prepare` computes inside the compiled step
+  from the teacher's params, or which a teacher-output cache (`distill.cache_dir`) provides.
+  The engine hooks (training/objective.py), in the order they run:
+    constants       loads `distill.teacher` into the student's mesh (optionally bfloat16);
+    initial_params  copies the teacher's CNN, projection, positional conv and first layers
+                    into a fresh student (`distill.init_from_teacher`);
+    variant         with a `supernet` section (LightHuBERT), the menu index of step t's subnet
+                    (`supernet.subnet_for_step`), so each subnet is compiled once;
+    prepare         the teacher's forward (no gradient) when it runs in the step.
+
+  Attributes:
+    config: the distillation config (configs/distill/*.py).
+    subnet: a LightHuBERT subnet that overrides the config's architecture (`supernet.py`).
+    teacher: an already loaded `teacher.Teacher` (default: load `distill.teacher`).
   """
   config: Any
   subnet: Any = None
+  teacher: Any = dataclasses.field(default=None, compare=False, repr=False)
+  has_constants = True  # `--dry_run` reports sizes without loading the teacher.
+  _loaded: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
   @property
   def model(self):
     return student_lib.student_from_config(self.config, subnet=self.subnet)
 
-  def frame_valid(self, valid_samples):
-    """[B, S] sample mask -> [B, T] frame mask (objectives.wav2vec2.frame_valid; not imported
-    from there, since jaxssl.objectives registers this module)."""
-    t = variants.frames_for(valid_samples.shape[-1])
-    lengths = variants.frames_for(valid_samples.sum(-1))
-    return jnp.arange(t)[None] < lengths[:, None]
+  @property
+  def online(self):
+    """Whether the teacher runs in the step (no teacher-output cache)."""
+    return not self.config.distill.get("cache_dir", "")
+
+  @functools.cached_property
+  def menu(self):
+    """The supernet's subnets (a LightHuBERT run), else ()."""
+    return supernet.menu(self.config) if self.config.get("supernet", {}).get("space", "") else ()
 
   def init(self, rng, batch):
-    valid = self.frame_valid(batch["valid"])
+    valid = variants.frame_valid(batch["valid"])
     rngs = dict(zip(("params", "dropout"), jax.random.split(rng)))
     return self.model.init(rngs, batch["audio"], valid=valid, train=False)["params"]
 
-  def loss(self, params, batch, rng, *, step, train: bool = True):
-    del step
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
+    del step, state
     if "targets" not in batch:
-      raise ValueError("objective.name='distill' needs batch['targets'] (teacher hidden states); "
-                       "train it with trainer='distill' (jaxssl.distill.trainer).")
-    valid = self.frame_valid(batch["valid"])
+      raise ValueError("objective.name='distill' needs batch['targets'] (teacher hidden states), "
+                       "which `prepare` adds in the engine's step.")
+    valid = variants.frame_valid(batch["valid"])
     k_drop, k_layerdrop = jax.random.split(rng)
     out = self.model.apply({"params": params}, batch["audio"], valid=valid, train=train,
                            audio_valid=batch["valid"],
@@ -106,9 +124,64 @@ class DistillObjective:
     return distill_loss(out["pred"], targets, valid,
                         cosine_weight=self.config.distill.cosine_weight)
 
+  def constants(self, mesh, rules):
+    d = self.config.distill
+    teacher = self.teacher or teacher_lib.load_teacher(
+        d.teacher, layers=d.target_layers, mesh=mesh, rules=rules, dtype=d.teacher_dtype)
+    check_teacher(self.config, teacher)
+    self._loaded["teacher"] = teacher
+    logging.info("Distillation teacher %s: %d layers, %d-d.", d.teacher, teacher.num_layers,
+                 teacher.dim)
+    return (teacher.params, teacher.shardings) if self.online else ({}, {})
+
+  def initial_params(self, params, constants):
+    del constants  # The teacher is loaded even when a cache replaces its forward.
+    if not self.config.distill.init_from_teacher:
+      return params
+    params, report = init_from_teacher(params, self._loaded["teacher"].params["speech_encoder"])
+    logging.info("Student init from the teacher: took %d params, kept %s.",
+                 len(report["taken"]), report["kept"])
+    return params
+
+  def variant(self, step):
+    return supernet.subnet_for_step(self.config, step, self.menu) if self.menu else None
+
+  def specialize(self, variant):
+    if variant is None:
+      return self
+    return SubnetObjective(self.config, self.menu[variant], parent=self)
+
+  def prepare(self, constants, batch):
+    if not self.online:
+      return batch  # The cache's batches hold the targets.
+    return dict(batch, targets=self._loaded["teacher"].targets(constants, batch))
+
+  def log_extras(self, step):
+    return {"train/subnet_index": float(self.variant(step))} if self.menu else {}
+
+  def make_loader(self, config, *, source=None):
+    if self.online:
+      return super().make_loader(config, source=source)
+    return cache_lib.CachedLoader(config.distill.cache_dir, config=config)
+
+  def dry_run_report(self):
+    """The student's size from abstract shapes (the teacher is not loaded): num_params with
+    and without heads, and for a supernet its menu size and each subnet's size."""
+    def count(subnet=None):
+      obj = DistillObjective(self.config, subnet)
+      params = nn.unbox(jax.eval_shape(obj.init, jax.random.PRNGKey(0), batching.dummy_batch()))
+      return num_params(params), num_params(params, heads=False)
+
+    total, without = count()
+    out = dict(num_params=total, num_params_without_heads=without)
+    if self.menu:
+      out["menu_size"] = len(self.menu)
+      out["subnet_params_without_heads"] = [count(s)[1] for s in self.menu]
+    return out
+
   def represent(self, params, batch):
     """Frozen-upstream features: (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
-    valid = self.frame_valid(batch["valid"])
+    valid = variants.frame_valid(batch["valid"])
     student = student_lib.student_from_config(self.config, subnet=self.subnet, num_targets=0)
     enc_params = {k: v for k, v in params.items() if k != "heads"}
     out = student.apply({"params": enc_params}, batch["audio"], valid=valid, train=False,
@@ -164,3 +237,35 @@ def num_params(params, *, heads=True):
   """Number of parameters, optionally leaving the prediction heads out."""
   tree = params if heads else {k: v for k, v in params.items() if k != "heads"}
   return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+@dataclasses.dataclass(frozen=True)
+class SubnetObjective(objective_lib.Objective):
+  """The distillation loss of one supernet subnet, on the supernet's params (sliced inside the
+  loss); the teacher and its targets are the parent's."""
+  config: Any
+  subnet: student_lib.Subnet
+  parent: Any = dataclasses.field(default=None, compare=False, repr=False)
+
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
+    sub = supernet.slice_params(params, supernet.subnet_shapes(self.config, self.subnet))
+    obj = DistillObjective(self.config, self.subnet)
+    return obj.loss(sub, batch, rng, step=step, train=train)
+
+  def prepare(self, constants, batch):
+    return self.parent.prepare(constants, batch)
+
+
+def check_teacher(config, teacher):
+  """Raises ValueError when the student config does not fit the teacher."""
+  d = config.distill
+  if teacher.dim != d.target_dim:
+    raise ValueError(f"distill.target_dim={d.target_dim} but the teacher {d.teacher!r} is "
+                     f"{teacher.dim}-d.")
+  if bool(teacher.config.data.get("normalize", False)) != bool(config.data.normalize):
+    raise ValueError(f"data.normalize={config.data.normalize} but the teacher {d.teacher!r} was "
+                     f"trained with data.normalize={teacher.config.data.get('normalize')}: the "
+                     "teacher must see audio scaled as in its pretraining.")
+
+
+objectives.register("distill", DistillObjective)

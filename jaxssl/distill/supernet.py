@@ -20,12 +20,14 @@ import json
 from flax import traverse_util
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from jaxssl.distill import objective as objective_lib
+from jaxssl import pretrained
+from jaxssl.data import batching
 from jaxssl.distill import student as student_lib
+from jaxssl.interop import native
+from jaxssl.models import variants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +103,11 @@ def subnet_for_step(config, step, subnets):
 @functools.lru_cache(maxsize=None)
 def _shapes(config_json, subnet):
   config = mlc.ConfigDict(json.loads(config_json))
-  obj = objective_lib.DistillObjective(config, subnet)
-  batch = {"audio": jnp.zeros((1, 16000)), "valid": jnp.ones((1, 16000), bool)}
-  shapes = jax.eval_shape(lambda: obj.init(jax.random.PRNGKey(0), batch))
+  batch = batching.dummy_batch()
+  model = student_lib.student_from_config(config, subnet=subnet)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), batch["audio"], valid=variants.frame_valid(batch["valid"]),
+      train=False))["params"]
   return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(shapes))
 
 
@@ -137,18 +141,6 @@ def slice_params(params, shapes):
   return traverse_util.unflatten_dict(out, sep="/")
 
 
-@dataclasses.dataclass(frozen=True)
-class SubnetObjective:
-  """The distillation loss of one subnet, on the supernet's params (sliced inside the loss)."""
-  config: object
-  subnet: student_lib.Subnet
-
-  def loss(self, params, batch, rng, *, step, train: bool = True):
-    sub = slice_params(params, subnet_shapes(self.config, self.subnet))
-    obj = objective_lib.DistillObjective(self.config, self.subnet)
-    return obj.loss(sub, batch, rng, step=step, train=train)
-
-
 def subnet_config(config, subnet):
   """A standalone distill config of `subnet` (the supernet section cleared)."""
   c = json.loads(config.to_json())
@@ -177,9 +169,7 @@ def extract(checkpoint, subnet, output, *, overwrite=False):
   Returns:
     (config, params) of the subnet.
   """
-  from jaxssl.evaluation import upstreams  # pylint: disable=g-import-not-at-top
-  from jaxssl.interop import native  # pylint: disable=g-import-not-at-top
-  config, params = upstreams.load_checkpoint(checkpoint)
+  config, params = pretrained.load_checkpoint(checkpoint)
   params = slice_params(params, subnet_shapes(config, subnet))
   sub_config = subnet_config(config, subnet)
   native.save(output, sub_config, params, overwrite=overwrite)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import ml_collections as mlc
 
 from jaxssl import objectives
-from jaxssl.evaluation import upstreams
+from jaxssl import pretrained
+from jaxssl.data import batching
 from jaxssl.models import variants
 from jaxssl.training import checkpointing
 from jaxssl.training import partitioning
@@ -49,10 +50,6 @@ class Teacher:
     return jax.lax.stop_gradient(out)
 
 
-def _dummy_batch():
-  return {"audio": jnp.zeros((1, 16000), jnp.float32), "valid": jnp.ones((1, 16000), bool)}
-
-
 def _cast(x, dtype):
   return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
 
@@ -75,8 +72,8 @@ def load_teacher(path, *, layers, mesh, rules=partitioning.LOGICAL_AXIS_RULES,
     ValueError: unknown dtype, a target layer the teacher lacks, or encoder weights missing
       from the checkpoint.
   """
-  config, objective, layers = _prepare(upstreams.load_config(path), layers, dtype, where=path)
-  boxed = jax.eval_shape(objective.init, jax.random.PRNGKey(0), _dummy_batch())
+  config, objective, layers = _prepare(pretrained.load_config(path), layers, dtype, where=path)
+  boxed = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batching.dummy_batch())
   shardings = partitioning.state_shardings(boxed, mesh, rules)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           nn.unbox(boxed), shardings)
@@ -97,7 +94,7 @@ def from_params(config, params, *, layers, mesh, rules=partitioning.LOGICAL_AXIS
   """A `Teacher` from a pretraining config and its params in memory (tests, benchmarks)."""
   config, objective, layers = _prepare(mlc.ConfigDict(config.to_dict()), layers, dtype,
                                        where="<params>")
-  boxed = jax.eval_shape(objective.init, jax.random.PRNGKey(0), _dummy_batch())
+  boxed = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batching.dummy_batch())
   shardings = _prune_like(partitioning.state_shardings(boxed, mesh, rules), params)
   params = jax.device_put(params, shardings)
   return _finish(config, objective, params, shardings, layers, dtype)

@@ -15,7 +15,7 @@ CTC loss follows `torch.nn.CTCLoss(zero_infinity=True)` with mean reduction: eac
 negative log-likelihood is divided by its target length, infeasible ones (more labels than the
 frames can hold) count as 0, and the batch mean is over real (non-padding) rows.
 """
-from typing import Any
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from jaxssl.models import layers
+from jaxssl.training import objective as objective_lib
 
 
 class WeightedSum(nn.Module):
@@ -139,7 +140,7 @@ def classification_loss(logits, classes, rows):
 
 
 def loss_fn(probe, params, inputs, *, train: bool, rng=None):
-  """The task loss of `probe` on one batch of `inputs` (see `ProbeTrainer.step`)."""
+  """The task loss of `probe` on one batch of `inputs` (see `ProbeObjective`)."""
   logits = probe.apply({"params": params}, inputs["hidden"], inputs["valid"], train=train,
                        rngs={"dropout": rng} if rng is not None else None)
   if probe.kind == "ctc":
@@ -148,40 +149,33 @@ def loss_fn(probe, params, inputs, *, train: bool, rng=None):
   return classification_loss(logits, inputs["labels"], inputs["rows"])
 
 
-class ProbeTrainer:
-  """Adam (+ global-norm clipping) on the probe's parameters; the upstream never changes.
+@dataclasses.dataclass(frozen=True)
+class ProbeObjective(objective_lib.Objective):
+  """The probe as an engine objective; the upstream never changes (its features are inputs).
 
-  `step(state, inputs) -> (state, loss)` and `predict(params, inputs)` are jitted; the inputs
-  dict holds "hidden" [B, L, T, D], "valid" [B, T], "rows" [B] and "labels" ([B, U] with
+  batch: "hidden" [B, L, T, D], "valid" [B, T], "rows" [B] and "labels" ([B, U] with
   "label_valid" for ctc, [B] for utterance). Each new (T, U) shape compiles once; the eval
   loader's length buckets keep that to a few.
   """
+  probe: Probe
 
-  def __init__(self, probe: Probe, *, lr: float, clip_norm: float = 0.0,
-               weight_decay: float = 0.0):
-    self.probe = probe
-    self.tx = optax.chain(
-        optax.clip_by_global_norm(clip_norm) if clip_norm > 0 else optax.identity(),
-        optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr))
-    self.step = jax.jit(self._step, donate_argnums=(0,))
-    self.predict = jax.jit(self._predict)
+  def init(self, rng, batch):
+    return self.probe.init(rng, batch["hidden"], batch["valid"])["params"]
 
-  def init(self, rng, inputs) -> dict[str, Any]:
-    """The train state {"params", "opt_state", "step", "rng"} from one batch's shapes."""
-    init_rng, rng = jax.random.split(rng)
-    params = nn.unbox(self.probe.init(init_rng, inputs["hidden"], inputs["valid"])["params"])
-    return dict(params=params, opt_state=self.tx.init(params), step=jnp.zeros((), jnp.int32),
-                rng=rng)
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
+    del step, state
+    return loss_fn(self.probe, params, batch, train=train, rng=rng if train else None), {}
 
-  def _step(self, state, inputs):
-    rng = jax.random.fold_in(state["rng"], state["step"])
-    loss, grads = jax.value_and_grad(
-        lambda p: loss_fn(self.probe, p, inputs, train=True, rng=rng))(state["params"])
-    updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
-    return dict(params=optax.apply_updates(state["params"], updates), opt_state=opt_state,
-                step=state["step"] + 1, rng=state["rng"]), loss
-
-  def _predict(self, params, inputs):
+  def predict(self, params, batch):
     """Arg-max labels: [B, T] per frame (ctc) or [B] per utterance; and the eval loss."""
-    logits = self.probe.apply({"params": params}, inputs["hidden"], inputs["valid"])
-    return jnp.argmax(logits, -1), loss_fn(self.probe, params, inputs, train=False)
+    logits = self.probe.apply({"params": params}, batch["hidden"], batch["valid"])
+    return jnp.argmax(logits, -1), loss_fn(self.probe, params, batch, train=False)
+
+
+def make_optimizer(lr, *, clip_norm=0.0, weight_decay=0.0):
+  """s3prl's probe optimizer: Adam (AdamW with weight decay) at a constant rate, optionally
+  after global-norm clipping. Returns (tx, lr_schedule)."""
+  tx = optax.chain(
+      optax.clip_by_global_norm(clip_norm) if clip_norm > 0 else optax.identity(),
+      optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr))
+  return tx, optax.constant_schedule(lr)

@@ -20,24 +20,21 @@ hidden tuple of L+1 [B, T, D], valid [B, T])`, jitted here once per batch shape;
 Waveforms reach a checkpoint upstream scaled as in its pretraining (`data.normalize`).
 """
 import dataclasses
-import importlib.util
-import json
 import os
 from typing import Any, Callable
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections as mlc
 import numpy as np
 
+from jaxssl import constants
+from jaxssl import distill  # pylint: disable=unused-import (students load as upstreams)
 from jaxssl import objectives
+from jaxssl import pretrained
 from jaxssl.data import features
-from jaxssl.training import checkpointing
 
 BASELINES = ("mfcc", "fbank", "mfcc_no_cmvn", "fbank_no_cmvn")
-_HOP = 160  # 10 ms at 16 kHz: the baselines' frame shift.
 
 
 @dataclasses.dataclass
@@ -76,7 +73,7 @@ def baseline(name) -> Upstream:
 
   def encode(batch):
     audio, valid = np.asarray(batch["audio"]), np.asarray(batch["valid"], bool)
-    num_frames = features.num_frames(audio.shape[1], _HOP)
+    num_frames = features.num_frames(audio.shape[1], constants.MEL_HOP)
     hidden = np.zeros((audio.shape[0], 1, num_frames, dim), np.float32)
     frames = np.zeros((audio.shape[0], num_frames), bool)
     for i, n in enumerate(valid.sum(-1)):
@@ -90,7 +87,7 @@ def baseline(name) -> Upstream:
       frames[i, :len(f)] = True
     return hidden, frames
 
-  return Upstream(name=name, num_hidden=1, dim=dim, frame_rate=16000 / _HOP, normalize=False,
+  return Upstream(name=name, num_hidden=1, dim=dim, frame_rate=constants.SAMPLE_RATE / constants.MEL_HOP, normalize=False,
                   encode=encode)
 
 
@@ -124,7 +121,8 @@ def from_params(config, params, *, name) -> Upstream:
                           jax.ShapeDtypeStruct((1, num_samples), jnp.bool_))[0].shape
 
   # Frames added by one more second (a 400-sample receptive field makes 1 s give 49, not 50).
-  (_, num_hidden, t1, dim), t2 = shape(16000), shape(32000)[2]
+  (_, num_hidden, t1, dim) = shape(constants.SAMPLE_RATE)
+  t2 = shape(2 * constants.SAMPLE_RATE)[2]
   frames_per_sec = t2 - t1
 
   def encode(batch):
@@ -136,76 +134,6 @@ def from_params(config, params, *, name) -> Upstream:
   return Upstream(name=name, num_hidden=num_hidden, dim=dim, frame_rate=float(frames_per_sec),
                   normalize=bool(config.data.get("normalize", False)), encode=encode,
                   config=config)
-
-
-def _dummy_batch():
-  return {"audio": jnp.zeros((1, 16000), jnp.float32), "valid": jnp.ones((1, 16000), bool)}
-
-
-def _init_params(config, seed):
-  """Fresh (unboxed) params of the config's objective, from a 1 s dummy batch."""
-  objective = objectives.build(config)
-  return nn.unbox(jax.jit(objective.init)(jax.random.PRNGKey(seed), _dummy_batch()))
-
-
-def _abstract_params(config):
-  """The objective's params as ShapeDtypeStructs placed on the first device (nothing runs)."""
-  objective = objectives.build(config)
-  shapes = nn.unbox(jax.eval_shape(objective.init, jax.random.PRNGKey(0), _dummy_batch()))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
-
-
-def _config_json(path):
-  """config.json of a run dir / converted checkpoint, or two levels up from a ckpt/<step>."""
-  path = os.path.abspath(os.fspath(path))
-  for candidate in (path, os.path.dirname(os.path.dirname(path))):
-    f = os.path.join(candidate, "config.json")
-    if os.path.isfile(f):
-      with open(f) as fh:
-        try:
-          return mlc.ConfigDict(json.load(fh))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"upstream={path!r}: {f} is not valid JSON ({e}).") from None
-  raise FileNotFoundError(
-      f"upstream={path!r}: no config.json there (or two levels up), so it is not a jaxssl "
-      f"checkpoint; expected a training workdir, a ckpt/<step> directory or a directory "
-      f"written by `python -m jaxssl.convert`. Baselines: {list(BASELINES)} or 'random_init'.")
-
-
-def load_config(arch):
-  """A pretraining config from a config file ("file.py[:arg]") or a checkpoint directory."""
-  path, _, arg = str(arch).partition(":")
-  if path.endswith(".py"):
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"upstream_arch={arch!r}: no such config file.")
-    spec = importlib.util.spec_from_file_location("_jaxssl_upstream_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-  return _config_json(path)
-
-
-def load_checkpoint(path):
-  """(config, params) of a jaxssl or converted checkpoint, with every encoder weight restored.
-
-  Raises:
-    ValueError: naming the encoder parameters the checkpoint lacks or has in another shape
-      (pretraining heads, which no probe uses, may be missing).
-  """
-  config = _config_json(path)
-  # Abstract targets: load_params reads only their shape, dtype and sharding, so nothing is
-  # initialised; leaves the checkpoint lacks (pretraining heads) stay abstract and are dropped.
-  params, report = checkpointing.load_params(path, _abstract_params(config))
-  encoder = "speech_encoder/" if "speech_encoder" in params else ""
-  bad = [p for p in report["missing"] + report["shape_mismatch"] if p.startswith(encoder)]
-  if bad or not report["taken"]:
-    raise ValueError(f"upstream={os.fspath(path)!r}: the checkpoint does not match its "
-                     f"config.json: {len(bad)} encoder parameters missing or misshapen, e.g. "
-                     f"{bad[:3]}.")
-  flat = flax.traverse_util.flatten_dict(params, sep="/")
-  restored = {k: v for k, v in flat.items() if isinstance(v, jax.Array)}
-  return config, flax.traverse_util.unflatten_dict(restored, sep="/")
 
 
 def load(spec, *, arch="configs/wav2vec2/demo.py", seed=0) -> Upstream:
@@ -223,7 +151,7 @@ def load(spec, *, arch="configs/wav2vec2/demo.py", seed=0) -> Upstream:
   if spec in BASELINES:
     return baseline(spec)
   if spec == "random_init":
-    config = load_config(arch)
-    return from_params(config, _init_params(config, seed), name="random_init")
-  config, params = load_checkpoint(spec)
+    config = pretrained.load_config(arch)
+    return from_params(config, pretrained.init_params(config, seed), name="random_init")
+  config, params = pretrained.load_checkpoint(spec)
   return from_params(config, params, name=os.fspath(spec))

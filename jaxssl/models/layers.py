@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl import constants
+
 # fairseq's init_bert_params: N(0, 0.02) weights, zero biases, for every Transformer linear layer.
 bert_init = nn.initializers.normal(stddev=0.02)
 # PyTorch nn.Linear's default (kaiming_uniform with a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -85,3 +87,11 @@ def _scaled_grad_bwd(scale, _, g):
 
 
 _scaled_grad.defvjp(_scaled_grad_fwd, _scaled_grad_bwd)
+
+
+def cosine(a, b):
+  """cos(a, b) over the last axis (broadcasting), each norm clamped at 1e-8 as
+  torch.nn.functional.cosine_similarity. [..., D], [..., D] -> [...] float."""
+  an = jnp.maximum(jnp.linalg.norm(a, axis=-1), constants.COSINE_EPS)
+  bn = jnp.maximum(jnp.linalg.norm(b, axis=-1), constants.COSINE_EPS)
+  return jnp.sum(a * b, -1) / (an * bn)

@@ -21,11 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl import constants
 from jaxssl import masking
 from jaxssl.data import labels as labels_lib
 from jaxssl.models import layers
+from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
-from jaxssl.objectives import wav2vec2 as wav2vec2_objective
+from jaxssl.training import objective as objective_lib
 
 FRAME_HOP = 320  # Samples per encoder frame (CNN stride; also MelHuBERT's stacked 20 ms frames).
 
@@ -72,7 +74,7 @@ def cosine_logits(x, embs, logit_temp: float):
   """cos(x_t, e_k) / logit_temp for all k. [B, T, F], [K, F] -> [B, T, K] float32."""
   x = x.astype(jnp.float32)
   embs = embs.astype(jnp.float32)
-  eps = 1e-8  # torch.cosine_similarity clamps each norm at eps.
+  eps = constants.COSINE_EPS  # torch.cosine_similarity clamps each norm at eps.
   xn = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
   en = embs / jnp.maximum(jnp.linalg.norm(embs, axis=-1, keepdims=True), eps)
   return jnp.einsum("btf,kf->btk", xn, en) / logit_temp
@@ -91,7 +93,7 @@ def frame_targets(labels, labels_valid, num_frames: int, label_rate: float, fram
   Returns:
     (targets int32 [B, T] (or [B, N, T]), ok bool [B, T]: frame t has a label).
   """
-  ratio = label_rate * frame_hop / labels_lib.SAMPLE_RATE
+  ratio = label_rate * frame_hop / constants.SAMPLE_RATE
   idx = jnp.floor(jnp.arange(num_frames) * ratio).astype(jnp.int32)
   t_lab = labels.shape[-1]
   inside = idx < t_lab
@@ -164,7 +166,7 @@ def split_label_sets(labels, num_sets: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class HubertObjective:
+class HubertObjective(objective_lib.Objective):
   """Model + loss. `init(rng, batch)`, `loss(params, batch, rng, *, step, train)`,
   `represent(params, batch)`. batch: "audio" [B, S] float, "valid" [B, S] bool, "labels"
   int32 [B, T_lab], "labels_valid" bool [B, T_lab]."""
@@ -187,7 +189,7 @@ class HubertObjective:
         dtype=jnp.dtype(self.config.model.dtype))
 
   def frame_valid(self, valid_samples):
-    return wav2vec2_objective.frame_valid(valid_samples)
+    return variants.frame_valid(valid_samples)
 
   def init(self, rng, batch):
     valid = self.frame_valid(batch["valid"])
@@ -202,7 +204,7 @@ class HubertObjective:
     return masking.span_mask(rng, valid, prob=m.prob, span=m.span, min_spans=m.min_spans,
                              groups=self.config.data.get("batch_groups", 1))
 
-  def loss(self, params, batch, rng, *, step, train: bool = True):
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
     del step
     cfg, obj = self.config, self.config.objective
     labels, labels_valid = batch_labels(cfg, batch)

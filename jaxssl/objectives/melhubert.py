@@ -11,10 +11,10 @@ Stage 1 targets are k-means units of the same log-mel frames (`python -m jaxssl.
 --features=logmel`, 100 Hz; frame t reads label 2t as MelHuBERT's `label[::2]`).
 
 `compare` counts its MACs per second of speech next to HuBERT BASE's
-(experiments/hubert_demo/macs.py).
+(experiments/hubert_demo/macs.py; `--dry_run` prints them).
 """
 import dataclasses
-import importlib.util
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -22,13 +22,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl import cli
 from jaxssl import masking
+from jaxssl.data import batching
 from jaxssl.models import layers
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.models.frontends import mel_stack
 from jaxssl.objectives import hubert
 from jaxssl.training import flops
+from jaxssl.training import objective as objective_lib
+
+
+# HuBERT BASE's recipe, the baseline of the MACs comparison (a file of this repository).
+HUBERT_BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs", "hubert", "base.py")
 
 
 class MelHubertModel(nn.Module):
@@ -70,7 +78,7 @@ def make_encoder_from_config(model_cfg):
 
 
 @dataclasses.dataclass(frozen=True)
-class MelHubertObjective:
+class MelHubertObjective(objective_lib.Objective):
   """Model + loss, with the interface of `hubert.HubertObjective`."""
   config: Any
 
@@ -91,7 +99,7 @@ class MelHubertObjective:
     return self.model.init(rngs, batch["audio"], valid=valid, masked=valid,
                            audio_valid=batch["valid"], train=True)["params"]
 
-  def loss(self, params, batch, rng, *, step, train: bool = True):
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
     del step
     cfg, obj = self.config, self.config.objective
     labels, labels_valid = hubert.batch_labels(cfg, batch)
@@ -118,41 +126,26 @@ class MelHubertObjective:
                            audio_valid=batch["valid"], train=False, predict=False)
     return out["x"], out["hidden"], valid
 
-
-def macs_per_second(objective, seconds: float = 1.0):
-  """Multiply-accumulates of the encoder's forward pass per second of speech.
-
-  XLA's cost analysis of `represent` on one utterance of `seconds` (abstract shapes only:
-  nothing is allocated), halved (one MAC = 2 FLOPs). The pretraining heads are left out, as
-  the MelHuBERT paper counts the model that is kept after pretraining.
-  """
-  s = int(round(seconds * 16_000))
-  batch = dict(audio=jax.ShapeDtypeStruct((1, s), jnp.float32),
-               valid=jax.ShapeDtypeStruct((1, s), jnp.bool_))
-  params = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batch)
-  params = nn.unbox(params)
-  traced = jax.jit(lambda p, b: objective.represent(p, b)[0]).trace(params, batch)
-  return flops.program_flops(traced) / 2.0 / seconds
+  def dry_run_report(self):
+    """The paper's headline figure beside the compiled step's: MACs per second of speech
+    against HuBERT BASE's (about a third)."""
+    base = hubert.HubertObjective(cli.load_config_file(f"{HUBERT_BASE_CONFIG}:iteration=2"))
+    out = compare(self, base)
+    return dict(macs_per_second=out["macs_per_sec"],
+                hubert_base_macs_per_second=out["baseline_macs_per_sec"],
+                macs_saving_vs_hubert_base=out["macs_saving"])
 
 
-def load_config(spec):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("_jaxssl_config", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+def compare(objective, baseline, seconds: float = 1.0):
+  """MACs per second of speech (`flops.macs_per_second`) and parameters of `objective`'s model
+  next to `baseline`'s (e.g. HuBERT BASE), and the saving."""
+  ours = flops.macs_per_second(objective, seconds)
+  base = flops.macs_per_second(baseline, seconds)
 
+  def num_params(obj):
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(
+        jax.eval_shape(obj.init, jax.random.PRNGKey(0), batching.dummy_batch()))))
 
-def compare(config, baseline_config, seconds: float = 1.0):
-  """MACs/s of `config`'s model next to `baseline_config`'s, and the saving."""
-  from jaxssl import objectives  # pylint: disable=g-import-not-at-top (registry imports us)
-  ours = macs_per_second(objectives.build(config), seconds)
-  base = macs_per_second(objectives.build(baseline_config), seconds)
-  num_params = lambda c: int(sum(np.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(
-      objectives.build(c).init, jax.random.PRNGKey(0),
-      dict(audio=jax.ShapeDtypeStruct((1, 16_000), jnp.float32),
-           valid=jax.ShapeDtypeStruct((1, 16_000), jnp.bool_))))))
   return dict(macs_per_sec=ours, baseline_macs_per_sec=base, macs_saving=1.0 - ours / base,
-              num_params=num_params(config), baseline_num_params=num_params(baseline_config),
+              num_params=num_params(objective), baseline_num_params=num_params(baseline),
               seconds=seconds)
-

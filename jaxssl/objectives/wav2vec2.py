@@ -17,16 +17,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import masking
+from jaxssl import validate
+from jaxssl.models import layers
 from jaxssl.models import quantizer as quantizer_lib
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
-
-
-def frame_valid(valid_samples):
-  """[B, S] sample padding mask -> [B, T] frame padding mask (fairseq's output lengths)."""
-  t = variants.frames_for(valid_samples.shape[-1])
-  lengths = variants.frames_for(valid_samples.sum(-1))
-  return jnp.arange(t)[None] < lengths[:, None]
+from jaxssl.training import objective as objective_lib
 
 
 def sample_negatives(rng, masked, num_negatives: int, cross_sample: int = 0):
@@ -68,11 +64,7 @@ def contrastive_logits(c, q, neg_idx, logit_temp: float):
   b, t, f = q.shape
   negs = q.reshape(b * t, f)[neg_idx]  # [B, T, K, F]
   targets = jnp.concatenate([q[:, :, None], negs], axis=2).astype(jnp.float32)
-  c = c.astype(jnp.float32)[:, :, None]
-  eps = 1e-8  # torch.cosine_similarity clamps each norm at eps.
-  norm = jnp.maximum(jnp.linalg.norm(c, axis=-1), eps) * jnp.maximum(
-      jnp.linalg.norm(targets, axis=-1), eps)
-  logits = (c * targets).sum(-1) / norm / logit_temp
+  logits = layers.cosine(c.astype(jnp.float32)[:, :, None], targets) / logit_temp
   neg_is_pos = jnp.all(negs == q[:, :, None], axis=-1)
   neg_is_pos = jnp.concatenate([jnp.zeros((b, t, 1), bool), neg_is_pos], axis=-1)
   return jnp.where(neg_is_pos, -jnp.inf, logits)
@@ -90,27 +82,35 @@ def contrastive_metrics(logits, weights):
 
 
 @dataclasses.dataclass(frozen=True)
-class Wav2Vec2Objective:
+class Wav2Vec2Objective(objective_lib.Objective):
   """Model + loss. `init(rng, batch)`, `loss(params, batch, rng, *, step, train)`,
   `represent(params, batch)`. batch: {"audio": [B, S] float, "valid": [B, S] bool, ...}."""
   config: Any
+
+  def __post_init__(self):
+    obj = self.config.objective
+    if obj.num_negatives < 1:
+      raise validate.ConfigError(f"objective.num_negatives={obj.num_negatives} must be at "
+                                 "least 1.")
+    if obj.logit_temp <= 0:
+      raise validate.ConfigError(f"objective.logit_temp={obj.logit_temp} must be positive.")
 
   @property
   def model(self):
     return wav2vec2_model.wav2vec2_from_config(self.config)
 
   def init(self, rng, batch):
-    valid = frame_valid(batch["valid"])
+    valid = variants.frame_valid(batch["valid"])
     rngs = dict(zip(("params", "dropout", "gumbel", "layerdrop"), jax.random.split(rng, 4)))
     variables = self.model.init(rngs, batch["audio"], valid=valid, masked=valid,
                                 temperature=1.0, train=True)
     return variables["params"]
 
-  def loss(self, params, batch, rng, *, step, train: bool = True):
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
     cfg = self.config
     obj = cfg.objective
     k_mask, k_neg, k_drop, k_gumbel, k_ld = jax.random.split(rng, 5)
-    valid = frame_valid(batch["valid"])
+    valid = variants.frame_valid(batch["valid"])
     groups = cfg.data.get("batch_groups", 1)
     masked = masking.span_mask(k_mask, valid, prob=cfg.masking.prob, span=cfg.masking.span,
                                min_spans=cfg.masking.min_spans, groups=groups)
@@ -138,7 +138,7 @@ class Wav2Vec2Objective:
 
   def represent(self, params, batch):
     """Frozen-upstream features: (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
-    valid = frame_valid(batch["valid"])
+    valid = variants.frame_valid(batch["valid"])
     enc = wav2vec2_model.speech_encoder_from_config(self.config.model)()
     out = enc.apply({"params": params["speech_encoder"]}, batch["audio"], valid=valid,
                     audio_valid=batch["valid"], train=False)

@@ -30,6 +30,7 @@ from jaxssl.peft import adalora
 from jaxssl.peft import ladder
 from jaxssl.peft import lora
 from jaxssl.training import optimizers
+from jaxssl.training import objective as objective_lib
 
 METHODS = ("full", "lora", "adalora", "ladder")
 FROZEN = "speech_encoder"  # The pretrained encoder: frozen by every PEFT method.
@@ -53,7 +54,7 @@ def check(peft_cfg, trainable: str):
 
 
 @dataclasses.dataclass(frozen=True)
-class PeftObjective:
+class PeftObjective(objective_lib.Objective):
   """`init` / `loss` / `predict` of `base` with a PEFT method (see the module docstring).
 
   Attributes:
@@ -84,6 +85,12 @@ class PeftObjective:
     fn = lora.lora_deltas if self.method == "lora" else adalora.deltas
     return fn(adapters, scale=self.scale, dropout_rate=self.cfg.dropout, rng=rng)
 
+  def variant(self, step):
+    return self.base.variant(step)  # The recipe's frozen-encoder phase.
+
+  def specialize(self, variant):
+    return dataclasses.replace(self, freeze_encoder=bool(variant))
+
   def init(self, rng, batch):
     k_base, k_peft = jax.random.split(rng)
     params = self._base.init(k_base, batch)
@@ -93,7 +100,7 @@ class PeftObjective:
       params = dict(params, peft=init_fn(k_peft, params, targets=self.cfg.targets, rank=rank))
     return params
 
-  def loss(self, params, batch, rng, *, step, train: bool = True):
+  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
     params = dict(params)
     # No weight gradient for the frozen encoder: only activations flow back (LoRA) or nothing
     # does (ladder, whose model detaches the hidden states itself).

@@ -265,7 +265,7 @@ def for_run(config, mesh, *, dtype=None):
   cfg = settings(config)
   device = mesh.devices.flat[0]
   if dtype is None:
-    dtype = jnp.dtype(config.model.dtype) if "model" in config else None
+    dtype = jnp.dtype(config.model.get("dtype", "float32")) if "model" in config else None
   if device.platform == "cpu":  # Every CPU "device" of a host shares its cores.
     num_devices = len({d.process_index for d in mesh.devices.flat})
   else:

@@ -247,6 +247,39 @@ def _resolve(path):
   return root / str(step)
 
 
+def compare_params(path, params):
+  """Which of `params` a checkpoint holds, from its metadata only (nothing is read).
+
+  Args:
+    path: a workdir, its ckpt/ dir, or one step directory.
+    params: a nested dict of arrays or ShapeDtypeStructs.
+
+  Returns:
+    A dict of '/'-path lists: "taken" (same path and shape in the checkpoint), "shape_mismatch"
+    and "missing" (in `params` but not in the checkpoint).
+  """
+  return _compare(_resolve(_absolute(path)) / "state", params)[0]
+
+
+def _compare(item, params):
+  meta = ocp.PyTreeCheckpointer().metadata(item)
+  meta = getattr(meta, "item_metadata", meta)  # StepMetadata -> tree metadata.
+  meta = getattr(meta, "tree", meta)
+  if "params" not in meta:
+    raise ValueError(f"ckpt.init_from: {str(item)!r} has no 'params' (keys: {sorted(meta)}).")
+  saved = traverse_util.flatten_dict(meta["params"], sep="/")
+  ours = traverse_util.flatten_dict(params, sep="/")
+  report = dict(taken=[], shape_mismatch=[], missing=[])
+  for name, x in ours.items():
+    if name not in saved:
+      report["missing"].append(name)
+    elif tuple(saved[name].shape) != tuple(x.shape):
+      report["shape_mismatch"].append(f"{name}: {tuple(saved[name].shape)} vs {tuple(x.shape)}")
+    else:
+      report["taken"].append(name)
+  return report, ours
+
+
 def load_params(path, params):
   """Partially restores params from another run's checkpoint into `params`.
 
@@ -259,28 +292,14 @@ def load_params(path, params):
       restored arrays.
 
   Returns:
-    (params, report): params with the matching leaves replaced, and a dict of '/'-path lists
-    "taken", "shape_mismatch" and "missing" (in `params` but not in the checkpoint).
+    (params, report): params with the matching leaves replaced, and the report of
+    `compare_params`.
   """
   step_dir = _resolve(_absolute(path))
   item = step_dir / "state"
-  meta = ocp.PyTreeCheckpointer().metadata(item)
-  meta = getattr(meta, "item_metadata", meta)  # StepMetadata -> tree metadata.
-  meta = getattr(meta, "tree", meta)
-  if "params" not in meta:
-    raise ValueError(f"ckpt.init_from: {str(item)!r} has no 'params' (keys: {sorted(meta)}).")
-  saved = traverse_util.flatten_dict(meta["params"], sep="/")
-  ours = traverse_util.flatten_dict(params, sep="/")
-  report = dict(taken=[], shape_mismatch=[], missing=[])
-  wanted = {}
-  for name, x in ours.items():
-    if name not in saved:
-      report["missing"].append(name)
-    elif tuple(saved[name].shape) != tuple(x.shape):
-      report["shape_mismatch"].append(f"{name}: {tuple(saved[name].shape)} vs {tuple(x.shape)}")
-    else:
-      report["taken"].append(name)
-      wanted[name] = jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+  report, ours = _compare(item, params)
+  wanted = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype,
+                                       sharding=ours[name].sharding) for name in report["taken"]}
   logging.info("init_from %s: took %d of %d params; kept the init of missing %s and "
                "shape-mismatched %s.", step_dir, len(wanted), len(ours), report["missing"],
                report["shape_mismatch"])

@@ -13,7 +13,12 @@ is still counted once (a few percent of a Transformer block).
 """
 import math
 
+import flax.linen as nn
+import jax
 from jax.extend import core as jax_core
+
+from jaxssl import constants
+from jaxssl.data import batching
 
 
 def jaxpr_flops(closed_jaxpr, *, unroll_scans=True):
@@ -76,3 +81,18 @@ def program_flops(traced, compiled_or_lowered=None, *, num_devices=1):
   missed = (jaxpr_flops(traced.jaxpr, unroll_scans=True) -
             jaxpr_flops(traced.jaxpr, unroll_scans=False))
   return xla_flops(compiled_or_lowered) * num_devices + missed
+
+
+def macs_per_second(objective, seconds: float = 1.0):
+  """Multiply-accumulates of the encoder's forward pass per second of speech.
+
+  XLA's cost analysis of the objective's `represent` on one utterance of `seconds` (abstract
+  shapes only: nothing is allocated), halved (one MAC = 2 FLOPs). Pretraining heads are left
+  out, as papers count the model that is kept after pretraining.
+  """
+  s = int(round(seconds * constants.SAMPLE_RATE))
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+           for k, v in batching.dummy_batch(s).items()}
+  params = nn.unbox(jax.eval_shape(objective.init, jax.random.PRNGKey(0), batch))
+  traced = jax.jit(lambda p, b: objective.represent(p, b)[0]).trace(params, batch)
+  return program_flops(traced) / 2.0 / seconds

@@ -30,10 +30,11 @@ class MetricsWriter:
     flops_per_step: FLOPs of one step on all devices (0: unknown), for a TFLOP/s readout.
     accounting: optional `accounting.RunAccounting`; its cost scalars (MFU, FLOPs, device-hours,
       energy) join every write.
+    progress: show the progress bar (off for the probes that pretraining evals train).
   """
 
   def __init__(self, workdir, *, total_steps, start_step=0, enabled=True, flops_per_step=0.0,
-               accounting=None):
+               accounting=None, progress=True):
     self.enabled = enabled
     self.flops_per_step = flops_per_step
     self.accounting = accounting
@@ -51,7 +52,7 @@ class MetricsWriter:
     self._tb = tensorboardX.SummaryWriter(logdir=workdir,
                                           purge_step=start_step + 1 if start_step else None)
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                          smoothing=0.1)
+                          smoothing=0.1, disable=not progress)
 
   def step_done(self, audio_seconds):
     """Per-step host bookkeeping (no device sync): advances the bar, counts audio seconds."""

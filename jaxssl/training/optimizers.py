@@ -171,3 +171,61 @@ def make_optimizer(optim_cfg, schedule_cfg, total_steps):
   tx = optax.multi_transform({"train": train_tx, "freeze": optax.set_to_zero()},
                              trainable_labels(trainable))
   return tx, lr_schedule
+
+
+def delayed(inner, num_steps: int):
+  """`inner` whose updates are zero, and whose state stays untouched, for `num_steps` calls."""
+  if num_steps <= 0:
+    return inner
+
+  def init(params):
+    return (jnp.zeros((), jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None):
+    count, inner_state = state
+    new_updates, new_inner = inner.update(updates, inner_state, params)
+    frozen = count < num_steps
+
+    def pick(a, b):
+      return jax.tree.map(lambda x, y: jnp.where(frozen, x, y), a, b)
+
+    return (pick(jax.tree.map(jnp.zeros_like, new_updates), new_updates),
+            (count + 1, pick(inner_state, new_inner)))
+
+  return optax.GradientTransformation(init, update)
+
+
+def make_finetune_optimizer(optim_cfg, schedule_cfg, total_steps, *, heads,
+                            freeze_encoder_steps=0):
+  """Adam + schedule with three groups: the output layers `heads` (top-level param names),
+  the encoder (updates and moments held for `freeze_encoder_steps`, as fairseq's Adam skips
+  parameters without gradients) and the frozen rest (`optim.trainable`, e.g. the CNN).
+
+  The learning rate follows the global step in every group (fairseq's scheduler counts
+  updates, not a group's). With freeze_encoder_steps 0 the updates equal `make_optimizer`'s.
+
+  Returns:
+    (tx, lr_schedule).
+  """
+  lr_schedule = make_schedule(schedule_cfg, optim_cfg.lr, total_steps)
+
+  def branch(delay):
+    adam = optax.chain(optax.scale_by_adam(b1=optim_cfg.b1, b2=optim_cfg.b2, eps=optim_cfg.eps),
+                       optax.add_decayed_weights(optim_cfg.weight_decay))
+    return optax.chain(delayed(adam, delay), optax.scale_by_learning_rate(lr_schedule))
+
+  trainable = trainable_labels(optim_cfg.trainable)
+
+  def labels(params):
+    def group(path, label):
+      if label == "freeze":
+        return label
+      return "head" if param_path(path).split("/")[0] in heads else "encoder"
+    return jax.tree_util.tree_map_with_path(group, trainable(params))
+
+  groups = {"head": branch(0), "encoder": branch(freeze_encoder_steps),
+            "freeze": optax.set_to_zero()}
+  clip = optim_cfg.get("clip_norm", 0.0)
+  tx = optax.chain(optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
+                   optax.multi_transform(groups, labels))
+  return tx, lr_schedule

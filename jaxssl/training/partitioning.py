@@ -47,8 +47,40 @@ def logical_axis_rules(overrides=()):
   return overrides + tuple(r for r in LOGICAL_AXIS_RULES if r[0] not in names)
 
 
+def mesh_shape(mesh_cfg, num_devices):
+  """The {data, fsdp, tensor} sizes of `mesh_cfg` on `num_devices`; one size may be -1 (all
+  the devices the others leave). Raises ValueError naming the sizes when they do not fit."""
+  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
+  auto = [name for name, s in zip(MESH_AXES, sizes) if s == -1]
+  bad = [f"mesh.{name}={s}" for name, s in zip(MESH_AXES, sizes) if s == 0 or s < -1]
+  if bad or len(auto) > 1:
+    raise ValueError(f"Bad mesh sizes {bad or [f'mesh.{a}=-1' for a in auto]}: each must be "
+                     f"a positive int, and at most one may be -1.")
+  fixed = math.prod(s for s in sizes if s != -1)
+  if num_devices % fixed:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs a multiple of {fixed} devices, "
+                     f"got {num_devices}.")
+  sizes = [num_devices // fixed if s == -1 else s for s in sizes]
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} uses {math.prod(sizes)} devices, "
+                     f"but {num_devices} are available; set one axis to -1.")
+  return dict(zip(MESH_AXES, sizes))
+
+
+def batch_shards(sizes):
+  """How many ways the batch dimension is split: mesh.data x mesh.fsdp."""
+  return math.prod(sizes[a] for a in BATCH_AXES)
+
+
+def check_batch_size(batch_size, sizes):
+  """Raises ValueError unless the global batch divides over the data-parallel shards."""
+  if batch_size % batch_shards(sizes):
+    raise ValueError(f"The global batch of {batch_size} rows must be a multiple of mesh.data x "
+                     f"mesh.fsdp = {batch_shards(sizes)} (the batch is split over both).")
+
+
 def make_mesh(mesh_cfg, devices=None):
-  """A (data, fsdp, tensor) mesh; one size may be -1 (all the devices the others leave).
+  """A (data, fsdp, tensor) mesh of the sizes `mesh_shape` resolves.
 
   Args:
     mesh_cfg: the `mesh` section, with integer fields data, fsdp, tensor.
@@ -58,21 +90,8 @@ def make_mesh(mesh_cfg, devices=None):
     A `jax.sharding.Mesh` with Auto axis types (GSPMD partitioning, as flax linen expects).
   """
   devices = jax.devices() if devices is None else list(devices)
-  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
-  auto = [name for name, s in zip(MESH_AXES, sizes) if s == -1]
-  bad = [f"mesh.{name}={s}" for name, s in zip(MESH_AXES, sizes) if s == 0 or s < -1]
-  if bad or len(auto) > 1:
-    raise ValueError(f"Bad mesh sizes {bad or [f'mesh.{a}=-1' for a in auto]}: each must be "
-                     f"a positive int, and at most one may be -1.")
-  fixed = math.prod(s for s in sizes if s != -1)
-  if len(devices) % fixed:
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs a multiple of {fixed} devices, "
-                     f"got {len(devices)}.")
-  sizes = [len(devices) // fixed if s == -1 else s for s in sizes]
-  if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} uses {math.prod(sizes)} devices, "
-                     f"but {len(devices)} are available; set one axis to -1.")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
+  sizes = mesh_shape(mesh_cfg, len(devices))
+  return jax.make_mesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 

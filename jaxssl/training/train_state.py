@@ -26,6 +26,8 @@ class TrainState:
       the same dropout / masking noise as an uninterrupted one.
     nonfinite_count: int32 [], consecutive steps whose loss or gradient was not finite.
     num_skipped: int32 [], all skipped (non-finite) steps so far.
+    objective_state: the objective's own pytree (`Objective.init_state`; {} for most), updated
+      by `Objective.update_state` inside the step, sharded and checkpointed like params.
   """
   step: jax.Array
   params: dict
@@ -33,6 +35,7 @@ class TrainState:
   rng: jax.Array
   nonfinite_count: jax.Array
   num_skipped: jax.Array
+  objective_state: dict = flax.struct.field(default_factory=dict)
 
 
 def _zeros_batch(batch_spec):
@@ -44,19 +47,20 @@ def init(rng, *, objective, tx, batch_spec):
 
   Args:
     rng: uint32 [2] key; split into the parameter-init key and the run's training key.
-    objective: has `init(rng, batch) -> boxed params`.
+    objective: a `training.objective.Objective`.
     tx: the optax transformation.
     batch_spec: dict of ShapeDtypeStructs of one global batch (values are never read).
 
   Returns:
-    A TrainState whose params and Adam moments are `nn.Partitioned` boxes.
+    A TrainState whose params, Adam moments and objective state are `nn.Partitioned` boxes.
   """
   init_rng, train_rng = jax.random.split(rng)
   params = objective.init(init_rng, _zeros_batch(batch_spec))
   # Init from the boxed tree, so the moments that mirror params carry the same logical names.
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=train_rng, nonfinite_count=jnp.zeros((), jnp.int32),
-                    num_skipped=jnp.zeros((), jnp.int32))
+                    num_skipped=jnp.zeros((), jnp.int32),
+                    objective_state=objective.init_state(params))
 
 
 def abstract(objective, tx, batch_spec):
@@ -76,7 +80,7 @@ def create(objective, tx, batch_spec, rng, mesh, rules=partitioning.LOGICAL_AXIS
   """Initialises a sharded TrainState from scratch.
 
   Args:
-    objective: has `init(rng, batch) -> boxed params`.
+    objective: a `training.objective.Objective`.
     tx: the optax transformation.
     batch_spec: dict of ShapeDtypeStructs of one global batch, e.g. audio float32 [B, S].
     rng: an int seed or a uint32 [2] key.

@@ -1,9 +1,11 @@
 """The pure train step and its jitted, sharded, donating wrapper (MaxText / Flax lm1b style).
 
-One call does: per-step rng from (state.rng, step) -> loss and grads (optionally accumulated over
-microbatches with `lax.scan`, static shapes) -> optax update -> a non-finite loss or gradient norm
-keeps the old params and optimizer state (fairseq skips fp16-overflow steps the same way) and counts
-the skip. Nothing leaves the device: the trainer fetches metrics only when it logs them.
+One call does: per-step rng from (state.rng, step) -> the objective's `prepare` (e.g. teacher
+targets from the step's constants) -> loss and grads (optionally accumulated over microbatches with
+`lax.scan`, static shapes) -> optax update -> the objective's `update_state` (e.g. an EMA of the
+params) -> a non-finite loss or gradient norm keeps the old params, optimizer and objective state
+(fairseq skips fp16-overflow steps the same way) and counts the skip. Nothing leaves the device: the
+engine fetches metrics only when it logs them.
 """
 import functools
 
@@ -31,23 +33,24 @@ def _microbatches(batch, num):
   return jax.tree.map(split, batch)
 
 
-def loss_and_grads(params, batch, rng, *, objective, step, grad_accum_steps=1):
+def loss_and_grads(params, batch, rng, *, objective, step, grad_accum_steps=1, state=None):
   """Mean loss, metrics and gradients over `grad_accum_steps` microbatches of `batch`.
 
   Args:
     params: unboxed parameters.
     batch: dict of global arrays [B, ...].
     rng: uint32 [2] key of this step.
-    objective: has `loss(params, batch, rng, *, step, train) -> (loss, metrics)`.
+    objective: a `training.objective.Objective`.
     step: int32 [] current step (schedules inside the objective, e.g. Gumbel temperature).
     grad_accum_steps: microbatches per step; 1 = the plain full-batch gradient.
+    state: the objective's own state (read, not differentiated).
 
   Returns:
     (loss [], metrics dict of [], grads like params). With accumulation these are the means of
     the microbatch values (the mean of per-microbatch means, as fairseq's update_freq).
   """
   grad_fn = jax.value_and_grad(
-      functools.partial(objective.loss, step=step, train=True), has_aux=True)
+      functools.partial(objective.loss, step=step, train=True, state=state), has_aux=True)
   if grad_accum_steps == 1:
     (loss, metrics), grads = grad_fn(params, batch, rng)
     return loss, metrics, grads
@@ -68,12 +71,13 @@ def loss_and_grads(params, batch, rng, *, objective, step, grad_accum_steps=1):
   return jax.tree.map(lambda x: x / grad_accum_steps, total)
 
 
-def train_step(state, batch, *, objective, tx, lr_schedule, grad_accum_steps=1):
+def train_step(state, batch, *, objective, tx, lr_schedule, grad_accum_steps=1, constants=None):
   """One optimizer step; skips the update when the loss or gradient is not finite.
 
   Args:
     state: a `train_state.TrainState` (donated by `make_train_step`).
     batch: dict of global arrays, e.g. audio float32 [B, S], valid bool [B, S].
+    constants: the objective's frozen inputs (`Objective.constants`, e.g. teacher params).
     objective: the objective (bound statically).
     tx: the optax transformation.
     lr_schedule: `count -> lr`, for the logged learning rate.
@@ -83,12 +87,15 @@ def train_step(state, batch, *, objective, tx, lr_schedule, grad_accum_steps=1):
     (new_state, metrics): metrics is a dict "train/<name>" -> float32 [], replicated.
   """
   rng = jax.random.fold_in(state.rng, state.step)
+  batch = objective.prepare(constants, batch)
   loss, metrics, grads = loss_and_grads(state.params, batch, rng, objective=objective,
-                                        step=state.step, grad_accum_steps=grad_accum_steps)
+                                        step=state.step, grad_accum_steps=grad_accum_steps,
+                                        state=state.objective_state)
   grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  objective_state = objective.update_state(state.objective_state, params, state.step)
   # jnp.where, not a cond: both branches are cheap elementwise work, and a skipped step must
   # leave params and Adam moments bitwise unchanged.
   def keep_if_bad(new, old):
@@ -100,6 +107,7 @@ def train_step(state, batch, *, objective, tx, lr_schedule, grad_accum_steps=1):
       step=state.step + 1,
       params=jax.tree.map(keep_if_bad, params, state.params),
       opt_state=jax.tree.map(keep_if_bad, opt_state, state.opt_state),
+      objective_state=jax.tree.map(keep_if_bad, objective_state, state.objective_state),
       nonfinite_count=nonfinite, num_skipped=num_skipped)
   metrics = dict(metrics)
   metrics.update(
@@ -110,15 +118,8 @@ def train_step(state, batch, *, objective, tx, lr_schedule, grad_accum_steps=1):
   return new_state, {f"train/{k}": jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 
-def eval_step(params, batch, rng, *, objective, step=0):
-  """Loss and metrics with `train=False` (no dropout); "eval/<name>" -> float32 []."""
-  loss, metrics = objective.loss(params, batch, rng, step=step, train=False)
-  metrics = dict(metrics, loss=loss)
-  return {f"eval/{k}": jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-
-
 def make_train_step(mesh, state_sharding, batch_sharding, *,
-                    rules=partitioning.LOGICAL_AXIS_RULES, **static):
+                    rules=partitioning.LOGICAL_AXIS_RULES, constants_sharding=None, **static):
   """`train_step` jitted with explicit shardings and the state donated.
 
   Args:
@@ -126,28 +127,19 @@ def make_train_step(mesh, state_sharding, batch_sharding, *,
     state_sharding: NamedSharding tree of the TrainState (`partitioning.state_shardings`).
     batch_sharding: NamedSharding of the batch leaves (`partitioning.batch_sharding`).
     rules: logical-to-mesh rules for the activation constraints inside the model.
+    constants_sharding: NamedSharding tree of the objective's constants ({} without any).
     **static: objective, tx, lr_schedule, grad_accum_steps.
 
   Returns:
-    A jitted `(state, batch) -> (state, metrics)`; `state` is donated (its buffers are reused).
+    A jitted `(state, constants, batch) -> (state, metrics)`; `state` is donated (its buffers
+    are reused), `constants` is not.
   """
-  def step(state, batch):
-    with partitioning.activation_rules(mesh, rules):
-      return train_step(state, batch, **static)
+  constants_sharding = {} if constants_sharding is None else constants_sharding
 
-  return jax.jit(step, in_shardings=(state_sharding, batch_sharding),
+  def step(state, constants, batch):
+    with partitioning.activation_rules(mesh, rules):
+      return train_step(state, batch, constants=constants, **static)
+
+  return jax.jit(step, in_shardings=(state_sharding, constants_sharding, batch_sharding),
                  out_shardings=(state_sharding, NamedSharding(mesh, P())),
                  donate_argnums=(0,))
-
-
-def make_eval_step(mesh, params_sharding, batch_sharding, *,
-                   rules=partitioning.LOGICAL_AXIS_RULES, **static):
-  """`eval_step` jitted with explicit shardings: `(params, batch, rng) -> metrics`."""
-  replicated = NamedSharding(mesh, P())
-
-  def step(params, batch, rng):
-    with partitioning.activation_rules(mesh, rules):
-      return eval_step(params, batch, rng, **static)
-
-  return jax.jit(step, in_shardings=(params_sharding, batch_sharding, replicated),
-                 out_shardings=replicated)

@@ -11,6 +11,7 @@ import wave
 import numpy as np
 import pytest
 
+from jaxssl import constants
 from jaxssl.data import demo_corpus
 from jaxssl.data import espeak
 
@@ -170,7 +171,7 @@ def test_meta_languages_speakers_and_splits(corpus):
     # Every language in every split, with exactly that split's speakers.
     assert {r["language"] for r in records} == set(meta["languages"])
     assert {r["speaker"] for r in records} == set(meta["speakers"][split])
-    seconds = sum(r["num_samples"] for r in records) / demo_corpus.SAMPLE_RATE
+    seconds = sum(r["num_samples"] for r in records) / constants.SAMPLE_RATE
     assert seconds == pytest.approx(meta["seconds"][split])
   assert meta["total_seconds"] >= _TINY_HOURS * 3600
   assert meta["counts"]["train"] == 8 * meta["counts"]["dev"] == 8 * meta["counts"]["test"]

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxssl import pretrained
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import student as student_lib
 from jaxssl.distill import supernet
@@ -91,7 +92,7 @@ def test_extracted_subnet_is_a_standalone_checkpoint(tmp_path):
   sub_config, _ = supernet.extract(str(tmp_path / "supernet"), subnet, str(tmp_path / "subnet"))
   assert sub_config.supernet.space == "" and sub_config.student.subnet.embed_dim == 16
   # Read back as any upstream is: its config.json names a standalone 1-layer 16-d student.
-  loaded_config, loaded = upstreams.load_checkpoint(str(tmp_path / "subnet"))
+  loaded_config, loaded = pretrained.load_checkpoint(str(tmp_path / "subnet"))
   want = supernet.slice_params(sup, supernet.subnet_shapes(config, subnet))
   assert jax.tree.structure(loaded) == jax.tree.structure(want)
   for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(want)):

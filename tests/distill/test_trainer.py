@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
+from jaxssl import pretrained
 from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import supernet
 from jaxssl.distill import teacher as teacher_lib
-from jaxssl.distill import trainer
+from jaxssl import pretrain
 from jaxssl.evaluation import upstreams
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import partitioning
@@ -35,7 +36,7 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
   with pytest.raises(ValueError, match="target_layers"):
     teacher_lib.load_teacher(path, layers=(3,), mesh=mesh)  # The tiny teacher has 2 layers.
   workdir = str(tmp_path / "student")
-  final = trainer.train_and_evaluate(config, workdir, source=tiny.source(), teacher=teacher)
+  final = pretrain.train_and_evaluate(config, workdir, source=tiny.source(), teacher=teacher)
   assert final["step"] == 3 and final["origin"] == "scratch" and final["num_compiled"] == 1
   assert np.isfinite(final["train/loss"]) and 0 < final["train/loss_l1"]
   # The teacher ran in every step and is bitwise unchanged (its params are not donated, and the
@@ -66,7 +67,7 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
   x = {k: jax.numpy.asarray(first_epoch[0][k]) for k in ("audio", "valid")}
 
   # No gradient reaches the teacher through the loss; the cached targets are the teacher's.
-  student = upstreams.load_checkpoint(workdir)[1]
+  student = pretrained.load_checkpoint(workdir)[1]
   objective = objective_lib.DistillObjective(config)
 
   @jax.jit
@@ -82,7 +83,7 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
   with config.unlocked():
     config.distill.cache_dir = cache_dir
     config.total_steps = 2
-  cached = trainer.train_and_evaluate(config, str(tmp_path / "cached"), teacher=teacher)
+  cached = pretrain.train_and_evaluate(config, str(tmp_path / "cached"), teacher=teacher)
   assert cached["step"] == 2 and np.isfinite(cached["train/loss"])
   with config.unlocked():
     config.data.crop_samples = 9_600
@@ -95,7 +96,7 @@ def test_supernet_run_trains_a_bounded_menu_and_extracts(tmp_path):
   tiny.write_teacher(path)
   config = tiny.supernet_config(path, steps=2)
   workdir = str(tmp_path / "supernet")
-  final = trainer.train_and_evaluate(config, workdir, source=tiny.source())
+  final = pretrain.train_and_evaluate(config, workdir, source=tiny.source())
   menu = supernet.menu(config)
   assert final["step"] == 2 and np.isfinite(final["train/loss"])
   assert 1 <= final["num_compiled"] <= len(menu)
@@ -104,7 +105,7 @@ def test_supernet_run_trains_a_bounded_menu_and_extracts(tmp_path):
   sub_config, _ = supernet.extract(workdir, menu[1], str(tmp_path / "small"))
   up = upstreams.load(str(tmp_path / "small"))
   assert up.num_hidden == menu[1].depth + 1 and up.dim == menu[1].embed_dim
-  assert trainer.dry_run(sub_config)["num_params_without_heads"] < trainer.dry_run(
+  assert pretrain.dry_run(sub_config)["num_params_without_heads"] < pretrain.dry_run(
       config)["num_params_without_heads"]
 
 
@@ -116,12 +117,12 @@ def test_damaged_distillation_checkpoint_falls_back_and_resumes_exactly(tmp_path
   config = tiny.student_config(path, layers=1, steps=4)
   config.ckpt.every_steps = 2
   straight = str(tmp_path / "straight")
-  trainer.train_and_evaluate(config, straight, source=tiny.source())  # Checkpoints 2 and 4.
+  pretrain.train_and_evaluate(config, straight, source=tiny.source())  # Checkpoints 2 and 4.
   damaged = str(tmp_path / "damaged")
   shutil.copytree(straight, damaged)
   faults.flip_bytes(os.path.join(damaged, "ckpt", "4"), np.random.default_rng(0))
   shutil.rmtree(os.path.join(straight, "ckpt", "4"))  # The undamaged resume from 2.
-  runs = [trainer.train_and_evaluate(config, w, source=tiny.source()) for w in (straight, damaged)]
+  runs = [pretrain.train_and_evaluate(config, w, source=tiny.source()) for w in (straight, damaged)]
   assert [r["origin"] for r in runs] == ["resume", "resume"]
   assert "damaged-4" in os.listdir(os.path.join(damaged, "ckpt"))
   rows = [metrics_lib.read_jsonl(os.path.join(w, "metrics.jsonl"))[-1] for w in (straight, damaged)]

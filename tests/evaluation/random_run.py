@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import common
-from jaxssl.evaluation import upstreams
+from jaxssl import pretrained
 from jaxssl.training import checkpointing
 
 
@@ -12,7 +12,7 @@ def params(config, *, seed, scale=0.1):
   """N(0, scale^2) parameters of `config`'s model (pretraining heads included)."""
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype),
-                      upstreams._abstract_params(config))  # pylint: disable=protected-access
+                      pretrained.abstract_params(config))  # pylint: disable=protected-access
 
 
 def save(config, run, *, seed=3, scale=0.1):

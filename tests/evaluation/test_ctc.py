@@ -11,7 +11,9 @@ import pytest
 
 from configs import common
 from configs.finetune import ctc_demo
-from jaxssl.evaluation import ctc
+from jaxssl import pretrained
+from jaxssl.evaluation import finetune
+from jaxssl.evaluation import finetune_objectives
 from jaxssl.evaluation import upstreams
 from jaxssl.training import checkpointing
 from jaxssl.training import optimizers
@@ -51,7 +53,7 @@ SCHEDULE = mlc.ConfigDict(dict(name="tri_stage", phase_ratio=(0.1, 0.4, 0.5),
 
 
 def test_without_freezing_it_is_the_pretraining_optimizer():
-  ours, _ = ctc.make_optimizer(_optim(0.01), SCHEDULE, 20)
+  ours, _ = optimizers.make_finetune_optimizer(_optim(0.01), SCHEDULE, 20, heads=finetune_objectives.HEADS)
   reference, _ = optimizers.make_optimizer(_optim(0.01), SCHEDULE, 20)
   for a, b in zip(_run(ours, 5), _run(reference, 5)):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9), a, b)
@@ -59,7 +61,7 @@ def test_without_freezing_it_is_the_pretraining_optimizer():
 
 def test_encoder_waits_k_steps_then_starts_a_fresh_adam_at_the_global_lr():
   k = 3
-  tx, lr = ctc.make_optimizer(_optim(), SCHEDULE, 20, freeze_encoder_steps=k)
+  tx, lr = optimizers.make_finetune_optimizer(_optim(), SCHEDULE, 20, freeze_encoder_steps=k, heads=finetune_objectives.HEADS)
   updates = _run(tx, k + 2)
   for t, u in enumerate(updates):
     assert not np.any(u["speech_encoder"]["feature_extractor"]["w"])  # The CNN never trains.
@@ -78,7 +80,7 @@ def test_sentence_ctc_loss_sums_per_utterance_and_averages_over_real_rows():
   labels = jnp.array([[1, 2, 3], [2, 0, 0], [1, 0, 0]])
   label_valid = jnp.array([[1, 1, 1], [1, 0, 0], [1, 0, 0]], bool)
   nll = jax.jit(optax.ctc_loss)(logits, ~valid, labels, ~label_valid)
-  got = jax.jit(ctc.sentence_ctc_loss)(logits, valid, labels, label_valid,
+  got = jax.jit(finetune_objectives.sentence_ctc_loss)(logits, valid, labels, label_valid,
                                        jnp.array([1.0, 1.0, 0.0]))
   np.testing.assert_allclose(got, (nll[0] + nll[1]) / 2, rtol=1e-6)
 
@@ -95,12 +97,12 @@ def _finetune_config(upstream):
 
 
 def test_frozen_encoder_gets_no_gradient():
-  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")
   batch = {"audio": jnp.asarray(tone_corpus.ToneSource(2).records[0]["audio"][None, :4800]
                                 / 32768.0, jnp.float32).repeat(2, 0),
            "valid": jnp.ones((2, 4800), bool), "labels": jnp.array([[1, 2, 3], [2, 2, 0]]),
            "label_valid": jnp.array([[1, 1, 1], [1, 1, 0]], bool), "rows": jnp.ones(2)}
-  objective = ctc.CTCObjective(ctc._model_config(config, {"feature_grad_mult": 0.0}),  # pylint: disable=protected-access
+  objective = finetune_objectives.CTCObjective(finetune._model_config(config, {"feature_grad_mult": 0.0}),  # pylint: disable=protected-access
                                config.masking, vocab_size=5)
   @jax.jit
   def grads(rng):
@@ -108,7 +110,7 @@ def test_frozen_encoder_gets_no_gradient():
                           is_leaf=lambda x: hasattr(x, "value"))
     out = {}
     for frozen in (False, True):
-      obj = ctc.CTCObjective(objective.model_config, objective.masking_config, 5,
+      obj = finetune_objectives.CTCObjective(objective.model_config, objective.masking_config, 5,
                              freeze_encoder=frozen)
       fn = lambda p, o=obj: o.loss(p, batch, rng, step=0, train=True)[0]  # pylint: disable=cell-var-from-loop
       out[frozen] = jax.value_and_grad(fn)(params)
@@ -126,12 +128,12 @@ def test_frozen_encoder_gets_no_gradient():
 
 @pytest.mark.slow  # ~30 s of CPU (four compiles of the model on 8 devices).
 def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
-  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")
   run = str(tmp_path / "pretrained")
   pretrained = random_run.save(config, run)  # Random weights of the right shapes.
 
   out = str(tmp_path / "finetuned")
-  results = ctc.finetune(_finetune_config(run), out, source_fn=tone_corpus.source_fn(16, 8))
+  results = finetune.finetune(_finetune_config(run), out, source_fn=tone_corpus.source_fn(16, 8))
   assert results["best_step"] == 4 and set(results["test"]) == {"per"}
   assert results["num_outputs"] == 2 + len(tone_corpus.PHONES)  # Blank, <unk>, phones.
   assert os.path.exists(os.path.join(out, "results.md"))
@@ -149,9 +151,9 @@ def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
 
 def test_finetune_config_errors_are_named(tmp_path):
   with pytest.raises(ValueError, match="fine-tuning needs a model checkpoint"):
-    ctc.finetune(_finetune_config("mfcc"), str(tmp_path))
+    finetune.finetune(_finetune_config("mfcc"), str(tmp_path))
   c = _finetune_config("random_init")
   with c.unlocked():
     c.finetune.labels = "words"
   with pytest.raises(ValueError, match=r"finetune.labels='words': choose from \['chars'"):
-    ctc.finetune(c, str(tmp_path))
+    finetune.finetune(c, str(tmp_path))

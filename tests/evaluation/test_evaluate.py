@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import probes as probe_configs
-from jaxssl.evaluation import evaluate
+from jaxssl.evaluation import probing
+from jaxssl.evaluation import results as results_lib
 from jaxssl.evaluation import tasks
 from jaxssl.evaluation import upstreams
 from tests.evaluation import tone_corpus
@@ -41,7 +42,7 @@ def mfcc():
 def test_each_probe_learns_and_writes_results(task, mfcc, tmp_path):
   # Mean-pooled CMVN features are all zero (see the next test): utterance tasks use raw MFCCs.
   up = mfcc if tasks.get(task).kind == "ctc" else upstreams.load("mfcc_no_cmvn")
-  results = evaluate.run(_config(task), str(tmp_path), upstream=up,
+  results = probing.run(_config(task), str(tmp_path), upstream=up,
                          source_fn=tone_corpus.source_fn())
   losses = [loss for _, loss in results["train_curve"]]
   assert losses[-1] < 0.7 * losses[0], losses
@@ -73,7 +74,7 @@ def test_feature_cache_replays_the_first_epoch_in_a_new_order(mfcc):
   c = _config("language")
 
   def stream(cache):
-    return evaluate.FeatureStream("train", src, targets, mfcc, c.data, task, label_len=8,
+    return probing.FeatureStream("train", src, targets, mfcc, c.data, task, label_len=8,
                                   pool=True, cache=cache, seed=0)
 
   cached, fresh = stream(True), stream(False)
@@ -94,7 +95,7 @@ def test_markdown_table_reports_percentages():
   row = dict(task="phone", upstream="/runs/w2v2_demo/", dev={"per": 0.25, "loss": 1.0},
              test={"per": 0.3125, "loss": 1.1}, best_step=500, seconds=12.3,
              utterances={"train": 10, "dev": 2, "test": 3})
-  lines = evaluate.markdown_table([row]).splitlines()
+  lines = results_lib.markdown_table([row]).splitlines()
   assert lines[0] == ("| task | upstream | dev per % | test per % | best step | "
                       "train / dev / test utts | seconds |")
   assert lines[2] == "| phone | w2v2_demo | 25.00 | 31.25 | 500 | 10 / 2 / 3 | 12 |"

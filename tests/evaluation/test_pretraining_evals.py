@@ -7,17 +7,17 @@ import pytest
 from configs import probes as probe_configs
 from configs.wav2vec2 import demo
 from jaxssl.data import sources
-from jaxssl.evaluation import evaluate
+from jaxssl.evaluation import pretraining_evals
 from jaxssl.training import metrics as metrics_lib
-from jaxssl.training import trainer
+from jaxssl import pretrain
 from tests.evaluation import random_run
 
 
 def test_demo_config_probes_phones_every_500_steps():
   c = demo.get_config()
-  assert evaluate.evals_due(c, 500) == ["phone"] and evaluate.evals_due(c, 499) == []
+  assert pretraining_evals.evals_due(c, 500) == ["phone"] and pretraining_evals.evals_due(c, 499) == []
   assert c.evals.phone.task == "phone" and c.evals.phone.data.name == ""  # The run's data.
-  assert evaluate.evals_due(demo.get_config("runlocal"), 4) == []
+  assert pretraining_evals.evals_due(demo.get_config("runlocal"), 4) == []
 
 
 class _Writer:
@@ -49,10 +49,10 @@ def test_hook_probes_the_given_params_and_logs_against_cumulative_flops(tmp_path
   # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
   source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
   writer = _Writer()
-  assert evaluate.run_pretraining_evals(config, params, step=4, workdir=str(tmp_path),
+  assert pretraining_evals.run_pretraining_evals(config, params, step=4, workdir=str(tmp_path),
                                         writer=writer, source=source) == {}  # Not due.
   for step in (3, 6):
-    scalars = evaluate.run_pretraining_evals(config, params, step=step, workdir=str(tmp_path),
+    scalars = pretraining_evals.run_pretraining_evals(config, params, step=step, workdir=str(tmp_path),
                                              writer=writer, source=source)
   assert [s for s, _ in writer.written] == [3, 6] and writer.written[1][1] == scalars
   assert writer.excluded > 0  # The probes' time stays out of the throughput readout.
@@ -78,7 +78,7 @@ def test_evals_run_during_pretraining_and_log_quality_against_compute(tmp_path):
     config.log_every_steps = 1
   # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
   source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
-  final = trainer.train_and_evaluate(config, str(tmp_path), source=source)
+  final = pretrain.train_and_evaluate(config, str(tmp_path), source=source)
   assert final["step"] == 4
   with open(tmp_path / "evals.jsonl") as f:
     rows = [json.loads(line) for line in f]
@@ -104,8 +104,8 @@ def test_evals_without_their_labels_fail_before_the_first_step(tmp_path):
   with config.unlocked():
     config.evals = {"phone": probe_configs.pretraining_eval("phone", every_steps=2)}
   source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
-  with pytest.raises(evaluate.EvalsError) as e:
-    trainer.train_and_evaluate(config, str(tmp_path), source=source)
+  with pytest.raises(pretraining_evals.EvalsError) as e:
+    pretrain.train_and_evaluate(config, str(tmp_path), source=source)
   message = str(e.value)
   assert "\n" not in message and message.startswith("evals.phone (phone on demo_corpus): ")
   assert "has an empty 'phones' field" in message

@@ -6,7 +6,11 @@ import numpy as np
 import optax
 import pytest
 
+from configs import common
 from jaxssl.evaluation import probes
+from jaxssl.training import partitioning
+from jaxssl.training import train_state
+from jaxssl.training import train_step
 
 
 def _hidden(b=3, l=4, t=10, d=6, seed=0):
@@ -123,16 +127,24 @@ def test_train_step_lowers_the_loss_and_moves_weight_to_the_informative_layer(ki
   inputs, v = _toy_inputs(kind, np.random.default_rng(0))
   probe = probes.Probe(kind=kind, num_outputs=v, projector_dim=16, head=head, hidden_dim=8,
                        num_layers=1, dropout_rate=0.0)
-  trainer = probes.ProbeTrainer(probe, lr=2e-2, clip_norm=1.0)
-  state = trainer.init(jax.random.PRNGKey(0), inputs)
-  _, first = trainer.predict(state["params"], inputs)
+  objective = probes.ProbeObjective(probe)
+  tx, lr_schedule = probes.make_optimizer(2e-2, clip_norm=1.0)
+  mesh = partitioning.make_mesh(common.mesh(), devices=jax.devices()[:1])
+  batch_sharding = partitioning.batch_sharding(mesh)
+  batch = partitioning.make_global_batch(inputs, batch_sharding)
+  state, shardings = train_state.create(objective, tx, partitioning.abstract_batch(
+      inputs, batch_sharding), 0, mesh)
+  step = train_step.make_train_step(mesh, shardings, batch_sharding, objective=objective, tx=tx,
+                                    lr_schedule=lr_schedule)
+  predict = jax.jit(objective.predict)
+  _, first = predict(state.params, inputs)
   for _ in range(40):
-    state, _ = trainer.step(state, inputs)
-  pred, last = trainer.predict(state["params"], inputs)
+    state, _ = step(state, {}, batch)
+  pred, last = predict(state.params, inputs)
   assert float(last) < 0.5 * float(first)
-  weights = probes.layer_weights(state["params"])
+  weights = probes.layer_weights(state.params)
   assert weights.sum() == pytest.approx(1.0, abs=1e-6)
   assert weights.argmax() == 2  # The layer that carries the labels.
-  assert int(state["step"]) == 40
+  assert int(state.step) == 40
   if kind == "utterance":
     assert (np.asarray(pred) == inputs["labels"]).mean() == 1.0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import common
+from jaxssl import pretrained
 from jaxssl import objectives
 from jaxssl.data import features
 from jaxssl.evaluation import upstreams
@@ -42,8 +43,8 @@ def test_baselines_are_cmvn_features_at_100_hz(kind, dim):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
   """A saved tiny wav2vec 2.0 run (step 7) and the params it holds."""
-  config = upstreams.load_config(TINY)
-  params = jax.tree.map(lambda x: x + 0.01, upstreams._init_params(config, 5))  # pylint: disable=protected-access
+  config = pretrained.load_config(TINY)
+  params = jax.tree.map(lambda x: x + 0.01, pretrained.init_params(config, 5))  # pylint: disable=protected-access
   run = str(tmp_path_factory.mktemp("upstream") / "run")
   ckpt = checkpointing.Checkpointer(run, common.ckpt(every_steps=1, keep=2))
   ckpt.save(7, {"params": params}, {"step": 7}, force=True)
@@ -65,7 +66,7 @@ def test_checkpoint_upstream_gives_the_saved_models_hidden_states(tiny_run):
   _, expected, _ = jax.jit(objectives.build(config).represent)(
       params, jax.tree.map(jnp.asarray, batch))
   np.testing.assert_allclose(hidden, jnp.stack(expected, 1), rtol=1e-5, atol=1e-5)
-  _, restored = upstreams.load_checkpoint(os.path.join(run, "ckpt", "7"))  # A step dir.
+  _, restored = pretrained.load_checkpoint(os.path.join(run, "ckpt", "7"))  # A step dir.
   jax.tree.map(np.testing.assert_array_equal, restored, params)
 
 
@@ -78,7 +79,7 @@ def test_checkpoint_without_pretraining_heads_loads_the_encoder(tiny_run, tmp_pa
   ckpt.wait()
   ckpt.close()
   checkpointing.save_config(config, run)
-  _, restored = upstreams.load_checkpoint(run)
+  _, restored = pretrained.load_checkpoint(run)
   assert set(restored) == {"speech_encoder"}
   jax.tree.map(np.testing.assert_array_equal, restored["speech_encoder"],
                params["speech_encoder"])
@@ -88,7 +89,7 @@ def test_random_init_is_the_same_architecture_untrained(tiny_run):
   run, _, params = tiny_run
   up = upstreams.load("random_init", arch=run, seed=0)  # Architecture from config.json.
   assert (up.num_hidden, up.dim, up.normalize, up.name) == (3, 32, True, "random_init")
-  fresh = upstreams._init_params(up.config, 0)  # pylint: disable=protected-access
+  fresh = pretrained.init_params(up.config, 0)  # pylint: disable=protected-access
   assert jax.tree.structure(fresh) == jax.tree.structure(params)
   assert not np.allclose(fresh["speech_encoder"]["post_extract_proj"]["dense"]["kernel"],
                          params["speech_encoder"]["post_extract_proj"]["dense"]["kernel"])

@@ -21,7 +21,7 @@ from jaxssl.models.frontends import mel
 from jaxssl.models.frontends import mel_stack
 from jaxssl.objectives import hubert
 from jaxssl.objectives import melhubert
-from jaxssl.training import trainer
+from jaxssl import pretrain
 from tests.training import standin
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -248,7 +248,7 @@ def _labelled_config(directory, total_steps):
 
 def test_trains_on_k_means_labels_through_the_sharded_trainer(tmp_path):
   src, directory = _labelled_source(tmp_path)
-  final = trainer.train_and_evaluate(_labelled_config(directory, 2), str(tmp_path / "w"),
+  final = pretrain.train_and_evaluate(_labelled_config(directory, 2), str(tmp_path / "w"),
                                      source=src)
   assert final["step"] == 2 and final["train/skipped_steps"] == 0
   # Random labels over K = 20: the masked-frame loss starts near log 20.
@@ -260,14 +260,14 @@ def test_trains_on_k_means_labels_through_the_sharded_trainer(tmp_path):
 def test_kill_and_resume_matches_an_uninterrupted_run_on_a_sharded_mesh(tmp_path, monkeypatch):
   src, directory = _labelled_source(tmp_path)
   c = _labelled_config(directory, 4)
-  straight = trainer.train_and_evaluate(c, str(tmp_path / "straight"), source=src)
+  straight = pretrain.train_and_evaluate(c, str(tmp_path / "straight"), source=src)
   assert straight["step"] == 4 and np.isfinite(straight["train/loss"])
 
   standin.sigterm_after_logging(monkeypatch, 2)
   resumed = str(tmp_path / "resumed")
-  assert trainer.train_and_evaluate(c, resumed, source=src)["step"] == 2
+  assert pretrain.train_and_evaluate(c, resumed, source=src)["step"] == 2
   monkeypatch.undo()
-  assert trainer.train_and_evaluate(c, resumed, source=src)["step"] == 4
+  assert pretrain.train_and_evaluate(c, resumed, source=src)["step"] == 4
   (sa, pa), (sb, pb) = (standin.latest_params(str(tmp_path / "straight")),
                         standin.latest_params(resumed))
   assert sa == sb == 4

@@ -7,7 +7,9 @@ import numpy as np
 import optax
 
 from configs.finetune import peft as peft_configs
-from jaxssl.evaluation import ctc
+from jaxssl import pretrained
+from jaxssl.evaluation import finetune
+from jaxssl.evaluation import finetune_objectives
 from jaxssl.evaluation import upstreams
 from jaxssl.peft import objective as peft_objective
 
@@ -15,11 +17,11 @@ VOCAB = 5
 SCHEDULE = mlc.ConfigDict(dict(name="constant", warmup_steps=0))
 
 
-def base_objective(make=ctc.CTCObjective, num_outputs=VOCAB):
+def base_objective(make=finetune_objectives.CTCObjective, num_outputs=VOCAB):
   """The CTC (or `make`'s) objective of the runlocal demo model, dropout-free (deterministic
   losses); returns it and the model config."""
-  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
-  model = ctc._model_config(config, {"feature_grad_mult": 0.0, "layerdrop_rate": 0.0,  # pylint: disable=protected-access
+  config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")
+  model = finetune._model_config(config, {"feature_grad_mult": 0.0, "layerdrop_rate": 0.0,  # pylint: disable=protected-access
                                      "dropout_rate": 0.0, "activation_dropout_rate": 0.0})
   masking = mlc.ConfigDict(dict(prob=0.0, span=10, min_spans=2))
   return make(model, masking, num_outputs), model
@@ -49,7 +51,7 @@ def init(objective, seed=0):
 def optimizer(objective, total_steps=20, lr=1e-2, trainable=peft_configs.PEFT_TRAINABLE):
   optim = mlc.ConfigDict(dict(name="adamw", lr=lr, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.0,
                               clip_norm=0.0, grad_accum_steps=1, trainable=trainable))
-  tx, _ = ctc.make_optimizer(optim, SCHEDULE, total_steps)
+  tx, _ = optimizers.make_finetune_optimizer(optim, SCHEDULE, total_steps, heads=finetune_objectives.HEADS)
   if isinstance(objective, peft_objective.PeftObjective):
     tx = peft_objective.wrap_optimizer(tx, objective.cfg, total_steps)
   return tx
@@ -70,3 +72,4 @@ def train(objective, params, tx, steps, *, data=None):
   for i in range(steps):
     params, opt_state, metrics = step(params, opt_state, i)
   return params, opt_state, metrics
+

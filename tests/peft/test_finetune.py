@@ -1,10 +1,11 @@
-"""`evaluation.ctc.finetune` with a PEFT method, end to end on the in-memory tone corpus."""
+"""`evaluation.finetune.finetune` with a PEFT method, end to end on the in-memory tone corpus."""
 import jax
 import numpy as np
 import pytest
 
 from configs.finetune import ctc_demo
-from jaxssl.evaluation import ctc
+from jaxssl import pretrained
+from jaxssl.evaluation import finetune
 from jaxssl.evaluation import upstreams
 from jaxssl.training import checkpointing
 from tests.evaluation import random_run
@@ -13,7 +14,7 @@ from tests.evaluation import tone_corpus
 
 @pytest.mark.slow  # ~40 s of CPU: three compiles of the model on 8 devices.
 def test_adalora_finetune_reports_ranks_and_saves_a_merged_plain_model(tmp_path):
-  config = upstreams.load_config("configs/wav2vec2/demo.py:runlocal")
+  config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")
   run = str(tmp_path / "pretrained")
   pretrained = random_run.save(config, run)  # Random weights of the right shapes.
 
@@ -22,7 +23,7 @@ def test_adalora_finetune_reports_ranks_and_saves_a_merged_plain_model(tmp_path)
     c.upstream, c.upstream_arch = run, "configs/wav2vec2/demo.py:runlocal"
     c.eval_every_steps = 4
   out = str(tmp_path / "tuned")
-  results = ctc.finetune(c, out, source_fn=tone_corpus.source_fn(16, 8))
+  results = finetune.finetune(c, out, source_fn=tone_corpus.source_fn(16, 8))
   report = results["peft"]
   assert 0 < report["trainable_params"] < report["total_params"] / 5
   assert sum(report["final_ranks"].values()) <= c.peft.init_r * len(report["final_ranks"])

@@ -9,7 +9,8 @@ import pytest
 
 from configs import common
 from configs.finetune import utterance_demo
-from jaxssl.evaluation import ctc
+from jaxssl.evaluation import finetune
+from jaxssl.evaluation import finetune_objectives
 from tests.evaluation import tone_corpus
 from tests.peft import helpers
 
@@ -18,7 +19,7 @@ TRAINABLE = r"classifier/.*|peft/.*"
 
 
 def _base():
-  return helpers.base_objective(ctc.UtteranceObjective, CLASSES)
+  return helpers.base_objective(finetune_objectives.UtteranceObjective, CLASSES)
 
 
 def _speaker_batch(samples=4800):
@@ -32,11 +33,11 @@ def _speaker_batch(samples=4800):
 def test_masked_mean_ignores_padded_frames():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3))
   valid = jnp.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
-  pooled = ctc.masked_mean(x, valid)
+  pooled = finetune_objectives.masked_mean(x, valid)
   np.testing.assert_allclose(pooled[0], x[0, :2].mean(0), rtol=1e-6)
   np.testing.assert_array_equal(pooled[1], 0.0)  # No valid frame: zeros, not NaN.
   garbage = x.at[:, 2:].set(1e6)
-  np.testing.assert_array_equal(ctc.masked_mean(garbage, valid)[0], pooled[0])
+  np.testing.assert_array_equal(finetune_objectives.masked_mean(garbage, valid)[0], pooled[0])
 
 
 class _Frames(nn.Module):
@@ -51,7 +52,7 @@ class _Frames(nn.Module):
 def test_utterance_logits_ignore_padded_frames():
   # The encoder (a stand-in here) keeps valid frames padding-free; the head itself must see only
   # the valid frames.
-  model = ctc.UtteranceModel(_Frames, 5)
+  model = finetune_objectives.UtteranceModel(_Frames, 5)
   audio = jax.random.normal(jax.random.PRNGKey(0), (2, 24))  # 8 frames.
   valid = jnp.array([[True] * 3 + [False] * 5, [True] * 8])
   params = model.init(jax.random.PRNGKey(1), audio, valid=valid, train=False)
@@ -108,7 +109,7 @@ def test_classifier_is_the_head_group_and_trains_while_the_encoder_waits():
   params = {"speech_encoder": {"feature_extractor": {"w": jnp.ones(3)},
                                "encoder": {"w": jnp.ones(4)}},
             "classifier": {"w": jnp.ones(2)}}
-  tx, _ = ctc.make_optimizer(
+  tx, _ = optimizers.make_finetune_optimizer(
       common.adamw(lr=1e-2, weight_decay=0.0,
                    trainable=r"speech_encoder/(?!feature_extractor/).*|classifier/.*"),
       helpers.SCHEDULE, 10, freeze_encoder_steps=2)
@@ -127,13 +128,13 @@ def test_config_errors_are_named(tmp_path):
     c.task = "ctc_finetune"
   with pytest.raises(ValueError, match=r"task='ctc_finetune' with finetune.labels='speaker'.*"
                                        r"'utterance_finetune'"):
-    ctc.finetune(c, str(tmp_path))
+    finetune.finetune(c, str(tmp_path))
   c = utterance_demo.get_config("runlocal,peft=lora")
   with c.unlocked():
     c.upstream, c.upstream_arch = "random_init", "configs/wav2vec2/demo.py:runlocal"
     c.optim.trainable = r"speech_encoder/.*|classifier/.*"
   with pytest.raises(ValueError, match=r"the regex must match 'peft/...'"):
-    ctc.finetune(c, str(tmp_path), source_fn=tone_corpus.source_fn(12, 4))
+    finetune.finetune(c, str(tmp_path), source_fn=tone_corpus.source_fn(12, 4))
 
 
 @pytest.mark.slow  # ~40 s of CPU: the model compiled for train, frozen-phase and predict steps.
@@ -142,10 +143,11 @@ def test_speaker_finetune_with_lora_end_to_end(tmp_path):
   with c.unlocked():
     c.upstream, c.upstream_arch = "random_init", "configs/wav2vec2/demo.py:runlocal"
     c.total_steps, c.eval_every_steps, c.finetune.freeze_encoder_steps = 4, 2, 1
-  results = ctc.finetune(c, str(tmp_path), source_fn=tone_corpus.source_fn(24, 4))
+  results = finetune.finetune(c, str(tmp_path), source_fn=tone_corpus.source_fn(24, 4))
   assert results["task"] == "utterance_finetune" and set(results["test"]) == {"accuracy"}
   assert results["num_outputs"] == len(tone_corpus.SPEAKERS)
   # The by_utterance holdout of the 24 training records: 4 speakers x (4 train, 1 dev, 1 test).
   assert results["utterances"] == {"train": 16, "dev": 4, "test": 4}
   assert 0 < results["peft"]["trainable_params"] < results["peft"]["total_params"] / 5
   assert (tmp_path / "results.md").exists() and (tmp_path / "ckpt").exists()
+

@@ -16,7 +16,7 @@ def main(process_id, port, workdir, kind="standin"):
   with config.unlocked():
     config.distributed = dict(coordinator=f"127.0.0.1:{port}", num_processes=2,
                               process_id=process_id)
-  out = trainer.train_and_evaluate(config, workdir, objective=objective, source=source)
+  out = pretrain.train_and_evaluate(config, workdir, objective=objective, source=source)
   assert jax.process_count() == 2 and len(jax.local_devices()) == 4, jax.devices()
   print(f"process {process_id} done at step {out['step']}", flush=True)
 

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 
 from configs import common
 from jaxssl.data import sources
+from jaxssl.training import objective as objective_lib
 from jaxssl.training import checkpointing
 from jaxssl.training import metrics as metrics_lib
 
@@ -46,7 +47,7 @@ class TinyNet(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class StandInObjective:
+class StandInObjective(objective_lib.Objective):
   """`init(rng, batch)` / `loss(params, batch, rng, *, step, train)` like the real objectives."""
   dropout_rate: float = 0.1
   nan_steps: tuple = ()
@@ -59,7 +60,7 @@ class StandInObjective:
   def init(self, rng, batch):
     return self.model.init({"params": rng}, batch["audio"], train=False)["params"]
 
-  def loss(self, params, batch, rng, *, step, train=True):
+  def loss(self, params, batch, rng, *, step, train=True, state=None):
     dropout_rng, _ = jax.random.split(rng)
     pred = self.model.apply({"params": params}, batch["audio"], train=train,
                             rngs={"dropout": dropout_rng})
@@ -79,7 +80,6 @@ def source(num_records=64):
 def config(total_steps=4, *, batch_size=8, crop_samples=512, mesh=(-1, 1, 1)):
   """A small pretraining config in the real layout (configs/common.py sections)."""
   c = mlc.ConfigDict()
-  c.trainer = "pretrain"
   c.seed = 0
   c.total_steps = total_steps
   c.log_every_steps = 1

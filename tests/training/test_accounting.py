@@ -15,7 +15,7 @@ import pytest
 from jaxssl.training import accounting
 from jaxssl.training import metrics as metrics_lib
 from jaxssl.training import partitioning
-from jaxssl.training import trainer
+from jaxssl import pretrain
 from tests.training import standin
 
 
@@ -156,7 +156,7 @@ def test_for_run_counts_a_cpu_host_once_and_takes_overrides(monkeypatch):
 def test_training_run_logs_costs_beside_losses(monkeypatch, tmp_path):
   monkeypatch.setenv("JAXSSL_PEAK_FLOPS", "1e11")
   config = standin.config(total_steps=4)
-  trainer.train_and_evaluate(config, str(tmp_path), source=standin.source(),
+  pretrain.train_and_evaluate(config, str(tmp_path), source=standin.source(),
                              objective=standin.StandInObjective())
   rows = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
   assert [r["step"] for r in rows] == [1, 2, 3, 4]

@@ -17,13 +17,13 @@ import pytest
 from jaxssl.training import checkpointing
 from jaxssl.training import integrity
 from jaxssl.training import metrics as metrics_lib
-from jaxssl.training import trainer
+from jaxssl import pretrain
 from tests.training import faults
 from tests.training import standin
 
 
 def _train(config, workdir, objective=None):
-  return trainer.train_and_evaluate(config, workdir, source=standin.source(),
+  return pretrain.train_and_evaluate(config, workdir, source=standin.source(),
                                     objective=objective or standin.StandInObjective())
 
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from configs.wav2vec2 import demo
 from jaxssl.training import flops
-from jaxssl.training import trainer
+from jaxssl import pretrain
 
 
 def _with(config, **fields):
@@ -46,7 +46,7 @@ def test_jaxpr_flops_closed_forms():
 def test_step_flops_do_not_depend_on_scanning_layers():
   counts = []
   for scan in (False, True):
-    step = trainer.abstract_step(_with(demo.get_config(), **{"model.scan_layers": scan}))
+    step = pretrain.abstract_step(_with(demo.get_config(), **{"model.scan_layers": scan}))
     counts.append(flops.jaxpr_flops(step["step_fn"].trace(step["abstract_state"],
                                                         step["batch_spec"]).jaxpr))
   assert counts[0] == counts[1] > 0
@@ -56,7 +56,7 @@ def test_program_flops_of_a_step_do_not_depend_on_scanning_layers():
   # XLA's cost analysis alone counts a scanned block once (LARGE came out below BASE).
   out = {}
   for scan in (False, True):
-    step = trainer.abstract_step(_with(demo.get_config(), **{"model.scan_layers": scan}))
+    step = pretrain.abstract_step(_with(demo.get_config(), **{"model.scan_layers": scan}))
     traced = step["step_fn"].trace(step["abstract_state"], step["batch_spec"])
     out[scan] = (flops.program_flops(traced), flops.xla_flops(traced.lower()))
   (plain, plain_xla), (scanned, scanned_xla) = out[False], out[True]

@@ -13,7 +13,7 @@ import portpicker
 import pytest
 
 from jaxssl.training import metrics as metrics_lib
-from jaxssl.training import trainer
+from jaxssl import pretrain
 from tests.training import standin
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,7 +52,7 @@ def _run_two_processes(workdir, kind, timeout=300):
 def test_two_processes_match_one(tmp_path, kind, keys, rtol):
   config, objective, source = standin.setup(kind)
   single = str(tmp_path / "single")
-  trainer.train_and_evaluate(config, single, objective=objective, source=source)
+  pretrain.train_and_evaluate(config, single, objective=objective, source=source)
   multi = str(tmp_path / "multi")
   outputs = _run_two_processes(multi, kind)
   assert "process 1 done at step 3" in outputs[1]
@@ -78,12 +78,12 @@ def test_a_two_process_checkpoint_resumes_in_one_process_exactly(tmp_path):
   resumes in 1 process with the metrics of a run that was single-process throughout."""
   config, objective, source = standin.setup("standin")
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
-  trainer.train_and_evaluate(config, single, objective=objective, source=source)
+  pretrain.train_and_evaluate(config, single, objective=objective, source=source)
   _run_two_processes(multi, "standin")
   with config.unlocked():
     config.total_steps = 5
   for workdir in (single, multi):
-    out = trainer.train_and_evaluate(config, workdir, objective=objective, source=source)
+    out = pretrain.train_and_evaluate(config, workdir, objective=objective, source=source)
     assert out["step"] == 5 and not any(n.startswith("damaged") for n in os.listdir(
         os.path.join(workdir, "ckpt")))
   rows = [metrics_lib.read_jsonl(os.path.join(w, "metrics.jsonl"))[-2:] for w in (single, multi)]

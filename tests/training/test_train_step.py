@@ -51,7 +51,7 @@ def test_sharded_step_matches_one_device():
     mesh, state, step, batch_sharding = _setup(sizes, objective, devices=devices)
     batch = partitioning.make_global_batch(_batch(), batch_sharding)
     loss, _, grads = _grads(mesh, state, batch, objective)
-    new_state, metrics = step(state, batch)
+    new_state, metrics = step(state, {}, batch)
     results.append((loss, grads, jax.device_get(new_state.params), jax.device_get(metrics)))
     if sizes == (2, 2, 2):  # The params really are split: fc1 kernel [16, 32] over fsdp x tensor.
       shard = new_state.params["fc1"]["kernel"].addressable_shards[0].data
@@ -87,15 +87,15 @@ def test_nonfinite_step_is_skipped_bitwise():
   def batch():
     return partitioning.make_global_batch(_batch(), batch_sharding)
 
-  state, _ = step(state, batch())  # Step 0: fine.
+  state, _ = step(state, {}, batch())  # Step 0: fine.
   before = jax.device_get((state.params, state.opt_state))
-  state, m = step(state, batch())  # Step 1: NaN loss.
+  state, m = step(state, {}, batch())  # Step 1: NaN loss.
   after = jax.device_get((state.params, state.opt_state))
   jax.tree.map(np.testing.assert_array_equal, before, after)
   assert (float(m["train/nonfinite_count"]), float(m["train/skipped_steps"])) == (1.0, 1.0)
-  state, m = step(state, batch())  # Step 2: NaN again.
+  state, m = step(state, {}, batch())  # Step 2: NaN again.
   assert (float(m["train/nonfinite_count"]), float(m["train/skipped_steps"])) == (2.0, 2.0)
-  state, m = step(state, batch())  # Step 3: fine; the run of NaNs ends.
+  state, m = step(state, {}, batch())  # Step 3: fine; the run of NaNs ends.
   assert (float(m["train/nonfinite_count"]), float(m["train/skipped_steps"])) == (0.0, 2.0)
   assert int(state.step) == 4
   changed = jax.tree.map(lambda a, b: np.any(a != b), before[0], jax.device_get(state.params))
@@ -106,25 +106,8 @@ def test_compiled_step_has_an_xla_flops_estimate():
   objective = standin.StandInObjective()
   _, state, step, batch_sharding = _setup((-1, 1, 1), objective)
   spec = partitioning.abstract_batch(_batch(), batch_sharding)
-  compiled = step.lower(state, spec).compile()
+  compiled = step.lower(state, {}, spec).compile()
   assert flops.xla_flops(compiled) > 1e4
-
-
-def test_eval_step_runs_without_dropout():
-  objective = standin.StandInObjective(dropout_rate=0.5)
-  mesh, state, _, batch_sharding = _setup((2, 2, 2), objective)
-  params_sharding = jax.tree.map(lambda x: x.sharding, state.params)
-  evaluate = train_step.make_eval_step(mesh, params_sharding, batch_sharding, objective=objective)
-  batch = partitioning.make_global_batch(_batch(), batch_sharding)
-  rng = jax.random.PRNGKey(5)
-  m1, m2 = evaluate(state.params, batch, rng), evaluate(state.params, batch, jax.random.PRNGKey(6))
-  assert set(m1) == {"eval/loss", "eval/valid_frac"}
-  np.testing.assert_array_equal(m1["eval/loss"], m2["eval/loss"])  # No noise in eval mode.
-  host = jax.device_get((state.params, batch))
-  expected, _ = objective.loss(*host, rng, step=0, train=False)
-  trained, _ = objective.loss(*host, rng, step=0, train=True)
-  np.testing.assert_allclose(m1["eval/loss"], expected, rtol=1e-5)
-  assert abs(float(trained) - float(expected)) > 1e-4
 
 
 def test_frozen_params_stay_fixed_and_hold_no_moments_on_the_mesh():
@@ -134,7 +117,7 @@ def test_frozen_params_stay_fixed_and_hold_no_moments_on_the_mesh():
   moments = [x for x in jax.tree.leaves(state.opt_state) if x.ndim]
   assert sum(x.size for x in moments) == 2 * (16 * 32 + 32)
   before = jax.device_get(state.params)
-  state, _ = step(state, partitioning.make_global_batch(_batch(), batch_sharding))
+  state, _ = step(state, {}, partitioning.make_global_batch(_batch(), batch_sharding))
   after = jax.device_get(state.params)
   for name in ("conv", "fc2"):
     jax.tree.map(np.testing.assert_array_equal, before[name], after[name])

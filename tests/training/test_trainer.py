@@ -12,12 +12,12 @@ import pytest
 
 from jaxssl.training import checkpointing
 from jaxssl.training import metrics as metrics_lib
-from jaxssl.training import trainer
+from jaxssl import pretrain
 from tests.training import standin
 
 
 def _train(config, workdir, objective=None):
-  return trainer.train_and_evaluate(config, workdir, source=standin.source(),
+  return pretrain.train_and_evaluate(config, workdir, source=standin.source(),
                                     objective=objective or standin.StandInObjective())
 
 
@@ -59,7 +59,7 @@ def test_nonfinite_run_stops_without_saving_and_last_checkpoint_resumes(tmp_path
   workdir = str(tmp_path)
   # The loss is NaN from the 5th step on: steps 5 and 6 are skipped, then the run stops at 6,
   # which is on the checkpoint grid but must not be saved.
-  with pytest.raises(trainer.NonFiniteError, match=r"at step 6.*2 consecutive.*steps 5\.\.6.*"
+  with pytest.raises(pretrain.NonFiniteError, match=r"at step 6.*2 consecutive.*steps 5\.\.6.*"
                      r"the last checkpoint \(step 4\) holds the last good state"):
     _train(config, workdir, standin.StandInObjective(nan_steps=tuple(range(4, 8))))
   assert checkpointing.Checkpointer(workdir, config.ckpt).latest_step() == 4
@@ -80,7 +80,7 @@ def test_divergence_right_after_a_resume_names_the_checkpoint_before_it(tmp_path
   _train(config, workdir)  # Checkpoints at 2 and 4.
   config = standin.config(total_steps=8)
   config.max_consecutive_nonfinite = 2
-  with pytest.raises(trainer.NonFiniteError) as e:
+  with pytest.raises(pretrain.NonFiniteError) as e:
     _train(config, workdir, standin.StandInObjective(nan_steps=(4, 5)))
   assert "the run diverged 1 steps after resuming from step 4, so that checkpoint may be bad: " \
          "move ckpt/4 aside to resume from step 2." in str(e.value)
@@ -132,7 +132,7 @@ def test_metrics_files(tmp_path):
 
 def test_dry_run_reports_size_and_cost():
   config = standin.config(mesh=(2, 2, 2))
-  out = trainer.dry_run(config, objective=standin.StandInObjective())
+  out = pretrain.dry_run(config, objective=standin.StandInObjective())
   # conv 3*8*16+16, fc1 16*32+32, fc2 32*8+8.
   assert out["num_params"] == 400 + 544 + 264
   assert out["flops_per_step"] == pytest.approx(8 * out["flops_per_step_per_device"])
@@ -147,7 +147,7 @@ def test_real_wav2vec2_objective_trains_on_a_sharded_mesh(tmp_path):
   config.total_steps = 2
   config.mesh.data, config.mesh.fsdp, config.mesh.tensor = 2, 2, 2
   source = sources.SyntheticSource(32, seed=0, min_samples=8000, max_samples=12000)
-  final = trainer.train_and_evaluate(config, str(tmp_path), source=source)
+  final = pretrain.train_and_evaluate(config, str(tmp_path), source=source)
   assert final["step"] == 2 and final["train/skipped_steps"] == 0
   assert np.isfinite(final["train/loss"]) and final["train/learning_rate"] > 0
   assert standin.latest_params(str(tmp_path))[0] == 2

@@ -29,11 +29,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from jaxssl import constants
 from jaxssl.data import audio
 from jaxssl.data.builders import skips as skips_lib
 from jaxssl.data.builders import writer
 
-SAMPLE_RATE = 16000
 # Raw little-endian bytes instead of TFDS's default int64 varint list: 4x
 # faster to serialize and read, and the records hold exactly 2 bytes/sample.
 _BYTES = tfds.features.Encoding.BYTES
@@ -54,7 +54,7 @@ class Entry:
   phones: tuple = ()
   phone_starts: tuple = ()
   phone_ends: tuple = ()
-  label_rate: int = SAMPLE_RATE
+  label_rate: int = constants.SAMPLE_RATE
 
 
 class BadLabel(Exception):
@@ -180,8 +180,8 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           yield index, result
         if index % 64 == 0 or index == len(entries) - 1:
           elapsed = max(time.time() - start, 1e-6)
-          bar.set_postfix(audio_h=f"{audio_samples / SAMPLE_RATE / 3600:.2f}",
-                          audio_s_per_s=f"{audio_samples / SAMPLE_RATE / elapsed:.0f}",
+          bar.set_postfix(audio_h=f"{audio_samples / constants.SAMPLE_RATE / 3600:.2f}",
+                          audio_s_per_s=f"{audio_samples / constants.SAMPLE_RATE / elapsed:.0f}",
                           skipped=self.skips.num_skipped(split), refresh=False)
     finally:
       bar.close()
@@ -195,7 +195,7 @@ class SpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _load(self, entry):
     """Entry -> example dict, or the BadAudio/BadLabel explaining why not."""
     try:
-      x = audio.load_audio(entry.path, target_rate=SAMPLE_RATE)
+      x = audio.load_audio(entry.path, target_rate=constants.SAMPLE_RATE)
       starts, ends = _phone_times(entry, len(x))
     except (audio.BadAudio, BadLabel) as e:
       return e
@@ -243,7 +243,7 @@ def _phone_times(entry, num_samples):
       return np.zeros((0,), np.int32), np.zeros((0,), np.int32)  # Phones without times.
     raise BadLabel(f"{n} phones but {len(entry.phone_starts)} starts and "
                    f"{len(entry.phone_ends)} ends")
-  scale = SAMPLE_RATE / entry.label_rate
+  scale = constants.SAMPLE_RATE / entry.label_rate
   starts = np.round(np.asarray(entry.phone_starts, np.float64) * scale).astype(np.int32)
   ends = np.round(np.asarray(entry.phone_ends, np.float64) * scale).astype(np.int32)
   if n and ((starts < 0).any() or (ends < starts).any() or ends.max() > num_samples):

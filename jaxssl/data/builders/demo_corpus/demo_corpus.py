@@ -11,6 +11,7 @@ import os
 
 from absl import logging
 
+from jaxssl import constants
 from jaxssl.data.builders import base
 from jaxssl.data.builders import skips as skips_lib
 
@@ -51,7 +52,7 @@ def read_jsonl(manifest, root, split, skips):
         if not isinstance(row, dict) or "path" not in row:
           raise ValueError("expected an object with a 'path' field")
         path = os.path.join(root, row["path"])
-        label_rate = int(row.get("sample_rate", base.SAMPLE_RATE))
+        label_rate = int(row.get("sample_rate", constants.SAMPLE_RATE))
         if label_rate <= 0:
           raise ValueError(f"sample_rate must be positive, got {label_rate}")
         yield base.Entry(
