@@ -41,7 +41,7 @@ def test_inconsistent_values_fail_before_compiling():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(batch_size=6), "data.batch_size=6 is not divisible by the data-parallel size"),
+    (dict(batch_size=6), "data.batch_size=6: The global batch of 6 rows must be a multiple of mesh.data x mesh.fsdp"),
     (dict(crop_samples=2_000), "too few for masking.min_spans=2 spans"),
 ])
 def test_validator_messages(overrides, message):
@@ -79,13 +79,14 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
 
 
 def test_melhubert_dry_run_reports_its_macs_beside_hubert_base():
-  from jaxssl import main  # pylint: disable=g-import-not-at-top
-  from jaxssl.objectives import melhubert  # pylint: disable=g-import-not-at-top
-  out = main.dry_run_extras(melhubert.load_config(os.path.join(ROOT, "configs/hubert/melhubert.py")))
+  from jaxssl import cli  # pylint: disable=g-import-not-at-top
+  from jaxssl import objectives  # pylint: disable=g-import-not-at-top
+  mel = cli.load_config_file(os.path.join(ROOT, "configs/hubert/melhubert.py"))
+  out = objectives.build(mel).dry_run_report()
   assert out["macs_per_second"] < out["hubert_base_macs_per_second"]
   assert out["macs_saving_vs_hubert_base"] == pytest.approx(
       1 - out["macs_per_second"] / out["hubert_base_macs_per_second"])
-  assert main.dry_run_extras(demo.get_config()) == {}
+  assert objectives.build(demo.get_config()).dry_run_report() == {}
 
 
 @pytest.mark.parametrize("outcome, code", [

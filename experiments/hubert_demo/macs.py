@@ -16,6 +16,8 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxssl import cli
+from jaxssl import objectives
 from jaxssl.objectives import melhubert
 
 _SECONDS = flags.DEFINE_float("seconds", 1.0, "Utterance length the MACs are counted on.")
@@ -28,8 +30,9 @@ def main(argv):
   mel_cfg, base_cfg = "configs/hubert/melhubert.py", "configs/hubert/base.py:iteration=2"
   rows = []
   for seconds in sorted({1.0, _SECONDS.value}):
-    out = melhubert.compare(melhubert.load_config(os.path.join(REPO, mel_cfg)),
-                            melhubert.load_config(os.path.join(REPO, base_cfg)), seconds)
+    out = melhubert.compare(objectives.build(cli.load_config_file(os.path.join(REPO, mel_cfg))),
+                            objectives.build(cli.load_config_file(os.path.join(REPO, base_cfg))),
+                            seconds)
     rows.append(out)
     print(json.dumps(out))
   os.makedirs(_OUT.value, exist_ok=True)

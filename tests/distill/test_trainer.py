@@ -36,7 +36,9 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
   with pytest.raises(ValueError, match="target_layers"):
     teacher_lib.load_teacher(path, layers=(3,), mesh=mesh)  # The tiny teacher has 2 layers.
   workdir = str(tmp_path / "student")
-  final = pretrain.train_and_evaluate(config, workdir, source=tiny.source(), teacher=teacher)
+  final = pretrain.train_and_evaluate(
+      config, workdir, source=tiny.source(),
+      objective=objective_lib.DistillObjective(config, teacher=teacher))
   assert final["step"] == 3 and final["origin"] == "scratch" and final["num_compiled"] == 1
   assert np.isfinite(final["train/loss"]) and 0 < final["train/loss_l1"]
   # The teacher ran in every step and is bitwise unchanged (its params are not donated, and the
@@ -83,7 +85,8 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
   with config.unlocked():
     config.distill.cache_dir = cache_dir
     config.total_steps = 2
-  cached = pretrain.train_and_evaluate(config, str(tmp_path / "cached"), teacher=teacher)
+  cached = pretrain.train_and_evaluate(
+      config, str(tmp_path / "cached"), objective=objective_lib.DistillObjective(config, teacher=teacher))
   assert cached["step"] == 2 and np.isfinite(cached["train/loss"])
   with config.unlocked():
     config.data.crop_samples = 9_600

@@ -217,8 +217,8 @@ def test_melhubert_masks_inputs_with_zeros_and_starts_at_log_k():
 
 
 def test_melhubert_saves_about_a_third_of_hubert_base_macs():
-  out = melhubert.compare(_config("configs/hubert/melhubert.py"),
-                          _config("configs/hubert/base.py", "iteration=2"))
+  out = melhubert.compare(objectives.build(_config("configs/hubert/melhubert.py")),
+                          objectives.build(_config("configs/hubert/base.py", "iteration=2")))
   # The paper: 33.5% fewer MACs per second of speech (arXiv 2211.09944).
   assert 0.30 < out["macs_saving"] < 0.37
   assert 4.0e9 < out["macs_per_sec"] < out["baseline_macs_per_sec"] < 8.0e9
