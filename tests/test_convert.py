@@ -67,7 +67,7 @@ def ours(ckpt_dir, audio, valid):
   """jaxssl SpeechEncoder outputs of a converted checkpoint (+ the frame mask)."""
   config, params = native.load(ckpt_dir)
   enc = wav2vec2_model.speech_encoder_from_config(config.model)()
-  frames = w2v2_objective.frame_valid(jnp.asarray(valid))
+  frames = variants.frame_valid(jnp.asarray(valid))
   apply = jax.jit(lambda p, a, v: enc.apply({"params": p}, a, valid=v, train=False))
   return apply(params["speech_encoder"], jnp.asarray(audio), frames), np.asarray(frames)
 
@@ -138,7 +138,7 @@ def test_pretraining_loss_matches_transformers(tmp_path, large):
   convert.import_checkpoint("hf", tmp_path / "hf", tmp_path / "jx")
   config, params = native.load(tmp_path / "jx")
   audio, valid = batch([6400, 5000, 3300], seed=1)
-  frames = np.asarray(w2v2_objective.frame_valid(jnp.asarray(valid)))
+  frames = np.asarray(variants.frame_valid(jnp.asarray(valid)))
   np.random.seed(0)
   masked = modeling._compute_mask_indices(frames.shape, 0.5, 3, torch.tensor(frames), min_masks=2)
   masked &= frames

@@ -163,7 +163,7 @@ class JaxTrainStep:
         mesh, shardings, sharding, rules=rules, objective=objective, tx=tx, lr_schedule=lr,
         grad_accum_steps=config.optim.get("grad_accum_steps", 1))
     start = time.perf_counter()
-    traced = step.trace(self.state, spec)
+    traced = step.trace(self.state, {}, spec)
     self.compiled = traced.lower().compile()
     self.compile_sec = time.perf_counter() - start
     self.flops = flops.program_flops(traced, self.compiled, num_devices=mesh.size)
@@ -175,7 +175,7 @@ class JaxTrainStep:
     self.memory_bytes = peak_memory_bytes(self.compiled, device)
 
   def run(self):
-    self.state, self.metrics = self.compiled(self.state, self.batch)
+    self.state, self.metrics = self.compiled(self.state, {}, self.batch)
     jax.block_until_ready(self.metrics)
 
 
