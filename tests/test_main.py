@@ -58,7 +58,7 @@ def test_mesh_shape_resolves_auto_axis_and_rejects_bad_sizes():
   with c.unlocked():
     c.mesh.update(dict(data=-1, fsdp=2, tensor=2))
   assert validate.mesh_shape(c.mesh, 8) == dict(data=2, fsdp=2, tensor=2)
-  with pytest.raises(validate.ConfigError, match="needs 12 devices, but 8"):
+  with pytest.raises(validate.ConfigError, match="needs a multiple of 12 devices, got 8"):
     validate.mesh_shape(dict(data=3, fsdp=2, tensor=2), 8)
 
 
