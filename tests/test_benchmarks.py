@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxssl import constants
 from jaxssl.models import encoder
 
 
@@ -101,7 +102,7 @@ def test_results_files(tmp_path):
 
 def _hand_macs_per_second(v, seconds):
   """Matmul / conv multiply-adds of the BASE-style encoder forward for one utterance."""
-  n, macs, c_in = int(seconds * harness.SAMPLE_RATE), 0, 1
+  n, macs, c_in = int(seconds * constants.SAMPLE_RATE), 0, 1
   for k, s in zip(variants.CONV_KERNELS, variants.CONV_STRIDES):
     n = (n - k) // s + 1
     macs += n * k * c_in * v.conv_dim

@@ -94,8 +94,8 @@ def test_melhubert_dry_run_reports_its_macs_beside_hubert_base():
 def test_exit_status_tells_a_scheduler_whether_to_requeue(outcome, code, monkeypatch, tmp_path):
   """0: finished; 75 (EX_TEMPFAIL): SIGTERM saved a checkpoint, rerun to resume."""
   from jaxssl import main  # pylint: disable=g-import-not-at-top
-  from jaxssl.training import trainer  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(trainer, "train_and_evaluate", lambda config, workdir: outcome)
+  from jaxssl import pretrain  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(pretrain, "train_and_evaluate", lambda config, workdir: outcome)
   main.flags.FLAGS(["main", "--config=configs/wav2vec2/demo.py:runlocal",
                     f"--workdir={tmp_path}"])
   try:

@@ -14,7 +14,6 @@ Wav2vec 2.0: https://arxiv.org/abs/2006.11477 .
 """
 import datetime
 import glob
-import importlib.util
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl import cli
+from jaxssl import constants
 from jaxssl import objectives
 from jaxssl.training import accounting
 from jaxssl.training import flops
@@ -34,11 +35,10 @@ from jaxssl.training import partitioning
 from jaxssl.training import train_state
 from jaxssl.training import train_step
 
-SAMPLE_RATE = 16_000
 CONFIG_ROOT = "configs"
 # Config files whose arguments select different models: every value is one more table row.
 # (Configs are otherwise discovered automatically: every configs/**/*.py with get_config whose
-# trainer is "pretrain" and whose objective is registered.)
+# objective is registered and trains without constants, i.e. without a distillation teacher.)
 SWEEPS = {
     "mixers/wav2vec2.py": [f"mixer={m},recipe=base" for m in
                            ("mha", "summary_mixing", "fnet", "hyena")],
@@ -51,10 +51,7 @@ SWEEPS = {
 
 def load_config(path, arg=None):
   """`get_config(arg)` of a config file (as `--config=path:arg` loads it)."""
-  spec = importlib.util.spec_from_file_location("_bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return cli.load_config_file(f"{path}:{arg}" if arg else path)
 
 
 def discover_configs(root=CONFIG_ROOT):
@@ -85,9 +82,8 @@ def discover_configs(root=CONFIG_ROOT):
 
 
 def is_pretraining(config):
-  obj = config.get("objective", None)
-  return (config.get("trainer", "") == "pretrain" and obj is not None
-          and obj.get("name", "") in objectives.OBJECTIVES)
+  name = config.get("objective", {}).get("name", "")
+  return name in objectives.REGISTRY and not objectives.get(name).has_constants
 
 
 def resized(config, *, batch_size, seconds, dtype=None):
@@ -98,7 +94,7 @@ def resized(config, *, batch_size, seconds, dtype=None):
     c.data.batch_size = batch_size
     c.data.dynamic_batch_sec = 0.0
     c.data.batch_groups = 1
-    c.data.crop_samples = int(seconds * SAMPLE_RATE)
+    c.data.crop_samples = int(seconds * constants.SAMPLE_RATE)
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
     if dtype:
       c.model.dtype = dtype
@@ -169,7 +165,7 @@ class JaxTrainStep:
     self.flops = flops.program_flops(traced, self.compiled, num_devices=mesh.size)
     self.num_params = num_params(self.state.params)
     self.batch = {k: jax.device_put(v, sharding) for k, v in host.items()}
-    self.audio_sec = float(host["valid"].sum()) / SAMPLE_RATE
+    self.audio_sec = float(host["valid"].sum()) / constants.SAMPLE_RATE
     self.metrics = None
     self.run()  # First call: allocations and thread pools warm up outside the timings.
     self.memory_bytes = peak_memory_bytes(self.compiled, device)
@@ -216,7 +212,7 @@ class JaxForward:
     self.compile_sec = time.perf_counter() - start
     self.flops = flops.program_flops(traced, self.compiled)
     self.params, self.batch = params, batch
-    self.audio_sec = float(host["valid"].sum()) / SAMPLE_RATE
+    self.audio_sec = float(host["valid"].sum()) / constants.SAMPLE_RATE
     self.run()
 
   def run(self):

@@ -26,6 +26,7 @@ import numpy as np
 
 from experiments.benchmarks import harness
 from experiments.benchmarks import peers
+from jaxssl import constants
 from jaxssl.training import accounting
 
 FLAGS = flags.FLAGS
@@ -73,7 +74,7 @@ def measure(model, *, reps, batch_size, seconds, infer_seconds, tiny=False, peer
   times = harness.interleaved(fns, reps)
   peak = accounting.peak_flops()
   row = dict(model=model, config=CONFIGS[model] + (f":{ARGS[model]}" if model in ARGS else ""),
-             batch=f"{c.data.batch_size} x {c.data.crop_samples / harness.SAMPLE_RATE:g} s",
+             batch=f"{c.data.batch_size} x {c.data.crop_samples / constants.SAMPLE_RATE:g} s",
              params=ours.num_params, flops=ours.flops, compile_sec=ours.compile_sec,
              peak_flops=peak, times=times)
   for name, t in times.items():

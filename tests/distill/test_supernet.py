@@ -29,7 +29,7 @@ def test_sliced_subnet_equals_the_standalone_architecture_with_copied_weights():
   b = tiny.batch()
   b["targets"] = jnp.asarray(np.random.default_rng(5).normal(size=(2, 2, 24, 32)), jnp.float32)
   rng = jax.random.PRNGKey(0)
-  on_supernet = supernet.SubnetObjective(config, subnet)
+  on_supernet = objective_lib.SubnetObjective(config, subnet)
 
   @jax.jit
   def outputs(sup, copied):

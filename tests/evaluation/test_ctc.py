@@ -53,7 +53,8 @@ SCHEDULE = mlc.ConfigDict(dict(name="tri_stage", phase_ratio=(0.1, 0.4, 0.5),
 
 
 def test_without_freezing_it_is_the_pretraining_optimizer():
-  ours, _ = optimizers.make_finetune_optimizer(_optim(0.01), SCHEDULE, 20, heads=finetune_objectives.HEADS)
+  ours, _ = optimizers.make_finetune_optimizer(_optim(0.01), SCHEDULE, 20,
+                                               heads=finetune_objectives.HEADS)
   reference, _ = optimizers.make_optimizer(_optim(0.01), SCHEDULE, 20)
   for a, b in zip(_run(ours, 5), _run(reference, 5)):
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9), a, b)
@@ -61,7 +62,8 @@ def test_without_freezing_it_is_the_pretraining_optimizer():
 
 def test_encoder_waits_k_steps_then_starts_a_fresh_adam_at_the_global_lr():
   k = 3
-  tx, lr = optimizers.make_finetune_optimizer(_optim(), SCHEDULE, 20, freeze_encoder_steps=k, heads=finetune_objectives.HEADS)
+  tx, lr = optimizers.make_finetune_optimizer(_optim(), SCHEDULE, 20, freeze_encoder_steps=k,
+                                              heads=finetune_objectives.HEADS)
   updates = _run(tx, k + 2)
   for t, u in enumerate(updates):
     assert not np.any(u["speech_encoder"]["feature_extractor"]["w"])  # The CNN never trains.

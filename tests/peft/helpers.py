@@ -10,8 +10,8 @@ from configs.finetune import peft as peft_configs
 from jaxssl import pretrained
 from jaxssl.evaluation import finetune
 from jaxssl.evaluation import finetune_objectives
-from jaxssl.evaluation import upstreams
 from jaxssl.peft import objective as peft_objective
+from jaxssl.training import optimizers
 
 VOCAB = 5
 SCHEDULE = mlc.ConfigDict(dict(name="constant", warmup_steps=0))
@@ -51,7 +51,8 @@ def init(objective, seed=0):
 def optimizer(objective, total_steps=20, lr=1e-2, trainable=peft_configs.PEFT_TRAINABLE):
   optim = mlc.ConfigDict(dict(name="adamw", lr=lr, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.0,
                               clip_norm=0.0, grad_accum_steps=1, trainable=trainable))
-  tx, _ = optimizers.make_finetune_optimizer(optim, SCHEDULE, total_steps, heads=finetune_objectives.HEADS)
+  tx, _ = optimizers.make_finetune_optimizer(optim, SCHEDULE, total_steps,
+                                             heads=finetune_objectives.HEADS)
   if isinstance(objective, peft_objective.PeftObjective):
     tx = peft_objective.wrap_optimizer(tx, objective.cfg, total_steps)
   return tx

@@ -11,6 +11,7 @@ from configs import common
 from configs.finetune import utterance_demo
 from jaxssl.evaluation import finetune
 from jaxssl.evaluation import finetune_objectives
+from jaxssl.training import optimizers
 from tests.evaluation import tone_corpus
 from tests.peft import helpers
 
@@ -112,7 +113,7 @@ def test_classifier_is_the_head_group_and_trains_while_the_encoder_waits():
   tx, _ = optimizers.make_finetune_optimizer(
       common.adamw(lr=1e-2, weight_decay=0.0,
                    trainable=r"speech_encoder/(?!feature_extractor/).*|classifier/.*"),
-      helpers.SCHEDULE, 10, freeze_encoder_steps=2)
+      helpers.SCHEDULE, 10, heads=finetune_objectives.HEADS, freeze_encoder_steps=2)
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   assert np.all(updates["classifier"]["w"] != 0)
   assert not np.any(updates["speech_encoder"]["encoder"]["w"])
