@@ -41,7 +41,6 @@ from jaxssl import extras
 from jaxssl import main as main_lib
 from jaxssl import pretrain
 from jaxssl import validate
-from jaxssl.data import pipeline
 from jaxssl.training import flops as flops_lib
 
 flags.adopt_module_key_flags(main_lib)  # --config / --workdir in this command's --help.

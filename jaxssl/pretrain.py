@@ -7,8 +7,6 @@ the engine, with the config's probes (`evals`) run on the live model as it train
 Both validate the config first (`jaxssl.validate`), so the Python API rejects what the command
 line rejects.
 """
-import jax
-
 from jaxssl import distill  # pylint: disable=unused-import (registers objective "distill")
 from jaxssl import objectives
 from jaxssl import validate
@@ -26,10 +24,9 @@ class PretrainingEvals(engine.Callback):
   def __init__(self, config, workdir, source=None):
     self.config, self.workdir, self.source = config, workdir, source
 
-  def after_step(self, step, state, writer):
-    if evals_lib.evals_due(self.config, step):
-      evals_lib.run_pretraining_evals(self.config, state.params, step=step,
-                                      workdir=self.workdir, writer=writer, source=self.source)
+  def after_step(self, step, state, writer):  # Returns at once when no eval is due.
+    evals_lib.run_pretraining_evals(self.config, state.params, step=step, workdir=self.workdir,
+                                    writer=writer, source=self.source)
 
 
 def train_and_evaluate(config, workdir, *, objective=None, source=None):
@@ -74,7 +71,7 @@ def dry_run(config, *, objective=None):
   """The compiled step's size and cost from abstract shapes (`engine.dry_run`), plus the
   objective's own figures; trains nothing. Objectives with constants (a distillation teacher)
   report their sizes without compiling."""
-  validate.validate(config, num_devices=jax.device_count())
+  validate.validate(config)
   objective = objectives.build(config) if objective is None else objective
   report = objective.dry_run_report()
   if objective.has_constants:

@@ -23,7 +23,6 @@ from jaxssl.data import batching
 from jaxssl.data import build
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import sources
-from jaxssl.evaluation import upstreams
 from jaxssl.models import variants
 from tests.data import corpus_fixtures as fx
 from tests.evaluation import random_run

@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from configs.wav2vec2 import demo  # pylint: disable=wrong-import-position
+from jaxssl import pretrain  # pylint: disable=wrong-import-position
 from jaxssl.training import checkpointing  # pylint: disable=wrong-import-position
 from jaxssl.training import metrics as metrics_lib  # pylint: disable=wrong-import-position
-from jaxssl.training import trainer  # pylint: disable=wrong-import-position
 from tests.training import faults  # pylint: disable=wrong-import-position
 from tests.training import standin  # pylint: disable=wrong-import-position
 

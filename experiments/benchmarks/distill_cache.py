@@ -3,9 +3,9 @@
   python -m experiments.benchmarks.distill_cache --teacher=workdir/hubert_demo/iter2 \
       --cache_dir=/tmp/distill_cache
 
-Two settings, each timing the compiled distillation step (`jaxssl.distill.trainer.
-make_distill_step`) with the teacher inside (online) and with the targets read from a cache
-(cached), interleaved step by step, median over `--steps`:
+Two settings, each timing the compiled distillation step (the engine's `train_step` with the
+`distill` objective's teacher hooks) with the teacher inside (online) and with the targets read
+from a cache (cached), interleaved step by step, median over `--steps`:
   demo: configs/distill/demo.py (the demo HuBERT teacher, 3 layers, 2-layer student), batches of
         8 x 2 s; the cache is really built (`jaxssl.distill.cache.build`, float16 targets) and
         read back through `CachedLoader`, so its build time, size on disk and read time are
@@ -37,11 +37,11 @@ from jaxssl import objectives
 from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import teacher as teacher_lib
-from jaxssl import pretrain
 from jaxssl.models import variants
 from jaxssl.training import optimizers
 from jaxssl.training import partitioning
 from jaxssl.training import train_state
+from jaxssl.training import train_step
 
 _TEACHER = flags.DEFINE_string("teacher", "workdir/hubert_demo/iter2", "Demo teacher.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "/tmp/distill_cache", "Demo cache directory.")
@@ -54,26 +54,28 @@ _OUT = flags.DEFINE_string("out", os.path.join(REPO, "experiments/benchmarks/res
 def _steps(config, teacher, batches):
   """Median seconds of the online and the cached step over `batches` (global, with targets)."""
   mesh = partitioning.make_mesh(config.mesh)
-  objective = objective_lib.DistillObjective(config)
   tx, schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
   sharding = partitioning.batch_sharding(mesh)
   spec = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batches[0].items()}
-  fns, states = {}, {}
-  for mode in ("online", "cached"):
+  fns, states, consts = {}, {}, {}
+  for mode in ("online", "cached"):  # The engine's step, with and without the teacher in it.
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+      c.distill.cache_dir = "" if mode == "online" else "<cached>"
+    objective = objective_lib.DistillObjective(c, teacher=teacher)
+    consts[mode], consts_sharding = objective.constants(mesh, partitioning.LOGICAL_AXIS_RULES)
     states[mode], shardings = train_state.create(objective, tx, spec, 0, mesh)
-    fns[mode] = trainer.make_distill_step(
-        mesh, shardings, teacher.shardings if mode == "online" else {}, sharding,
-        rules=partitioning.LOGICAL_AXIS_RULES, teacher=teacher, objective=objective,
-        online=mode == "online", tx=tx, lr_schedule=schedule)
+    fns[mode] = train_step.make_train_step(
+        mesh, shardings, sharding, constants_sharding=consts_sharding, objective=objective,
+        tx=tx, lr_schedule=schedule)
   times = {m: [] for m in fns}
   for i in range(len(batches)):
     for mode in fns:
       batch = batches[i]
       if mode == "online":
         batch = {k: v for k, v in batch.items() if k != "targets"}
-      tp = teacher.params if mode == "online" else {}
       start = time.perf_counter()
-      states[mode], m = fns[mode](states[mode], tp, batch)
+      states[mode], m = fns[mode](states[mode], consts[mode], batch)
       jax.block_until_ready(m)
       if i:  # Step 0 compiles.
         times[mode].append(time.perf_counter() - start)

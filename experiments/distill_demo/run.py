@@ -32,7 +32,6 @@ sys.path.insert(0, HERE)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import speed
 from jaxssl import pretrained
-from jaxssl.evaluation import upstreams
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/distill_demo", "Where the runs go.")
 _TEACHER = flags.DEFINE_string("teacher", "workdir/hubert_demo/iter2", "The demo teacher.")

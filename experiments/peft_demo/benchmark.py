@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from configs.finetune import ctc_demo  # pylint: disable=wrong-import-position
 from jaxssl import pretrained
 from jaxssl.evaluation import ctc  # pylint: disable=wrong-import-position
-from jaxssl.evaluation import upstreams  # pylint: disable=wrong-import-position
 from jaxssl.models import variants  # pylint: disable=wrong-import-position
 from jaxssl.peft import objective as peft_objective  # pylint: disable=wrong-import-position
 from jaxssl.training import partitioning  # pylint: disable=wrong-import-position

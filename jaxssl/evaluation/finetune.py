@@ -38,7 +38,6 @@ in models/wav2vec2.py between the feature projection and the Transformer.
 """
 import dataclasses
 import json
-import logging
 import os
 import time
 from typing import Any

@@ -26,6 +26,15 @@ from jaxssl.training import objective as objective_lib
 HEADS = ("ctc_proj", "classifier")
 
 
+def encoder_output(model, audio, *, valid, masked, audio_valid, train, freeze_encoder):
+  """The final hidden state [B, T, D] of `model.speech_encoder` (a submodule named
+  "speech_encoder"), detached while `freeze_encoder` (fairseq runs the encoder under no_grad for
+  freeze_finetune_updates). Call it from a compact `__call__` of `model`."""
+  x = model.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
+                                                  audio_valid=audio_valid, train=train)["x"]
+  return jax.lax.stop_gradient(x) if freeze_encoder else x
+
+
 class CTCModel(nn.Module):
   """SpeechEncoder -> dropout -> Linear(D, vocab). audio [B, S] -> logits [B, T, V]."""
   speech_encoder: Any
@@ -35,10 +44,8 @@ class CTCModel(nn.Module):
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
                freeze_encoder: bool = False):
-    x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                   audio_valid=audio_valid, train=train)["x"]
-    if freeze_encoder:  # fairseq runs the encoder under no_grad for freeze_finetune_updates.
-      x = jax.lax.stop_gradient(x)
+    x = encoder_output(self, audio, valid=valid, masked=masked, audio_valid=audio_valid,
+                       train=train, freeze_encoder=freeze_encoder)
     x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
     return layers.Dense(self.vocab_size, axes=("embed", "vocab"),
                         kernel_init=nn.initializers.xavier_uniform(), name="ctc_proj")(x)
@@ -135,10 +142,8 @@ class UtteranceModel(nn.Module):
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
                freeze_encoder: bool = False):
-    x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                   audio_valid=audio_valid, train=train)["x"]
-    if freeze_encoder:
-      x = jax.lax.stop_gradient(x)
+    x = encoder_output(self, audio, valid=valid, masked=masked, audio_valid=audio_valid,
+                       train=train, freeze_encoder=freeze_encoder)
     x = masked_mean(x.astype(jnp.float32), valid)
     x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
     return layers.Dense(self.num_classes, axes=("embed", "vocab"),

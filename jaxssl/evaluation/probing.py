@@ -18,6 +18,7 @@ results.md (a table), layer_weights.png, metrics.jsonl and ckpt/.
 """
 import json
 import logging
+import os
 import time
 
 import jax
@@ -210,5 +211,5 @@ def run(config, workdir, *, upstream=None, source_fn=None, plot=True, checkpoint
 
 def train_curve(workdir):
   """[(step, train loss)] of a run's metrics.jsonl (every logged step)."""
-  rows = training_metrics.read_jsonl(f"{workdir}/metrics.jsonl")
+  rows = training_metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]

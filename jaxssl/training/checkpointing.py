@@ -14,6 +14,7 @@ sharded arrays written by every process), "data" (the loader's JSON state) and "
 that reads back and matches its checksums; a damaged one is renamed aside (`ckpt/damaged-<step>`,
 never deleted) with one warning line, and the one before it is tried.
 """
+import dataclasses
 import json
 import logging
 import os
@@ -79,7 +80,7 @@ class Checkpointer:
     try:
       return self.manager.save(
           step, force=force,
-          args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+          args=ocp.args.Composite(state=ocp.args.StandardSave(_with_arrays(state)),
                                   data=ocp.args.JsonSave(data_state),
                                   integrity=ocp.args.JsonSave(
                                       integrity.manifest(state, data_state))))
@@ -124,18 +125,20 @@ class Checkpointer:
             "was written with, or start this config in a new workdir.")
     try:
       restored = self.manager.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(
+              _with_arrays(abstract_state)),
                                         data=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except  # orbax / TensorStore read errors.
       raise CheckpointDamaged(f"it cannot be read ({_first_line(e)})") from None
+    state = abstract_state.replace(**restored.state)
     if saved is None:
       logging.warning("Checkpoint %s has no checksums (written before they existed): restored "
                       "unverified.", path)
     else:
-      problem = integrity.problems(saved, restored.state, restored.data)
+      problem = integrity.problems(saved, state, restored.data)
       if problem:
         raise CheckpointDamaged(problem)
-    return restored.state, restored.data
+    return state, restored.data
 
   def restore_newest_intact(self, abstract_state):
     """(state, data_state, step) of the newest checkpoint that restores and verifies, or None
@@ -179,6 +182,15 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def _with_arrays(state):
+  """The fields of a TrainState (or the items of a dict) that hold arrays, as a dict: what a
+  checkpoint stores. A field without any (the state of an objective that keeps none) is left
+  out, so checkpoints written before TrainState had that field restore unchanged."""
+  items = (state.items() if isinstance(state, dict)
+           else ((f.name, getattr(state, f.name)) for f in dataclasses.fields(state)))
+  return {name: value for name, value in items if jax.tree.leaves(value)}
 
 
 def _committed_items(path):

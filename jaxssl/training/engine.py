@@ -220,7 +220,8 @@ class _CompiledSteps:
 
 def _data_state(loader, callbacks):
   """The checkpoint's JSON item: the loader's state, plus each callback's under "callbacks"."""
-  kept = {c.name: c.get_state() for c in callbacks if c.get_state() is not None}
+  kept = {c.name: c.get_state() for c in callbacks}
+  kept = {name: state for name, state in kept.items() if state is not None}
   return dict(loader.get_state(), **({"callbacks": kept} if kept else {}))
 
 

@@ -9,7 +9,6 @@ from jaxssl import pretrained
 from jaxssl.distill import objective as objective_lib
 from jaxssl.distill import student as student_lib
 from jaxssl.distill import supernet
-from jaxssl.evaluation import upstreams
 from jaxssl.interop import native
 from jaxssl.models.mixers import mha
 from tests.distill import tiny

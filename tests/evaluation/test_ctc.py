@@ -14,7 +14,6 @@ from configs.finetune import ctc_demo
 from jaxssl import pretrained
 from jaxssl.evaluation import finetune
 from jaxssl.evaluation import finetune_objectives
-from jaxssl.evaluation import upstreams
 from jaxssl.training import checkpointing
 from jaxssl.training import optimizers
 from tests.evaluation import random_run
@@ -132,7 +131,7 @@ def test_frozen_encoder_gets_no_gradient():
 def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
   config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")
   run = str(tmp_path / "pretrained")
-  pretrained = random_run.save(config, run)  # Random weights of the right shapes.
+  saved = random_run.save(config, run)  # Random weights of the right shapes.
 
   out = str(tmp_path / "finetuned")
   results = finetune.finetune(_finetune_config(run), out, source_fn=tone_corpus.source_fn(16, 8))
@@ -140,10 +139,10 @@ def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
   assert results["num_outputs"] == 2 + len(tone_corpus.PHONES)  # Blank, <unk>, phones.
   assert os.path.exists(os.path.join(out, "results.md"))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                          {"speech_encoder": pretrained["speech_encoder"]})
-  tuned, report = checkpointing.load_params(out, abstract)  # The best (= last) step's params.
+                          {"speech_encoder": saved["speech_encoder"]})
+  tuned, report = checkpointing.load_params(os.path.join(out, "model"), abstract)  # The best (= last) step's params.
   assert not report["missing"]
-  enc, new = pretrained["speech_encoder"], tuned["speech_encoder"]
+  enc, new = saved["speech_encoder"], tuned["speech_encoder"]
   new, enc = jax.device_get((new, enc))
   jax.tree.map(np.testing.assert_array_equal, new["feature_extractor"], enc["feature_extractor"])
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != b)), new["encoder"],

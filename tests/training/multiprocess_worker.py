@@ -10,7 +10,7 @@ import jax
 def main(process_id, port, workdir, kind="standin"):
   # Must precede any backend use; jax.distributed.initialize (in the trainer) comes next.
   jax.config.update("jax_num_cpu_devices", 4)
-  from jaxssl.training import trainer  # pylint: disable=g-import-not-at-top
+  from jaxssl import pretrain  # pylint: disable=g-import-not-at-top
   from tests.training import standin  # pylint: disable=g-import-not-at-top
   config, objective, source = standin.setup(kind)
   with config.unlocked():

@@ -13,6 +13,7 @@ import pytest
 from configs import common
 from jaxssl import objectives
 from jaxssl import pretrain
+from jaxssl.training import checkpointing
 from jaxssl.training import objective as objective_lib
 from jaxssl.training import optimizers
 from jaxssl.training import partitioning
@@ -98,3 +99,26 @@ def test_registered_objective_keeps_its_own_state_through_a_resume(tmp_path, mon
   shardings = partitioning.state_shardings(boxed, mesh, partitioning.LOGICAL_AXIS_RULES)
   assert jax.tree.leaves(shardings.objective_state["ema"]) == jax.tree.leaves(shardings.params)
   assert shardings.params["fc1"]["kernel"].spec != jax.sharding.PartitionSpec()
+
+
+def test_a_stateless_objective_writes_checkpoints_in_the_format_from_before_objective_state(
+    tmp_path):
+  """Runs saved before TrainState had `objective_state` resume: an empty one is not stored."""
+  mesh = partitioning.make_mesh(common.mesh(), devices=jax.devices()[:1])
+  tx, _ = optimizers.make_optimizer(common.adamw(lr=1e-2),
+                                    mlc.ConfigDict(dict(name="constant")), 10)
+  spec = {"audio": jax.ShapeDtypeStruct((8, 512), jnp.float32),
+          "valid": jax.ShapeDtypeStruct((8, 512), jnp.bool_)}
+  state, shardings = train_state.create(standin.StandInObjective(), tx, spec, 0, mesh)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), common.ckpt(every_steps=1, keep=2))
+  ckpt.save(1, state, {"step": 1}, force=True)
+  ckpt.wait()
+  tree = ocp.PyTreeCheckpointer().metadata(
+      os.path.join(tmp_path, "ckpt", "1", "state")).item_metadata.tree
+  assert set(tree) == {"step", "params", "opt_state", "rng", "nonfinite_count", "num_skipped"}
+  restored, data = ckpt.restore(train_state.with_shardings(
+      train_state.abstract(standin.StandInObjective(), tx, spec), shardings))
+  ckpt.close()
+  assert restored.objective_state == {} and data == {"step": 1}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.params),
+               jax.device_get(state.params))
