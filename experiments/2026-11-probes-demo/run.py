@@ -20,7 +20,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 from jaxssl import pretrained
-from jaxssl.evaluation import evaluate  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jaxssl.evaluation import probing  # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxssl.evaluation import upstreams  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data_dir with demo_corpus.")
@@ -112,7 +112,7 @@ def main(argv):
           workdir = os.path.join(out, "runs", task, label, f"lr{lr:g}")
           if os.path.exists(os.path.join(workdir, "results.json")):
             continue  # Finished earlier: rerunning the script resumes the grid.
-          r = evaluate.run(_config(task, spec, lr), workdir, upstream=up)
+          r = probing.run(_config(task, spec, lr), workdir, upstream=up)
           print(json.dumps({k: r[k] for k in ("task", "upstream", "dev", "test")}), flush=True)
   summarize(out)
 

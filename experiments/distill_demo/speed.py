@@ -3,7 +3,7 @@
 `measure(models)` times `represent` (all hidden states, no heads) on one utterance of
 `seconds` of audio for each model, interleaved round by round (so a load spike on the shared
 machine hits every model alike), and reports the median, beside the forward's multiply-adds per
-second of speech (XLA's count, `objectives.melhubert.macs_per_second`), which no load changes.
+second of speech (XLA's count, `training.flops.macs_per_second`), which no load changes.
 `real_size_models()` builds the reference architectures with random weights: HuBERT BASE,
 DistilHuBERT and the LightHuBERT Base and Small default subnets (docs/reference.md).
 """
@@ -24,7 +24,7 @@ from configs.distill import lighthubert
 from configs.hubert import base as hubert_base
 from jaxssl import objectives
 from jaxssl.distill import supernet
-from jaxssl.objectives import melhubert
+from jaxssl.training import flops
 
 
 def encoder_params(params):
@@ -71,7 +71,7 @@ def measure(models, *, seconds=10.0, runs=5):
       jax.block_until_ready(fns[name](params, batch))
       times[name].append(time.perf_counter() - start)
   return {name: dict(params=encoder_params(models[name][1]),
-                     macs_per_sec=melhubert.macs_per_second(objectives.build(models[name][0])),
+                     macs_per_sec=flops.macs_per_second(objectives.build(models[name][0])),
                      median_sec=statistics.median(times[name]), runs_sec=times[name])
           for name in models}
 

@@ -58,7 +58,7 @@ class ToneSource:
 
 
 def source_fn(num_train=32, num_eval=8):
-  """`split -> ToneSource` for evaluate.run / ctc.finetune (eval splits use other seeds)."""
+  """`split -> ToneSource` for probing.run / finetune.finetune (eval splits use other seeds)."""
   sizes = {"train": (num_train, 0), "dev": (num_eval, 1), "test": (num_eval, 2)}
   cache = {}
 
