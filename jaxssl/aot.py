@@ -232,7 +232,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
     raise DoesNotFit(_not_fit_message("The train state (params + optimizer moments)",
                                       state_bytes, hbm, where, config, sizes, True, rows))
   # FLOPs from the traced step (scans counted in full), spread evenly over the devices.
-  traced = step["step_fn"].trace(state, {}, step["batch_spec"])
+  traced = step["step_fn"].trace(*step["args"])
   flops = flops_lib.jaxpr_flops(traced.jaxpr)
   flops_dev = flops / len(devices)
   step_sec = flops_dev / (peak * mfu)
@@ -262,7 +262,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
     compiler = str(e).strip().splitlines()[0]
     raise DoesNotFit(_not_fit_message(
         "The compiled train step", _compiler_need(compiler) or hbm, hbm, where, config, sizes,
-        False, [f"XLA: {compiler}"] + _activation_rows(step, sizes))) from None
+        False, [f"XLA: {compiler}"] + _activation_rows(traced, sizes))) from None
   compile_sec = time.perf_counter() - start
   mem = compiled.memory_analysis()
   arg, out = mem.argument_size_in_bytes, mem.output_size_in_bytes
@@ -273,7 +273,7 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
     if heavy:
       rows = [f"{p}: {_fmt(b)} per device" for p, b, _, _ in biggest_state_buffers(state)]
     else:
-      rows = _activation_rows(step, sizes)
+      rows = _activation_rows(traced, sizes)
     raise DoesNotFit(_not_fit_message(
         f"The compiled train step (arguments {_fmt(arg)}, temporaries {_fmt(temp)})",
         peak_bytes, hbm, where, config, sizes, heavy, rows))
@@ -283,10 +283,10 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
               compile_sec=compile_sec)
 
 
-def _activation_rows(step, sizes):
+def _activation_rows(traced, sizes):
   """Report lines for the largest values of the step (see `biggest_activations`)."""
   shards = sizes["data"] * sizes["fsdp"]
-  traced = step["step_fn"].trace(step["abstract_state"], {}, step["batch_spec"])
+  traced = step["step_fn"].trace(*step["args"])
   return [f"{_fmt(b)} {s} (global; batch split over {shards} devices) at {w}"
           for b, s, w in biggest_activations(traced.jaxpr)]
 

@@ -38,7 +38,7 @@ def main(argv):
   if config is None:
     raise app.UsageError("--config=configs/<file>.py is required.")
   try:
-    validate.validate(config)
+    pretrain.check(config)
   except validate.ConfigError as e:
     print(f"error: invalid config: {e}", file=sys.stderr)
     sys.exit(2)

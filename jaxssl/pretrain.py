@@ -4,8 +4,9 @@ the engine, with the config's probes (`evals`) run on the live model as it train
   result = pretrain.train_and_evaluate(config, workdir)   # what `python -m jaxssl.main` runs
   report = pretrain.dry_run(config)                       # `--dry_run`: sizes and FLOPs only
 
-Both validate the config first (`jaxssl.validate`), so the Python API rejects what the command
-line rejects.
+Both `check` the config first: join the job's processes (`config.distributed`), then validate it
+against all their devices (`jaxssl.validate`), so the Python API rejects what the command line
+rejects.
 """
 from jaxssl import distill  # pylint: disable=unused-import (registers objective "distill")
 from jaxssl import objectives
@@ -15,6 +16,17 @@ from jaxssl.training import engine
 from jaxssl.training import optimizers
 
 NonFiniteError = engine.NonFiniteError
+
+
+def check(config):
+  """Joins the job's processes (config.distributed; a no-op when single or already joined),
+  then validates `config` against the devices of all of them.
+
+  Raises:
+    validate.ConfigError: naming the inconsistent field(s).
+  """
+  engine.init_distributed(config)  # Before anything counts devices (it starts the backend).
+  validate.validate(config)
 
 
 class PretrainingEvals(engine.Callback):
@@ -46,7 +58,7 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     validate.ConfigError: the config is inconsistent, or an `evals` entry cannot run.
     engine.NonFiniteError, checkpointing.CheckpointError: see `engine.train`.
   """
-  validate.validate(config)
+  check(config)
   objective = objectives.build(config) if objective is None else objective
   evals_lib.check_pretraining_evals(config, source=source)  # Fails now, not hours in.
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
@@ -71,7 +83,7 @@ def dry_run(config, *, objective=None):
   """The compiled step's size and cost from abstract shapes (`engine.dry_run`), plus the
   objective's own figures; trains nothing. Objectives with constants (a distillation teacher)
   report their sizes without compiling."""
-  validate.validate(config)
+  check(config)
   objective = objectives.build(config) if objective is None else objective
   report = objective.dry_run_report()
   if objective.has_constants:

@@ -329,7 +329,9 @@ def abstract_step(config, objective, *, tx, lr_schedule, devices=None):
   Returns:
     dict with mesh, step_fn (jitted, state donated), abstract_state (ShapeDtypeStructs with
     their shardings), batch_spec (the loader's batch contract: audio/valid float32/bool [B, S],
-    language/speaker int32 [B]), batch_shape and boxed (the abstract state with logical axes).
+    language/speaker int32 [B]), args (what `step_fn.trace(*args)` takes: the abstract state,
+    no constants, the batch spec), batch_shape and boxed (the abstract state with logical
+    axes).
   """
   mesh = partitioning.make_mesh(config.mesh, devices=devices)
   rules = partitioning.logical_axis_rules(config.mesh.get("rules", ()))
@@ -344,9 +346,10 @@ def abstract_step(config, objective, *, tx, lr_schedule, devices=None):
   step_fn = train_step.make_train_step(
       mesh, state_sharding, batch_sharding, rules=rules, objective=objective, tx=tx,
       lr_schedule=lr_schedule, grad_accum_steps=config.optim.get("grad_accum_steps", 1))
+  abstract_state = train_state.with_shardings(boxed, state_sharding)
   return dict(mesh=mesh, step_fn=step_fn, batch_spec=batch_spec, boxed=boxed,
-              batch_shape=(size, length),
-              abstract_state=train_state.with_shardings(boxed, state_sharding))
+              batch_shape=(size, length), abstract_state=abstract_state,
+              args=(abstract_state, {}, batch_spec))
 
 
 def dry_run(step):
@@ -359,7 +362,7 @@ def dry_run(step):
   """
   mesh, boxed = step["mesh"], step["boxed"]
   start = time.perf_counter()
-  traced = step["step_fn"].trace(step["abstract_state"], {}, step["batch_spec"])
+  traced = step["step_fn"].trace(*step["args"])
   compiled = traced.lower().compile()
   compile_sec = time.perf_counter() - start
   per_device = flops.program_flops(traced, compiled, num_devices=mesh.size) / mesh.size

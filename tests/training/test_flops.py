@@ -47,8 +47,7 @@ def test_step_flops_do_not_depend_on_scanning_layers():
   counts = []
   for scan in (False, True):
     step = pretrain.abstract_step(_with(demo.get_config(), **{"model.scan_layers": scan}))
-    counts.append(flops.jaxpr_flops(step["step_fn"].trace(step["abstract_state"],
-                                                        step["batch_spec"]).jaxpr))
+    counts.append(flops.jaxpr_flops(step["step_fn"].trace(*step["args"]).jaxpr))
   assert counts[0] == counts[1] > 0
 
 
@@ -57,7 +56,7 @@ def test_program_flops_of_a_step_do_not_depend_on_scanning_layers():
   out = {}
   for scan in (False, True):
     step = pretrain.abstract_step(_with(demo.get_config(), **{"model.scan_layers": scan}))
-    traced = step["step_fn"].trace(step["abstract_state"], step["batch_spec"])
+    traced = step["step_fn"].trace(*step["args"])
     out[scan] = (flops.program_flops(traced), flops.xla_flops(traced.lower()))
   (plain, plain_xla), (scanned, scanned_xla) = out[False], out[True]
   assert plain == plain_xla  # Nothing to add back without loops.
