@@ -284,9 +284,8 @@ def plan(config, topology, *, mfu=0.4, objective=None, compile_step=True):
 
 
 def _activation_rows(traced, sizes):
-  """Report lines for the largest values of the step (see `biggest_activations`)."""
+  """Report lines for the largest values of the traced step (see `biggest_activations`)."""
   shards = sizes["data"] * sizes["fsdp"]
-  traced = step["step_fn"].trace(*step["args"])
   return [f"{_fmt(b)} {s} (global; batch split over {shards} devices) at {w}"
           for b, s, w in biggest_activations(traced.jaxpr)]
 
