@@ -96,14 +96,7 @@ def _batch(split, batch):
     out["labels"] = np.where(index >= 0, classes, -1).astype(np.int32)
     out["rows"] = ((index >= 0) & (frames > 0)).astype(np.float32)
     return out, index
-  ids = [split.targets.ids[i] if i >= 0 else np.zeros(0, np.int32) for i in index]
-  labels = np.zeros((len(index), split.label_len), np.int32)
-  for r, x in enumerate(ids):
-    labels[r, :len(x)] = x
-  lengths = np.array([len(x) for x in ids])
-  rows = (index >= 0) & (frames > 0) & probes.ctc_feasible(ids, frames)
-  out.update(labels=labels, label_valid=np.arange(split.label_len)[None] < lengths[:, None],
-             rows=rows.astype(np.float32))
+  out.update(probes.ctc_targets(split.targets, index, split.label_len, frames))
   return out, index
 
 

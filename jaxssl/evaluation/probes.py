@@ -132,6 +132,29 @@ def ctc_feasible(label_ids, num_frames):
   return np.asarray(need) <= np.asarray(num_frames)
 
 
+def ctc_targets(targets, index, label_len, num_frames):
+  """The CTC label arrays of one batch, for probes and fine-tuning alike.
+
+  Args:
+    targets: the split's `tasks.Targets` (`ids[i]`: record i's label ids).
+    index: [B] record indices, -1 on padding rows.
+    label_len: U, the padded label length.
+    num_frames: [B] valid frames per row.
+
+  Returns:
+    dict: labels [B, U] int32 (zero-padded), label_valid [B, U] bool, rows [B] float32 (1 on
+    real rows with frames whose targets fit in them, see `ctc_feasible`).
+  """
+  ids = [targets.ids[i] if i >= 0 else np.zeros(0, np.int32) for i in index]
+  labels = np.zeros((len(index), label_len), np.int32)
+  for r, x in enumerate(ids):
+    labels[r, :len(x)] = x
+  lengths = np.array([len(x) for x in ids])
+  rows = (index >= 0) & (num_frames > 0) & ctc_feasible(ids, num_frames)
+  return dict(labels=labels, label_valid=np.arange(label_len)[None] < lengths[:, None],
+              rows=rows.astype(np.float32))
+
+
 def classification_loss(logits, classes, rows):
   """Mean cross-entropy over real rows. logits [B, C], classes [B] int32, rows [B] float."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),

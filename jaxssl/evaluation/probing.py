@@ -68,23 +68,15 @@ class FeatureStream:
     num_frames = np.asarray(valid).sum(-1)
     inputs = {"hidden": hidden, "valid": valid}
     if self.task.kind == "ctc":
-      ids = [self.targets.ids[i] if i >= 0 else np.zeros(0, np.int32) for i in index]
-      labels = np.zeros((len(index), self.label_len), np.int32)
-      for r, x in enumerate(ids):
-        labels[r, :len(x)] = x
-      inputs["labels"] = labels
-      inputs["label_valid"] = np.arange(self.label_len)[None] < np.array([len(x) for x in ids])[
-          :, None]
-      rows = real & probes.ctc_feasible(ids, num_frames) & (num_frames > 0)
-    else:
-      inputs["labels"] = np.where(real, np.asarray(self.targets.ids)[np.maximum(index, 0)], -1)
-      rows = real
-      if self.pool:  # Exact for linear probes: pool each layer first (see module docstring).
-        w = jnp.asarray(valid, jnp.float32)[:, None, :, None]
-        pooled = (jnp.asarray(hidden) * w).sum(2, keepdims=True) / jnp.maximum(
-            w.sum(2, keepdims=True), 1.0)
-        inputs["hidden"], inputs["valid"] = pooled, jnp.asarray(real)[:, None]
-    inputs["rows"] = rows.astype(np.float32)
+      inputs.update(probes.ctc_targets(self.targets, index, self.label_len, num_frames))
+      return inputs, index
+    inputs["labels"] = np.where(real, np.asarray(self.targets.ids)[np.maximum(index, 0)], -1)
+    inputs["rows"] = real.astype(np.float32)
+    if self.pool:  # Exact for linear probes: pool each layer first (see module docstring).
+      w = jnp.asarray(valid, jnp.float32)[:, None, :, None]
+      pooled = (jnp.asarray(hidden) * w).sum(2, keepdims=True) / jnp.maximum(
+          w.sum(2, keepdims=True), 1.0)
+      inputs["hidden"], inputs["valid"] = pooled, jnp.asarray(real)[:, None]
     return inputs, index
 
   def epoch(self, e=0, skip=0):
