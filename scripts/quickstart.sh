@@ -47,6 +47,8 @@ case "${1:-}" in
     python -m jaxssl.training.plots --workdir="$workdir"
     ;;
   test)
-    python -m pytest -q "${@:2}"
+    # Two workers (pytest-xdist): run one by one, the tests keep 1.3 of 2 cores busy on average
+    # (user / wall time, 2026-12-06); loadgroup keeps each xdist_group on one worker.
+    python -m pytest -q -n 2 --dist loadgroup "${@:2}"
     ;;
 esac

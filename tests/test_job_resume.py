@@ -12,16 +12,19 @@ from tests import jobs
 from tests.training import standin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One xdist worker runs them all (`--dist loadgroup`) and the fixtures live for the session,
+# so the uninterrupted runs happen once even when other tests run in between.
+pytestmark = pytest.mark.xdist_group("engine_jobs")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("shared"))
   jobs.prepare(path)
   return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(shared, tmp_path_factory):
   """Each job run once without interruption: {name: (results, workdir)}."""
   out = {}
