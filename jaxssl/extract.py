@@ -162,7 +162,8 @@ def extract_files(checkpoint, input_path, output, *, batch_size=8):
   hidden = extract(upstream, waves, batch_size=batch_size)
   arrays = {f"hidden_{i:05d}": h for i, h in enumerate(hidden)}
   arrays.update(paths=np.asarray(paths), num_frames=np.asarray([h.shape[1] for h in hidden]),
-                frame_rate=np.float64(upstream.frame_rate), sample_rate=np.int64(constants.SAMPLE_RATE))
+                frame_rate=np.float64(upstream.frame_rate),
+                sample_rate=np.int64(constants.SAMPLE_RATE))
   output = os.fspath(output)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   tmp = output + ".partial.npz"  # np.savez appends .npz to names without it.

@@ -56,7 +56,8 @@ def config_json(path):
   raise FileNotFoundError(
       f"upstream={path!r}: no config.json there (or two levels up), so it is not a jaxssl "
       f"checkpoint; expected a training workdir, a ckpt/<step> directory or a directory "
-      f"written by `python -m jaxssl.convert`. Probes also take the baselines mfcc / fbank and 'random_init'.")
+      f"written by `python -m jaxssl.convert`. Probes also take the baselines mfcc / fbank "
+      "and 'random_init'.")
 
 
 def load_config(arch):

@@ -41,7 +41,8 @@ def test_inconsistent_values_fail_before_compiling():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(batch_size=6), "data.batch_size=6: The global batch of 6 rows must be a multiple of mesh.data x mesh.fsdp"),
+    (dict(batch_size=6),
+     "data.batch_size=6: The global batch of 6 rows must be a multiple of mesh.data x mesh.fsdp"),
     (dict(crop_samples=2_000), "too few for masking.min_spans=2 spans"),
 ])
 def test_validator_messages(overrides, message):

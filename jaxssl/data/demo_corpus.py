@@ -317,8 +317,9 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
     json.dump(meta, f, ensure_ascii=False, indent=1)
   os.replace(out / "meta.json.tmp", out / "meta.json")
   elapsed = time.time() - t0
-  print(f"{out}: {sum(counts.values())} utterances, {total / constants.SAMPLE_RATE / 3600:.3f} h in "
-        f"{elapsed:.1f} s ({total / constants.SAMPLE_RATE / elapsed:.0f}x real time).")
+  seconds = total / constants.SAMPLE_RATE
+  print(f"{out}: {sum(counts.values())} utterances, {seconds / 3600:.3f} h in "
+        f"{elapsed:.1f} s ({seconds / elapsed:.0f}x real time).")
   return {**meta, "build_seconds": elapsed, "skipped": False}
 
 

@@ -41,7 +41,8 @@ def hop_for(label_rate, sample_rate=constants.SAMPLE_RATE):
 
 def expected_count(num_samples, label_rate):
   """round(num_samples * label_rate / 16000): the label count of an utterance, +-1."""
-  return np.floor(np.asarray(num_samples) * label_rate / constants.SAMPLE_RATE + 0.5).astype(np.int64)
+  labels = np.asarray(num_samples) * label_rate / constants.SAMPLE_RATE
+  return np.floor(labels + 0.5).astype(np.int64)
 
 
 def labels_per_crop(crop_samples, label_rate):
@@ -172,7 +173,8 @@ def check_lengths(ids, num_samples, num_labels, label_rate, *, where="labels"):
     raise LabelError(
         f"{where}: utterance {str(ids[i])!r} has {num_labels[i]} labels at {label_rate} Hz "
         f"({num_labels[i] / label_rate:.3f} s) but {num_samples[i]} audio samples "
-        f"({num_samples[i] / constants.SAMPLE_RATE:.3f} s, {expected_count(num_samples[i], label_rate)} "
+        f"({num_samples[i] / constants.SAMPLE_RATE:.3f} s, "
+        f"{expected_count(num_samples[i], label_rate)} "
         f"+-1 labels expected); {len(bad)} utterance(s) disagree. Is data.label_rate right "
         f"(100 for MFCC labels, 50 for model-layer labels)?")
 

@@ -170,7 +170,8 @@ class TrainPlan:
     if data_cfg.dynamic_batch_sec > 0:
       # A fixed multiple (not the host count) keeps global batches host-invariant.
       self.buckets = batching.dynamic_buckets(
-          self.lengths[records], target_samples=round(data_cfg.dynamic_batch_sec * constants.SAMPLE_RATE),
+          self.lengths[records],
+          target_samples=round(data_cfg.dynamic_batch_sec * constants.SAMPLE_RATE),
           crop_samples=self.crop, multiple=_multiple(data_cfg, process_count),
           groups=data_cfg.get("batch_groups", 1),
           max_buckets=data_cfg.get("dynamic_batch_buckets", 4))

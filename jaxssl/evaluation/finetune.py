@@ -27,11 +27,12 @@ With a `peft` config section (configs/finetune/peft.py) the encoder stays frozen
 AdaLoRA adapters or a ladder side network train instead (jaxssl/peft/objective.py wraps the
 objective; the saved model holds LoRA / AdaLoRA merged into the kernels).
 
-`finetune.labels` picks the task: "phones" / "chars" train `CTCModel` (CTC, PER or WER / CER);
-"speaker" / "language" train `UtteranceModel` (both in finetune_objectives.py) (the final hidden state mean-pooled over valid
-frames, one linear layer onto the classes, cross-entropy, accuracy; the targets and the speaker
-holdout are the probes', jaxssl/evaluation/tasks.py). Everything else (optimizer groups,
-schedule, frozen CNN, delayed encoder, PEFT, best-dev selection, outputs) is shared.
+`finetune.labels` picks the task: "phones" / "chars" train `CTCObjective` (CTC, PER or WER /
+CER); "speaker" / "language" train `UtteranceObjective` (finetune_objectives.py: the final hidden
+state mean-pooled over valid frames, one linear layer onto the classes, cross-entropy, accuracy;
+the targets and the speaker holdout are the probes', jaxssl/evaluation/tasks.py). Everything else
+(optimizer groups, schedule, frozen CNN, delayed encoder, PEFT, best-dev selection, outputs) is
+shared.
 
 Not implemented: fairseq's channel masking (mask_channel_prob 0.5, length 64) would need a hook
 in models/wav2vec2.py between the feature projection and the Transformer.

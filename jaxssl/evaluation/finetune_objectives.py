@@ -26,29 +26,33 @@ from jaxssl.training import objective as objective_lib
 HEADS = ("ctc_proj", "classifier")
 
 
-def encoder_output(model, audio, *, valid, masked, audio_valid, train, freeze_encoder):
-  """The final hidden state [B, T, D] of `model.speech_encoder` (a submodule named
-  "speech_encoder"), detached while `freeze_encoder` (fairseq runs the encoder under no_grad for
-  freeze_finetune_updates). Call it from a compact `__call__` of `model`."""
-  x = model.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                  audio_valid=audio_valid, train=train)["x"]
-  return jax.lax.stop_gradient(x) if freeze_encoder else x
+class FinetuneModel(nn.Module):
+  """SpeechEncoder -> [mean over valid frames] -> dropout -> Linear(D, vocab_size) named `head`.
 
-
-class CTCModel(nn.Module):
-  """SpeechEncoder -> dropout -> Linear(D, vocab). audio [B, S] -> logits [B, T, V]."""
+  audio [B, S] -> logits [B, T, V] (CTC: "ctc_proj"), or [B, C] with `pool` (utterance
+  classification: "classifier"; the final hidden state is pooled, where the probes' utterance
+  head pools a learned layer mixture: fine-tuning adapts the last layer itself). While
+  `freeze_encoder` the encoder's output is detached (fairseq runs the encoder under no_grad for
+  freeze_finetune_updates). `peft.ladder.LadderModel` has the same fields.
+  """
   speech_encoder: Any
   vocab_size: int
   final_dropout_rate: float = 0.0
+  head: str = "ctc_proj"
+  pool: bool = False
 
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
                freeze_encoder: bool = False):
-    x = encoder_output(self, audio, valid=valid, masked=masked, audio_valid=audio_valid,
-                       train=train, freeze_encoder=freeze_encoder)
+    x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
+                                                   audio_valid=audio_valid, train=train)["x"]
+    if freeze_encoder:
+      x = jax.lax.stop_gradient(x)
+    if self.pool:
+      x = masked_mean(x.astype(jnp.float32), valid)
     x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
     return layers.Dense(self.vocab_size, axes=("embed", "vocab"),
-                        kernel_init=nn.initializers.xavier_uniform(), name="ctc_proj")(x)
+                        kernel_init=nn.initializers.xavier_uniform(), name=self.head)(x)
 
 
 def sentence_ctc_loss(logits, valid, labels, label_valid, rows):
@@ -71,7 +75,8 @@ class CTCObjective(objective_lib.Objective):
   vocab_size: int
   final_dropout_rate: float = 0.0
   freeze_encoder: bool = False
-  make_model: Any = CTCModel  # (speech_encoder, vocab_size, final_dropout_rate) -> module.
+  # (speech_encoder, vocab_size, *, final_dropout_rate, head, pool) -> module.
+  make_model: Any = FinetuneModel
   freeze_encoder_steps: int = 0  # The first updates train the output layer only.
   head: ClassVar[str] = "ctc_proj"  # The output layer's name (the ladder model's too).
   pooled: ClassVar[bool] = False  # Frame-level logits.
@@ -79,7 +84,8 @@ class CTCObjective(objective_lib.Objective):
   @property
   def model(self):
     return self.make_model(wav2vec2_model.speech_encoder_from_config(self.model_config),
-                           self.vocab_size, final_dropout_rate=self.final_dropout_rate)
+                           self.vocab_size, final_dropout_rate=self.final_dropout_rate,
+                           head=self.head, pool=self.pooled)
 
   def init(self, rng, batch):
     valid = variants.frame_valid(batch["valid"])
@@ -119,7 +125,8 @@ def _apply(objective, params, batch, rng, *, train):
                                min_spans=m.min_spans, same_count=False)
   logits = objective.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
                                  audio_valid=batch["valid"], train=train,
-                                 freeze_encoder=objective.freeze_encoder, rngs={"dropout": k_drop, "layerdrop": k_ld})
+                                 freeze_encoder=objective.freeze_encoder,
+                                 rngs={"dropout": k_drop, "layerdrop": k_ld})
   return logits, valid
 
 
@@ -127,27 +134,6 @@ def masked_mean(x, valid):
   """Mean over the valid frames: x [B, T, D], valid [B, T] -> [B, D] (0 for a row without any)."""
   w = valid.astype(x.dtype)[..., None]
   return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
-
-
-class UtteranceModel(nn.Module):
-  """SpeechEncoder -> mean over valid frames -> dropout -> Linear(D, classes).
-
-  audio [B, S] -> logits [B, C]. The final hidden state is pooled (the probes' utterance head
-  pools a learned layer mixture instead; fine-tuning adapts the last layer itself).
-  """
-  speech_encoder: Any
-  num_classes: int
-  final_dropout_rate: float = 0.0
-
-  @nn.compact
-  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
-               freeze_encoder: bool = False):
-    x = encoder_output(self, audio, valid=valid, masked=masked, audio_valid=audio_valid,
-                       train=train, freeze_encoder=freeze_encoder)
-    x = masked_mean(x.astype(jnp.float32), valid)
-    x = nn.Dropout(self.final_dropout_rate)(x, deterministic=not train)
-    return layers.Dense(self.num_classes, axes=("embed", "vocab"),
-                        kernel_init=nn.initializers.xavier_uniform(), name="classifier")(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +144,6 @@ class UtteranceObjective(CTCObjective):
   class count. batch: "audio" [B, S], "valid" [B, S], "labels" [B] int32 classes (-1 on
   padding rows), "rows" [B] float (1 on real rows with at least one frame).
   """
-  make_model: Any = UtteranceModel
   head: ClassVar[str] = "classifier"
   pooled: ClassVar[bool] = True
 

@@ -49,7 +49,8 @@ def check_pretraining_evals(config, source=None):
       continue
     c = _eval_config(config, e, 0)
     try:
-      splits = results_lib.open_splits(c, source_fn=(lambda _: source) if source is not None else None)
+      splits = results_lib.open_splits(
+          c, source_fn=(lambda _: source) if source is not None else None)
       task = tasks.get(c.task)
       for split_name, split in splits.items():
         if not len(split):

@@ -86,7 +86,8 @@ def baseline(name) -> Upstream:
       frames[i, :len(f)] = True
     return hidden, frames
 
-  return Upstream(name=name, num_hidden=1, dim=dim, frame_rate=constants.SAMPLE_RATE / constants.MEL_HOP, normalize=False,
+  return Upstream(name=name, num_hidden=1, dim=dim,
+                  frame_rate=constants.SAMPLE_RATE / constants.MEL_HOP, normalize=False,
                   encode=encode)
 
 

@@ -58,8 +58,8 @@ class PeftObjective(objective_lib.Objective):
   """`init` / `loss` / `predict` of `base` with a PEFT method (see the module docstring).
 
   Attributes:
-    base: the wrapped objective (e.g. `evaluation.ctc.CTCObjective`); its `make_model` is
-      replaced for the ladder.
+    base: the wrapped objective (e.g. `evaluation.finetune_objectives.CTCObjective`); its
+      `make_model` is replaced for the ladder.
     cfg: the `peft` config section.
     freeze_encoder: forwarded to `base` (the recipe's head-only first updates).
   """
@@ -136,7 +136,7 @@ def wrap(base, peft_cfg, model_config):
 
   Args:
     base: an objective with fields `freeze_encoder` and `make_model` and the class attributes
-      `head` / `pooled` (evaluation.ctc.CTCObjective, UtteranceObjective).
+      `head` / `pooled` (evaluation.finetune_objectives.CTCObjective, UtteranceObjective).
     peft_cfg: the `peft` section.
     model_config: the encoder's `model` section (width, heads, pre/post-LN for the ladder).
   """
@@ -153,8 +153,8 @@ def wrap(base, peft_cfg, model_config):
         ladder.LadderSide, reduction=peft_cfg.reduction, num_heads=heads,
         layer_norm_first=model_config.layer_norm_first, dropout_rate=peft_cfg.dropout,
         activation_dropout_rate=peft_cfg.dropout, dtype=jnp.dtype(model_config.dtype))
-    base = dataclasses.replace(base, make_model=functools.partial(
-        ladder.LadderModel, side=side, head=base.head, pool=base.pooled))
+    base = dataclasses.replace(base, make_model=functools.partial(ladder.LadderModel,
+                                                                  side=side))
   return PeftObjective(base, peft_cfg)
 
 

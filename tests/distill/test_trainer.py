@@ -86,7 +86,8 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
     config.distill.cache_dir = cache_dir
     config.total_steps = 2
   cached = pretrain.train_and_evaluate(
-      config, str(tmp_path / "cached"), objective=objective_lib.DistillObjective(config, teacher=teacher))
+      config, str(tmp_path / "cached"),
+      objective=objective_lib.DistillObjective(config, teacher=teacher))
   assert cached["step"] == 2 and np.isfinite(cached["train/loss"])
   with config.unlocked():
     config.data.crop_samples = 9_600

@@ -103,8 +103,8 @@ def test_frozen_encoder_gets_no_gradient():
                                 / 32768.0, jnp.float32).repeat(2, 0),
            "valid": jnp.ones((2, 4800), bool), "labels": jnp.array([[1, 2, 3], [2, 2, 0]]),
            "label_valid": jnp.array([[1, 1, 1], [1, 1, 0]], bool), "rows": jnp.ones(2)}
-  objective = finetune_objectives.CTCObjective(finetune._model_config(config, {"feature_grad_mult": 0.0}),  # pylint: disable=protected-access
-                               config.masking, vocab_size=5)
+  model = finetune._model_config(config, {"feature_grad_mult": 0.0})  # pylint: disable=protected-access
+  objective = finetune_objectives.CTCObjective(model, config.masking, vocab_size=5)
   @jax.jit
   def grads(rng):
     params = jax.tree.map(lambda x: getattr(x, "value", x), objective.init(rng, batch),
@@ -140,7 +140,8 @@ def test_finetune_from_a_checkpoint_keeps_the_cnn_and_trains_the_rest(tmp_path):
   assert os.path.exists(os.path.join(out, "results.md"))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           {"speech_encoder": saved["speech_encoder"]})
-  tuned, report = checkpointing.load_params(os.path.join(out, "model"), abstract)  # The best (= last) step's params.
+  # The best (= last) step's params.
+  tuned, report = checkpointing.load_params(os.path.join(out, "model"), abstract)
   assert not report["missing"]
   enc, new = saved["speech_encoder"], tuned["speech_encoder"]
   new, enc = jax.device_get((new, enc))

@@ -15,7 +15,8 @@ from tests.evaluation import random_run
 
 def test_demo_config_probes_phones_every_500_steps():
   c = demo.get_config()
-  assert pretraining_evals.evals_due(c, 500) == ["phone"] and pretraining_evals.evals_due(c, 499) == []
+  assert pretraining_evals.evals_due(c, 500) == ["phone"]
+  assert pretraining_evals.evals_due(c, 499) == []
   assert c.evals.phone.task == "phone" and c.evals.phone.data.name == ""  # The run's data.
   assert pretraining_evals.evals_due(demo.get_config("runlocal"), 4) == []
 
@@ -49,11 +50,11 @@ def test_hook_probes_the_given_params_and_logs_against_cumulative_flops(tmp_path
   # Equal lengths: one eval bucket, so one compiled forward pass and probe step.
   source = sources.SyntheticSource(16, seed=0, min_samples=8_000, max_samples=8_000)
   writer = _Writer()
-  assert pretraining_evals.run_pretraining_evals(config, params, step=4, workdir=str(tmp_path),
-                                        writer=writer, source=source) == {}  # Not due.
+  assert pretraining_evals.run_pretraining_evals(  # Not due.
+      config, params, step=4, workdir=str(tmp_path), writer=writer, source=source) == {}
   for step in (3, 6):
-    scalars = pretraining_evals.run_pretraining_evals(config, params, step=step, workdir=str(tmp_path),
-                                             writer=writer, source=source)
+    scalars = pretraining_evals.run_pretraining_evals(
+        config, params, step=step, workdir=str(tmp_path), writer=writer, source=source)
   assert [s for s, _ in writer.written] == [3, 6] and writer.written[1][1] == scalars
   assert writer.excluded > 0  # The probes' time stays out of the throughput readout.
   assert set(scalars) == {f"eval/language/{split}_{m}" for split in ("dev", "test")

@@ -21,8 +21,9 @@ def base_objective(make=finetune_objectives.CTCObjective, num_outputs=VOCAB):
   """The CTC (or `make`'s) objective of the runlocal demo model, dropout-free (deterministic
   losses); returns it and the model config."""
   config = pretrained.load_config("configs/wav2vec2/demo.py:runlocal")
-  model = finetune._model_config(config, {"feature_grad_mult": 0.0, "layerdrop_rate": 0.0,  # pylint: disable=protected-access
-                                     "dropout_rate": 0.0, "activation_dropout_rate": 0.0})
+  off = {"feature_grad_mult": 0.0, "layerdrop_rate": 0.0, "dropout_rate": 0.0,
+         "activation_dropout_rate": 0.0}
+  model = finetune._model_config(config, off)  # pylint: disable=protected-access
   masking = mlc.ConfigDict(dict(prob=0.0, span=10, min_spans=2))
   return make(model, masking, num_outputs), model
 

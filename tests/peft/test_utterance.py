@@ -53,7 +53,7 @@ class _Frames(nn.Module):
 def test_utterance_logits_ignore_padded_frames():
   # The encoder (a stand-in here) keeps valid frames padding-free; the head itself must see only
   # the valid frames.
-  model = finetune_objectives.UtteranceModel(_Frames, 5)
+  model = finetune_objectives.FinetuneModel(_Frames, 5, head="classifier", pool=True)
   audio = jax.random.normal(jax.random.PRNGKey(0), (2, 24))  # 8 frames.
   valid = jnp.array([[True] * 3 + [False] * 5, [True] * 8])
   params = model.init(jax.random.PRNGKey(1), audio, valid=valid, train=False)
