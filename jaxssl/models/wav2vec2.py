@@ -139,3 +139,13 @@ def wav2vec2_from_config(config) -> Wav2Vec2Model:
       speech_encoder=speech_encoder_from_config(config.model), final_dim=final_dim(config.model),
       num_groups=config.quantizer.num_groups, num_vars=config.quantizer.num_vars,
       dtype=jnp.dtype(config.model.dtype))
+
+
+def represent(model_cfg, encoder_params, batch):
+  """The SpeechEncoder of `model_cfg` as a frozen upstream (no masking, no dropout): batch
+  "audio" / "valid" [B, S] -> (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
+  valid = variants.frame_valid(batch["valid"])
+  out = speech_encoder_from_config(model_cfg)().apply(
+      {"params": encoder_params}, batch["audio"], valid=valid, audio_valid=batch["valid"],
+      train=False)
+  return out["x"], out["hidden"], valid

@@ -138,11 +138,7 @@ class Wav2Vec2Objective(objective_lib.Objective):
 
   def represent(self, params, batch):
     """Frozen-upstream features: (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
-    valid = variants.frame_valid(batch["valid"])
-    enc = wav2vec2_model.speech_encoder_from_config(self.config.model)()
-    out = enc.apply({"params": params["speech_encoder"]}, batch["audio"], valid=valid,
-                    audio_valid=batch["valid"], train=False)
-    return out["x"], out["hidden"], valid
+    return wav2vec2_model.represent(self.config.model, params["speech_encoder"], batch)
 
 
 def per_language_metrics(logits, weights, language, num_languages: int):
