@@ -7,7 +7,7 @@
 
 HuBERT's offline target step (https://arxiv.org/abs/2106.07447; fairseq simple_kmeans): features
 of a random `--fraction` of the `--fit_split` utterances (10% by default, as fairseq's --percent)
-fit one codebook (jaxssl/clustering/kmeans.py), which then labels every utterance of every split
+fit one codebook (jaxssl/clustering/minibatch.py), which then labels every utterance of every split
 in `--splits`, so train and dev share the clusters (fairseq #4312: separate codebooks give
 mismatched labels). The set goes beside the dataset, `<data_dir>/<dataset>/<version>/labels/
 <name>/` (or `--out`), in the layout of jaxssl/data/labels.py; configs name it in data.labels.
@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxssl import cli
 from jaxssl.clustering import features as features_lib
-from jaxssl.clustering import kmeans as kmeans_lib
+from jaxssl.clustering import minibatch as kmeans_lib
 from jaxssl.clustering import metrics
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import sources

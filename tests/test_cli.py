@@ -12,7 +12,7 @@ COMMANDS = {  # module -> a flag its --help must list
     "jaxssl.extract": "--checkpoint", "jaxssl.kmeans": "--num_clusters", "jaxssl.aot": "--config",
     "jaxssl.data.build": "--dataset", "jaxssl.data.demo_corpus": "--out",
     "jaxssl.training.plots": "--workdir", "jaxssl.distill.cache": "--config",
-    "jaxssl.distill.extract": "--subnet",
+    "jaxssl.distill.extract_subnet": "--subnet",
 }
 
 

@@ -17,7 +17,7 @@ from jaxssl import pretrained
 from jaxssl import kmeans as kmeans_cli
 from jaxssl import objectives
 from jaxssl.clustering import features
-from jaxssl.clustering import kmeans
+from jaxssl.clustering import minibatch as kmeans
 from jaxssl.clustering import metrics
 from jaxssl.data import batching
 from jaxssl.data import build

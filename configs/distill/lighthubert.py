@@ -10,7 +10,7 @@ docs/reference.md). Any subnet is then extracted as a standalone checkpoint:
 
   python -m jaxssl.main --config=configs/distill/lighthubert.py:space=base \
       --workdir=$RUNS/lighthubert_base --config.distill.teacher=$CKPT/hubert
-  python -m jaxssl.distill.extract --supernet=$RUNS/lighthubert_base --subnet=default \
+  python -m jaxssl.distill.extract_subnet --supernet=$RUNS/lighthubert_base --subnet=default \
       --output=$CKPT/lighthubert_base_default
 
 Default subnets: Base 640-d / 10 heads / FFN 2560 / 12 layers = 66,890,880 parameters; Small

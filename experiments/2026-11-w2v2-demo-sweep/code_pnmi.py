@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxssl.clustering import features
-from jaxssl.clustering import kmeans
+from jaxssl.clustering import minibatch as kmeans
 from jaxssl.clustering import metrics
 from jaxssl.data import sources
 from jaxssl.models import wav2vec2 as wav2vec2_model

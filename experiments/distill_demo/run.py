@@ -82,7 +82,7 @@ def stage_train(w):
        f"--workdir={w}/supernet", teacher)
   for s in SUBNETS:
     if not os.path.exists(os.path.join(REPO, w, f"subnet_{s}", "config.json")):
-      sh(sys.executable, "-m", "jaxssl.distill.extract", f"--supernet={w}/supernet",
+      sh(sys.executable, "-m", "jaxssl.distill.extract_subnet", f"--supernet={w}/supernet",
          f"--subnet={s}", f"--output={w}/subnet_{s}")
 
 

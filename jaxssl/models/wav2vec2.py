@@ -108,10 +108,13 @@ def speech_encoder_from_config(model_cfg) -> functools.partial:
   if set(mixer_kwargs) - fields:
     raise ValueError(f"model.mixer.{sorted(set(mixer_kwargs) - fields)[0]} is not a field of "
                      f"mixer {model_cfg.mixer.name!r}; valid: {sorted(fields)}.")
-  if "num_heads" in mixer_cls.__dataclass_fields__:  # mha; summary_mixing's block split.
-    mixer_kwargs.setdefault("num_heads", v.num_heads)
-  if model_cfg.mixer.name == "mha":
-    mixer_kwargs.setdefault("attention_dropout_rate", model_cfg.attention_dropout_rate)
+  # A mixer field the variant or the model section also has takes their value by default:
+  # num_heads (mha; summary_mixing's block split), attention_dropout_rate (mha).
+  defaults = {"num_heads": v.num_heads,
+              "attention_dropout_rate": model_cfg.attention_dropout_rate}
+  for name, value in defaults.items():
+    if name in fields:
+      mixer_kwargs.setdefault(name, value)
   mixer = functools.partial(mixer_cls, dtype=dtype, **mixer_kwargs)
   make_encoder = functools.partial(
       encoder_lib.Encoder, num_layers=v.num_layers, mlp_dim=v.mlp_dim, mixer=mixer,

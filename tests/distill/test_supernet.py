@@ -103,7 +103,7 @@ def test_extracted_subnet_is_a_standalone_checkpoint(tmp_path):
 
 
 def test_extract_cli_parses_subnets():
-  from jaxssl.distill import extract  # pylint: disable=g-import-not-at-top
+  from jaxssl.distill import extract_subnet as extract  # pylint: disable=g-import-not-at-top
   base = supernet.get_space("base")
   assert extract.parse_subnet("default", base) == base.default_subnet
   assert extract.parse_subnet("embed=640,heads=10,ffn_ratio=4.0,depth=12",

@@ -1,6 +1,7 @@
 """Extracts one subnet of a trained LightHuBERT supernet as a standalone checkpoint.
 
-  python -m jaxssl.distill.extract --supernet=workdir/distill_demo/supernet --subnet=default \
+  python -m jaxssl.distill.extract_subnet --supernet=workdir/distill_demo/supernet \
+      --subnet=default \
       --output=workdir/distill_demo/subnet_default
 
 --subnet is "largest", "smallest", "default" (the search space's, docs/reference.md) or explicit
