@@ -88,11 +88,14 @@ def mesh(data=-1, fsdp=1, tensor=1, rules=()):
 def wav2vec2_model(variant, **overrides):
   """The `model` section of a wav2vec 2.0 / HuBERT encoder: a size variant plus switches.
 
-  Sizes live in jaxssl/models/variants.py; any field given here overrides the variant.
+  Sizes live in jaxssl/models/variants.py; any field given here overrides the variant. The
+  frontend is any of jaxssl/models/frontends (cnn, mel, mel_stack).
   """
   m = mlc.ConfigDict(dict(
       variant=variant,            # "demo", "tiny", "base", "large" (see models/variants.py).
       frontend=dict(name="cnn", mode="default", conv_bias=False, feature_grad_mult=0.1),
+      feature_layer_norm=True,    # LayerNorm over the frontend features (MelHuBERT: none).
+      mask_token="learned",       # "learned" embedding after the projection; "zeros": MelHuBERT.
       mixer=dict(name="mha"),
       layer_norm_first=False,     # False: post-LN (BASE); True: pre-LN + final LN (LARGE).
       dropout_rate=0.1,

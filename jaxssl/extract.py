@@ -28,6 +28,7 @@ from jaxssl import cli
 from jaxssl.data import audio as audio_lib
 from jaxssl.interop import ConversionError
 from jaxssl.interop import native
+from jaxssl.models import frontends
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 
@@ -41,13 +42,12 @@ class Upstream:
     config: the checkpoint's config.
     params: the SpeechEncoder's params.
     num_hidden: L + 1 hidden states.
-    frame_rate: frames per second (50).
+    frame_rate: frames per second (50 for the CNN frontend).
     normalize: whether waveforms are standardised per utterance before encoding.
 
-  Padding a batch leaves every utterance's valid frames unchanged, with both feature encoders:
-  the group-norm one (BASE) takes its statistics over valid frames only (frontends/cnn.py).
+  Padding a batch leaves every utterance's valid frames unchanged, with every frontend: the
+  group-norm CNN (BASE) and the mel frontends take their statistics over valid frames only.
   """
-  frame_rate = constants.SAMPLE_RATE / constants.FRAME_HOP
 
   def __init__(self, config, params):
     if "speech_encoder" not in params:
@@ -60,6 +60,7 @@ class Upstream:
     self.config, self.params = config, params["speech_encoder"]
     self.num_hidden = variants.get(config.model.variant).num_layers + 1
     self.normalize = bool(config.get("data", {}).get("normalize", False))
+    self.frame_rate = constants.SAMPLE_RATE / frontends.hop(config.model.frontend)
     self._jitted = jax.jit(self.hidden_states)
 
   def hidden_states(self, params, audio, valid_samples):
@@ -70,7 +71,7 @@ class Upstream:
       audio: [B, S] float waveform at 16 kHz (normalised already if `self.normalize`).
       valid_samples: [B, S] bool, True on real samples (right padding).
     """
-    valid = variants.frame_valid(valid_samples)
+    valid = frontends.frame_valid(self.config.model.frontend, valid_samples)
     out = self.encoder.apply({"params": params}, audio, valid=valid, audio_valid=valid_samples,
                              train=False)
     return jnp.stack(out["hidden"]), valid
@@ -90,20 +91,21 @@ def extract(upstream, waveforms, *, batch_size=8, bucket_samples=constants.SAMPL
 
   Args:
     upstream: an `Upstream`.
-    waveforms: sequence of [S_i] float arrays at 16 kHz, S_i >= 400 (raw: normalised here when
-      the checkpoint's config asks for it).
+    waveforms: sequence of [S_i] float arrays at 16 kHz, long enough for one frame (CNN: 400
+      samples; raw: normalised here when the checkpoint's config asks for it).
     batch_size: utterances per call when padding is exact (layer-norm feature encoder).
     bucket_samples: padded lengths are multiples of this, so few shapes get compiled.
 
   Returns:
-    list of [L+1, T_i, D] float32 numpy arrays, T_i = variants.frames_for(S_i), in input order.
+    list of [L+1, T_i, D] float32 numpy arrays, T_i = frontends.frames_for(S_i), in input order.
   """
+  frontend = upstream.config.model.frontend
   waves = []
   for i, w in enumerate(waveforms):
     w = np.asarray(w, np.float32).reshape(-1)
-    if w.size < variants.RECEPTIVE_FIELD:
-      raise ConversionError(f"waveform {i}: {w.size} samples < the {variants.RECEPTIVE_FIELD}-"
-                            "sample receptive field (one frame).")
+    if frontends.frames_for(frontend, w.size) < 1:
+      raise ConversionError(f"waveform {i}: {w.size} samples give no frame (the CNN "
+                            f"frontend's receptive field is {variants.RECEPTIVE_FIELD} samples).")
     waves.append(audio_lib.normalize(w) if upstream.normalize else w)
   order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
   groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -118,7 +120,7 @@ def extract(upstream, waveforms, *, batch_size=8, bucket_samples=constants.SAMPL
     hidden, _ = upstream(audio, valid)
     hidden = np.asarray(hidden)
     for row, i in enumerate(group):
-      out[i] = np.ascontiguousarray(hidden[:, row, :variants.frames_for(len(waves[i]))])
+      out[i] = np.ascontiguousarray(hidden[:, row, :frontends.frames_for(frontend, len(waves[i]))])
   return out
 
 

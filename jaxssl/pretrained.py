@@ -50,7 +50,7 @@ def config_json(path):
     if os.path.isfile(f):
       with open(f) as fh:
         try:
-          return mlc.ConfigDict(json.load(fh))
+          return _with_new_fields(mlc.ConfigDict(json.load(fh)))
         except json.JSONDecodeError as e:
           raise ValueError(f"upstream={path!r}: {f} is not valid JSON ({e}).") from None
   raise FileNotFoundError(
@@ -58,6 +58,20 @@ def config_json(path):
       f"checkpoint; expected a training workdir, a ckpt/<step> directory or a directory "
       f"written by `python -m jaxssl.convert`. Probes also take the baselines mfcc / fbank "
       "and 'random_init'.")
+
+
+def _with_new_fields(config):
+  """`config` with the `model` fields added since it may have been written, each set to what such
+  a checkpoint was trained with (before 2026-12: MelHuBERT's zero masking and no feature
+  LayerNorm were implied by its objective)."""
+  m = config.get("model")
+  if m is not None and "frontend" in m:
+    mel = config.get("objective", {}).get("name") == "melhubert"
+    if "feature_layer_norm" not in m:
+      m.feature_layer_norm = not mel
+    if "mask_token" not in m:
+      m.mask_token = "zeros" if mel else "learned"
+  return config
 
 
 def load_config(arch):

@@ -12,6 +12,7 @@ import jax
 
 from jaxssl import masking
 from jaxssl.data import batching
+from jaxssl.models import frontends
 from jaxssl.models import variants
 from jaxssl.training import partitioning
 
@@ -81,7 +82,7 @@ def validate(config, num_devices=None, num_processes=None):
     m = c.masking
     _check(0.0 <= m.prob <= 1.0, f"masking.prob={m.prob} must be in [0, 1].")
     _check(m.span >= 1, f"masking.span={m.span} must be at least 1.")
-    frames = variants.frames_for(d.crop_samples)
+    frames = frontends.frames_for(c.model.frontend, d.crop_samples)
     _check(frames > m.span * m.min_spans,
            f"data.crop_samples={d.crop_samples} gives {frames} frames, too few for "
            f"masking.min_spans={m.min_spans} spans of masking.span={m.span} frames.")

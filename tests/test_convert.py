@@ -25,6 +25,7 @@ from jaxssl.interop import fairseq
 from jaxssl.interop import files
 from jaxssl.interop import hf
 from jaxssl.interop import native
+from jaxssl.models import frontends
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.objectives import wav2vec2 as w2v2_objective
@@ -67,7 +68,7 @@ def ours(ckpt_dir, audio, valid):
   """jaxssl SpeechEncoder outputs of a converted checkpoint (+ the frame mask)."""
   config, params = native.load(ckpt_dir)
   enc = wav2vec2_model.speech_encoder_from_config(config.model)()
-  frames = variants.frame_valid(jnp.asarray(valid))
+  frames = frontends.frame_valid(config.model.frontend, jnp.asarray(valid))
   apply = jax.jit(lambda p, a, v: enc.apply({"params": p}, a, valid=v, train=False))
   return apply(params["speech_encoder"], jnp.asarray(audio), frames), np.asarray(frames)
 
@@ -138,7 +139,7 @@ def test_pretraining_loss_matches_transformers(tmp_path, large):
   convert.import_checkpoint("hf", tmp_path / "hf", tmp_path / "jx")
   config, params = native.load(tmp_path / "jx")
   audio, valid = batch([6400, 5000, 3300], seed=1)
-  frames = np.asarray(variants.frame_valid(jnp.asarray(valid)))
+  frames = np.asarray(frontends.frame_valid(config.model.frontend, jnp.asarray(valid)))
   np.random.seed(0)
   masked = modeling._compute_mask_indices(frames.shape, 0.5, 3, torch.tensor(frames), min_masks=2)
   masked &= frames

@@ -21,7 +21,8 @@ LoRA's paper and peft's examples use 10-100x the full fine-tuning rate).
 """
 import ml_collections as mlc
 
-METHODS = ("full", "lora", "adalora", "ladder")
+from jaxssl.peft import objective as peft_objective
+
 ATTENTION_QV = r"speech_encoder/encoder/layer_\d+/self_attn/(query|value)/dense/kernel"
 PEFT_TRAINABLE = r"ctc_proj/.*|peft/.*"  # `apply`'s optim.trainable for the CTC configs.
 LR_MULTIPLIER = 4.0
@@ -29,8 +30,7 @@ LR_MULTIPLIER = 4.0
 
 def section(method, *, total_steps):
   """The `peft` section for `method` (AdaLoRA's phases as fractions of `total_steps`)."""
-  if method not in METHODS:
-    raise ValueError(f"Config argument peft={method!r}; choose from {list(METHODS)}.")
+  peft_objective.REGISTRY.get(method)  # An unknown name: one line with the choices.
   return mlc.ConfigDict(dict(
       method=method,
       # LoRA / AdaLoRA.

@@ -35,6 +35,7 @@ def get_config(arg=None):
   c.data.label_rate = 100
   c.model = common.wav2vec2_model(
       "base", frontend=dict(name="mel_stack", num_mels=40, stack=2),
+      feature_layer_norm=False, mask_token="zeros",  # MelHuBERT's model.py: neither.
       dropout_rate=0.1, attention_dropout_rate=0.1, activation_dropout_rate=0.1,
       input_dropout_rate=0.0, feature_dropout_rate=0.0, layerdrop_rate=0.0)
   c.masking = dict(prob=0.7, span=5, min_spans=2)

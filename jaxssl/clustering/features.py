@@ -16,11 +16,13 @@ import dataclasses
 import jax
 import numpy as np
 
+from jaxssl import constants
 from jaxssl import distill  # pylint: disable=unused-import (students load as upstreams)
 from jaxssl import objectives
 from jaxssl import pretrained
 from jaxssl.data import batching
 from jaxssl.data import features as features_lib
+from jaxssl.models import frontends
 from jaxssl.models import variants
 
 KINDS = ("mfcc", "logmel", "layer")
@@ -75,9 +77,9 @@ class Extractor:
                        "(0: the Transformer's input).")
     self.layer = layer
     self._represent = jax.jit(self._layer)
-    mel = self.config.model.frontend.name == "mel_stack"
-    # Stacked 10 ms mel frames 2t and 2t + 1 are centred at 320 t and 320 t + 160.
-    self.framing = Framing(50, 320, 80 if mel else _CNN_HALF_WINDOW)
+    fe = self.config.model.frontend
+    hop = frontends.hop(fe)
+    self.framing = Framing(constants.SAMPLE_RATE // hop, hop, frontends.centre(fe))
 
   def _layer(self, params, batch):
     _, hidden, valid = self.objective.represent(params, batch)

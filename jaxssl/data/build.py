@@ -40,7 +40,7 @@ def build(dataset, *, source, data_dir, config=None, splits=None, num_workers=4,
   """Builds one dataset; returns the skip summary (the content of skipped.json).
 
   Args:
-    dataset: a key of `builders.BUILDERS`.
+    dataset: a name in `builders.REGISTRY`.
     source: the local corpus folder (or manifest file for local_audio).
     data_dir: TFDS data root to write into.
     config: builder config name, if the builder has configs.
@@ -106,7 +106,7 @@ def _read_summary(path):
 def _define_flags():
   # Defined only when run as a script: library users (tests, the trainer)
   # import this module next to others that own --config or --num_workers.
-  flags.DEFINE_string("dataset", None, f"One of {sorted(builders.BUILDERS)}.")
+  flags.DEFINE_string("dataset", None, f"One of {builders.names()}.")
   flags.DEFINE_string("source", None, "Local corpus folder (or manifest file for local_audio).")
   flags.DEFINE_string("data_dir", None, "Output root; the dataset goes to data_dir/<dataset>/...")
   flags.DEFINE_string("config", None, "Builder config: language (mls, common_voice) or the "
@@ -121,7 +121,7 @@ def main(argv):
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   for name in ("dataset", "source", "data_dir"):
     if not getattr(FLAGS, name):
-      sys.exit(f"error: --{name} is required (datasets: {sorted(builders.BUILDERS)}).")
+      sys.exit(f"error: --{name} is required (datasets: {builders.names()}).")
   try:
     summary = build(FLAGS.dataset, source=FLAGS.source, data_dir=FLAGS.data_dir,
                     config=FLAGS.config, splits=FLAGS.splits,

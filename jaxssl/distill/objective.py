@@ -28,9 +28,9 @@ from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import student as student_lib
 from jaxssl.distill import supernet
 from jaxssl.distill import teacher as teacher_lib
-from jaxssl.models import layers
 from jaxssl.models import encoder as encoder_lib
-from jaxssl.models import variants
+from jaxssl.models import frontends
+from jaxssl.models import layers
 from jaxssl.training import objective as objective_lib
 
 def distill_loss(pred, target, valid, *, cosine_weight=1.0):
@@ -102,7 +102,7 @@ class DistillObjective(objective_lib.Objective):
     return supernet.menu(self.config) if self.config.get("supernet", {}).get("space", "") else ()
 
   def init(self, rng, batch):
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.config.model.frontend, batch["valid"])
     rngs = dict(zip(("params", "dropout"), jax.random.split(rng)))
     return self.model.init(rngs, batch["audio"], valid=valid, train=False)["params"]
 
@@ -111,7 +111,7 @@ class DistillObjective(objective_lib.Objective):
     if "targets" not in batch:
       raise ValueError("objective.name='distill' needs batch['targets'] (teacher hidden states), "
                        "which `prepare` adds in the engine's step.")
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.config.model.frontend, batch["valid"])
     k_drop, k_layerdrop = jax.random.split(rng)
     out = self.model.apply({"params": params}, batch["audio"], valid=valid, train=train,
                            audio_valid=batch["valid"],
@@ -120,7 +120,8 @@ class DistillObjective(objective_lib.Objective):
     if out["pred"].shape != targets.shape:
       raise ValueError(f"distill: the student's heads predict {out['pred'].shape} but the "
                        f"teacher targets are {targets.shape} ([B, N, T, D]); check "
-                       "distill.target_layers and distill.target_dim.")
+                       "distill.target_layers, distill.target_dim and that model.frontend "
+                       "gives the teacher's frames.")
     return distill_loss(out["pred"], targets, valid,
                         cosine_weight=self.config.distill.cosine_weight)
 
@@ -181,7 +182,7 @@ class DistillObjective(objective_lib.Objective):
 
   def represent(self, params, batch):
     """Frozen-upstream features: (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.config.model.frontend, batch["valid"])
     student = student_lib.student_from_config(self.config, subnet=self.subnet, num_targets=0)
     enc_params = {k: v for k, v in params.items() if k != "heads"}
     out = student.apply({"params": enc_params}, batch["audio"], valid=valid, train=False,

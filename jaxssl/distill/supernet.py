@@ -27,7 +27,7 @@ from jaxssl import pretrained
 from jaxssl.data import batching
 from jaxssl.distill import student as student_lib
 from jaxssl.interop import native
-from jaxssl.models import variants
+from jaxssl.models import frontends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +105,9 @@ def _shapes(config_json, subnet):
   config = mlc.ConfigDict(json.loads(config_json))
   batch = batching.dummy_batch()
   model = student_lib.student_from_config(config, subnet=subnet)
+  valid = frontends.frame_valid(config.model.frontend, batch["valid"])
   shapes = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), batch["audio"], valid=variants.frame_valid(batch["valid"]),
-      train=False))["params"]
+      jax.random.PRNGKey(0), batch["audio"], valid=valid, train=False))["params"]
   return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(shapes))
 
 

@@ -60,7 +60,7 @@ from jaxssl.evaluation import selection
 from jaxssl.evaluation import tasks
 from jaxssl.evaluation import upstreams
 from jaxssl.interop import native
-from jaxssl.models import variants
+from jaxssl.models import frontends
 from jaxssl.peft import objective as peft_objective
 from jaxssl.training import checkpointing
 from jaxssl.training import engine
@@ -89,7 +89,7 @@ def _batch(split, batch):
   """Loader batch -> the objective's batch (CTC: targets padded to `split.label_len`; utterance:
   one class per row, -1 on padding rows) with row weights; and the [B] record indices."""
   index = np.asarray(batch["index"])
-  frames = np.maximum(variants.frames_for(np.asarray(batch["valid"]).sum(-1)), 0)
+  frames = np.maximum(frontends.frames_for(split.frontend, np.asarray(batch["valid"]).sum(-1)), 0)
   out = {"audio": np.asarray(batch["audio"], np.float32),
          "valid": np.asarray(batch["valid"], bool)}
   if split.kind == "utterance":
@@ -107,6 +107,7 @@ class _Split:
   source: Any
   targets: Any
   label_len: int
+  frontend: Any    # The encoder's `model.frontend` section (frames per utterance).
   kind: str = "ctc"  # The task's kind: "ctc" or "utterance".
 
   def batches(self, data_cfg, seed, skip=0):
@@ -156,9 +157,9 @@ def finetune(config, workdir, *, source_fn=None):
   vocab = tasks.build_vocab(task, tokens["train"])
   targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in sources_}
   label_len = max(8, -(-max(t.max_length() for t in targets.values()) // 8) * 8)
-  splits = {k: _Split(k, sources_[k], targets[k], label_len, task.kind) for k in sources_}
-
   model_config = _model_config(up_config, config.model)
+  splits = {k: _Split(k, sources_[k], targets[k], label_len, model_config.frontend, task.kind)
+            for k in sources_}
   make_objective = (finetune_objectives.UtteranceObjective if task.kind == "utterance"
                     else finetune_objectives.CTCObjective)
   objective = make_objective(model_config, config.masking, len(vocab), ft.final_dropout_rate,

@@ -17,8 +17,8 @@ import optax
 
 from jaxssl import masking
 from jaxssl.evaluation import probes
+from jaxssl.models import frontends
 from jaxssl.models import layers
-from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.training import objective as objective_lib
 
@@ -88,7 +88,7 @@ class CTCObjective(objective_lib.Objective):
                            head=self.head, pool=self.pooled)
 
   def init(self, rng, batch):
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.model_config.frontend, batch["valid"])
     rngs = dict(zip(("params", "dropout", "layerdrop"), jax.random.split(rng, 3)))
     return self.model.init(rngs, batch["audio"], valid=valid, train=False)["params"]
 
@@ -107,7 +107,7 @@ class CTCObjective(objective_lib.Objective):
 
   def predict(self, params, batch):
     """Arg-max label per frame [B, T] and the frame mask [B, T]."""
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.model_config.frontend, batch["valid"])
     logits = self.model.apply({"params": params}, batch["audio"], valid=valid,
                               audio_valid=batch["valid"], train=False)
     return jnp.argmax(logits, -1), valid
@@ -116,7 +116,7 @@ class CTCObjective(objective_lib.Objective):
 def _apply(objective, params, batch, rng, *, train):
   """The objective's model on a batch (time masks when training): (logits, frame valid [B, T])."""
   k_mask, k_drop, k_ld = jax.random.split(rng, 3)
-  valid = variants.frame_valid(batch["valid"])
+  valid = frontends.frame_valid(objective.model_config.frontend, batch["valid"])
   m = objective.masking_config
   masked = None
   if train and m.prob > 0:
@@ -155,7 +155,7 @@ class UtteranceObjective(CTCObjective):
 
   def predict(self, params, batch):
     """Arg-max class per utterance [B] and the row mask [B] (rows with a valid frame)."""
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.model_config.frontend, batch["valid"])
     logits = self.model.apply({"params": params}, batch["audio"], valid=valid,
                               audio_valid=batch["valid"], train=False)
     return jnp.argmax(logits, -1), valid.any(-1)

@@ -14,12 +14,15 @@ language) into a `Targets` table indexed by record, which the probe loop gathers
 loader's per-row "index". Speaker identification needs the same speakers in training and test: on
 corpora whose dev/test speakers are unseen (the demo corpus, LibriSpeech) `holdout_split` carves
 dev and test utterances out of every training speaker instead (s3prl's SID uses VoxCeleb1's own
-identification split, which is built the same way).
+identification split, which is built the same way). `REGISTRY` holds them by name; a fork adds a
+task with `tasks.register("name", Task(...))`.
 """
 import dataclasses
 import unicodedata
 
 import numpy as np
+
+from jaxssl import registry
 
 BLANK = "<blank>"  # CTC blank, id 0 (fairseq / s3prl put it first too).
 UNK = "<unk>"      # Tokens or classes never seen in training.
@@ -35,18 +38,14 @@ class Task:
   metrics: tuple
 
 
-TASKS = {
-    "phone": Task("phone", "ctc", "phones", ("per",)),
-    "asr": Task("asr", "ctc", "chars", ("wer", "cer")),
-    "speaker": Task("speaker", "utterance", "speaker", ("accuracy",)),
-    "language": Task("language", "utterance", "language", ("accuracy",)),
-}
+REGISTRY = registry.Registry("task", "task")
+REGISTRY.register("phone", Task("phone", "ctc", "phones", ("per",)))
+REGISTRY.register("asr", Task("asr", "ctc", "chars", ("wer", "cer")))
+REGISTRY.register("speaker", Task("speaker", "utterance", "speaker", ("accuracy",)))
+REGISTRY.register("language", Task("language", "utterance", "language", ("accuracy",)))
 
-
-def get(name):
-  if name not in TASKS:
-    raise ValueError(f"Unknown task {name!r}; choose from {sorted(TASKS)}.")
-  return TASKS[name]
+register = REGISTRY.register
+get = REGISTRY.get
 
 
 class Vocabulary:

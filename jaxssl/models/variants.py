@@ -5,8 +5,6 @@ two CPU cores in minutes; `tiny` is for tests.
 """
 import dataclasses
 
-import jax.numpy as jnp
-
 # fairseq's conv_feature_layers: [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2.
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
@@ -68,10 +66,3 @@ def frames_for(num_samples):
 
 
 RECEPTIVE_FIELD = 400  # Samples: the shortest input that yields one frame.
-
-
-def frame_valid(valid_samples):
-  """[B, S] sample padding mask -> [B, T] frame padding mask (fairseq's output lengths)."""
-  t = frames_for(valid_samples.shape[-1])
-  lengths = frames_for(valid_samples.sum(-1))
-  return jnp.arange(t)[None] < lengths[:, None]

@@ -1,9 +1,12 @@
 """The wav2vec 2.0 / HuBERT speech encoder and the wav2vec 2.0 pretraining model.
 
-`SpeechEncoder` is fairseq's Wav2Vec2Model without its pretraining heads: conv feature encoder
-(gradient scaled by `feature_grad_mult`) -> LayerNorm -> projection to the model width -> input
-dropout -> learned mask embedding on masked frames -> Transformer encoder. `Wav2Vec2Model` adds the
-Gumbel quantizer of the (unmasked) LayerNormed CNN features, `project_q` and `final_proj`.
+`SpeechEncoder` is fairseq's Wav2Vec2Model without its pretraining heads: frontend (the conv
+feature encoder, or any of `frontends.REGISTRY`; gradient scaled by `feature_grad_mult`) ->
+LayerNorm -> projection to the model width -> input dropout -> learned mask embedding on masked
+frames -> Transformer encoder. MelHuBERT's variant (`feature_layer_norm=False`,
+`mask_token="zeros"`): no LayerNorm, masked frames zeroed before the projection, no embedding.
+`Wav2Vec2Model` adds the Gumbel quantizer of the (unmasked) LayerNormed frontend features,
+`project_q` and `final_proj`.
 https://arxiv.org/abs/2006.11477
 """
 import functools
@@ -13,11 +16,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxssl.models import encoder as encoder_lib
+from jaxssl.models import frontends
 from jaxssl.models import layers
 from jaxssl.models import mixers
 from jaxssl.models import quantizer as quantizer_lib
 from jaxssl.models import variants
-from jaxssl.models.frontends import cnn
 
 
 class SpeechEncoder(nn.Module):
@@ -26,6 +29,8 @@ class SpeechEncoder(nn.Module):
   make_frontend: Callable[..., nn.Module]
   make_encoder: Callable[..., nn.Module]
   feature_grad_mult: float = 1.0
+  feature_layer_norm: bool = True
+  mask_token: str = "learned"   # "learned": fairseq's mask_emb; "zeros": MelHuBERT's.
   input_dropout_rate: float = 0.0
   feature_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
@@ -36,31 +41,41 @@ class SpeechEncoder(nn.Module):
 
     Args:
       audio: [B, S] float waveform.
-      valid: [B, T] bool frame padding mask (T = variants.frames_for(S)).
-      masked: optional [B, T] bool SSL mask; masked frames are replaced by `mask_emb`.
+      valid: [B, T] bool frame padding mask (T = frontends.frames_for(S)).
+      masked: optional [B, T] bool SSL mask; masked frames are replaced by `mask_emb` (or their
+        input features by zeros, `mask_token="zeros"`).
       audio_valid: optional [B, S] bool sample padding mask (a prefix of True per row): the CNN's
-        GroupNorm then takes its statistics over valid frames only. None: every sample is real.
+        GroupNorm and the mel frontends' normalisation then take their statistics over valid
+        frames only. None: every sample is real.
       train: enables dropout and LayerDrop.
 
     Returns:
       dict with "x" [B, T, D] final output, "hidden" tuple of L+1 [B, T, D], "features"
       [B, T, C] LayerNormed CNN features before masking (after feature dropout), and
-      "features_pen" the mean squared CNN output over valid frames (fairseq's feature penalty).
+      "features_pen" the mean squared frontend output over valid frames (fairseq's feature
+      penalty).
     """
+    if self.mask_token not in ("learned", "zeros"):
+      raise ValueError(f"mask_token={self.mask_token!r}: choose 'learned' or 'zeros'.")
     feats = self.make_frontend(name="feature_extractor")(audio, audio_valid)
     feats = layers.grad_multiply(feats, self.feature_grad_mult)
     w = valid.astype(jnp.float32)[..., None]
     features_pen = (jnp.square(feats.astype(jnp.float32)) * w).sum() / jnp.maximum(
         w.sum() * feats.shape[-1], 1.0)
-    feats = layers.layer_norm("layer_norm", self.dtype)(feats)
+    if self.feature_layer_norm:
+      feats = layers.layer_norm("layer_norm", self.dtype)(feats)
+    inputs = feats
+    if masked is not None and self.mask_token == "zeros":
+      inputs = jnp.where(masked[..., None], 0.0, feats).astype(feats.dtype)
     x = layers.Dense(self.embed_dim, axes=("conv_out", "embed"), dtype=self.dtype,
-                     kernel_init=layers.torch_linear_init, name="post_extract_proj")(feats)
+                     kernel_init=layers.torch_linear_init, name="post_extract_proj")(inputs)
     x = nn.Dropout(self.input_dropout_rate)(x, deterministic=not train)
     unmasked = nn.Dropout(self.feature_dropout_rate)(feats, deterministic=not train)
-    mask_emb = self.param("mask_emb", nn.with_logical_partitioning(
-        nn.initializers.uniform(1.0), ("embed",)), (self.embed_dim,))
-    if masked is not None:
-      x = jnp.where(masked[..., None], mask_emb.astype(x.dtype), x)
+    if self.mask_token == "learned":
+      mask_emb = self.param("mask_emb", nn.with_logical_partitioning(
+          nn.initializers.uniform(1.0), ("embed",)), (self.embed_dim,))
+      if masked is not None:
+        x = jnp.where(masked[..., None], mask_emb.astype(x.dtype), x)
     x = nn.with_logical_constraint(x, ("act_batch", "act_time", "act_embed"))
     x, hidden = self.make_encoder(name="encoder")(x, valid=valid, train=train)
     return dict(x=x, hidden=hidden, features=unmasked, features_pen=features_pen)
@@ -100,8 +115,6 @@ def speech_encoder_from_config(model_cfg) -> functools.partial:
   v = variants.get(model_cfg.variant)
   dtype = jnp.dtype(model_cfg.dtype)
   fe = model_cfg.frontend
-  if fe.name != "cnn":
-    raise ValueError(f"model.frontend.name={fe.name!r}: the wav2vec 2.0 encoder takes 'cnn'.")
   mixer_kwargs = {k: v_ for k, v_ in model_cfg.mixer.items() if k != "name"}
   mixer_cls = mixers.get(model_cfg.mixer.name)
   fields = set(mixer_cls.__dataclass_fields__) - {"parent", "name", "dtype"}
@@ -123,11 +136,10 @@ def speech_encoder_from_config(model_cfg) -> functools.partial:
       activation_dropout_rate=model_cfg.activation_dropout_rate,
       layerdrop_rate=model_cfg.layerdrop_rate, scan_layers=model_cfg.scan_layers,
       remat=model_cfg.remat, dtype=dtype)
-  make_frontend = functools.partial(cnn.ConvFeatureEncoder, conv_dim=v.conv_dim, mode=fe.mode,
-                                    conv_bias=fe.conv_bias, dtype=dtype)
   return functools.partial(
-      SpeechEncoder, embed_dim=v.embed_dim, make_frontend=make_frontend,
-      make_encoder=make_encoder, feature_grad_mult=fe.feature_grad_mult,
+      SpeechEncoder, embed_dim=v.embed_dim, make_frontend=frontends.get(fe).module(fe, v, dtype),
+      make_encoder=make_encoder, feature_grad_mult=fe.get("feature_grad_mult", 1.0),
+      feature_layer_norm=model_cfg.feature_layer_norm, mask_token=model_cfg.mask_token,
       input_dropout_rate=model_cfg.input_dropout_rate,
       feature_dropout_rate=model_cfg.feature_dropout_rate, dtype=dtype)
 
@@ -147,7 +159,7 @@ def wav2vec2_from_config(config) -> Wav2Vec2Model:
 def represent(model_cfg, encoder_params, batch):
   """The SpeechEncoder of `model_cfg` as a frozen upstream (no masking, no dropout): batch
   "audio" / "valid" [B, S] -> (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
-  valid = variants.frame_valid(batch["valid"])
+  valid = frontends.frame_valid(model_cfg.frontend, batch["valid"])
   out = speech_encoder_from_config(model_cfg)().apply(
       {"params": encoder_params}, batch["audio"], valid=valid, audio_valid=batch["valid"],
       train=False)

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from jaxssl import constants
 from jaxssl import masking
 from jaxssl.data import labels as labels_lib
+from jaxssl.models import frontends
 from jaxssl.models import layers
-from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.training import objective as objective_lib
 
@@ -189,7 +189,7 @@ class HubertObjective(objective_lib.Objective):
         dtype=jnp.dtype(self.config.model.dtype))
 
   def frame_valid(self, valid_samples):
-    return variants.frame_valid(valid_samples)
+    return frontends.frame_valid(self.config.model.frontend, valid_samples)
 
   def init(self, rng, batch):
     valid = self.frame_valid(batch["valid"])

@@ -2,9 +2,10 @@
 
 Lin et al. 2022, https://arxiv.org/abs/2211.09944 ; nervjack2/MelHuBERT model.py. Differences
 from HuBERT (objectives/hubert.py), each of which saves compute or parameters:
-- no CNN: 40-d log-mel stacked to 80-d 20 ms frames (`frontends.mel_stack.MelStack`);
-- masking *before* the input projection, with zeros (no learned mask embedding), spans of 5
-  frames with mask_prob 0.7;
+- no CNN: 40-d log-mel stacked to 80-d 20 ms frames (`model.frontend.name="mel_stack"`), no
+  LayerNorm over them (`model.feature_layer_norm=False`);
+- masking *before* the input projection, with zeros (`model.mask_token="zeros"`: no learned mask
+  embedding), spans of 5 frames with mask_prob 0.7;
 - `final_proj` is a linear classifier D -> K trained with cross-entropy (no cosine logits or
   label embeddings), on masked frames only.
 Stage 1 targets are k-means units of the same log-mel frames (`python -m jaxssl.kmeans
@@ -25,10 +26,9 @@ import numpy as np
 from jaxssl import cli
 from jaxssl import masking
 from jaxssl.data import batching
+from jaxssl.models import frontends
 from jaxssl.models import layers
-from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
-from jaxssl.models.frontends import mel_stack
 from jaxssl.objectives import hubert
 from jaxssl.training import flops
 from jaxssl.training import objective as objective_lib
@@ -40,13 +40,9 @@ HUBERT_BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirnam
 
 
 class MelHubertModel(nn.Module):
-  """Stacked log-mel -> zero-masked -> Linear -> Transformer encoder -> linear classifier."""
-  make_encoder: Callable[..., nn.Module]
-  embed_dim: int
+  """SpeechEncoder (mel_stack frontend, zero masking, no feature LayerNorm) -> linear classifier."""
+  speech_encoder: Callable[..., nn.Module]
   num_classes: int
-  num_mels: int = 40
-  stack: int = 2
-  input_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -54,27 +50,15 @@ class MelHubertModel(nn.Module):
                predict: bool = True):
     """audio [B, S] (audio_valid: its [B, S] padding mask), valid/masked [B, T] bool -> dict
     "logits" [B, T, K] (if `predict`), "x" [B, T, D], "hidden" (L+1 [B, T, D]), "features"
-    [B, T, num_mels * stack]."""
-    feats = mel_stack.MelStack(self.num_mels, self.stack, name="frontend")(audio, audio_valid)
-    x = feats if masked is None else jnp.where(masked[..., None], 0.0, feats)
-    x = layers.Dense(self.embed_dim, axes=(None, "embed"), dtype=self.dtype,
-                     kernel_init=layers.torch_linear_init, name="post_extract_proj")(x)
-    x = nn.Dropout(self.input_dropout_rate)(x, deterministic=not train)
-    x = nn.with_logical_constraint(x, ("act_batch", "act_time", "act_embed"))
-    x, hidden = self.make_encoder(name="encoder")(x, valid=valid, train=train)
-    if not predict:
-      return dict(x=x, hidden=hidden, features=feats)
-    logits = layers.Dense(self.num_classes, axes=("embed", None), dtype=self.dtype,
-                          kernel_init=layers.torch_linear_init, name="final_proj")(x)
-    return dict(logits=logits, x=x, hidden=hidden, features=feats)
-
-
-def make_encoder_from_config(model_cfg):
-  """The Transformer encoder constructor of `model_cfg`, exactly as the CNN models build it."""
-  cnn_cfg = model_cfg.copy_and_resolve_references()
-  with cnn_cfg.unlocked():
-    cnn_cfg.frontend = dict(name="cnn", mode="default", conv_bias=False, feature_grad_mult=1.0)
-  return wav2vec2_model.speech_encoder_from_config(cnn_cfg).keywords["make_encoder"]
+    [B, T, C] (the frontend's)."""
+    out = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
+                                                     audio_valid=audio_valid, train=train)
+    out = dict(x=out["x"], hidden=out["hidden"], features=out["features"])
+    if predict:
+      out["logits"] = layers.Dense(self.num_classes, axes=("embed", None), dtype=self.dtype,
+                                   kernel_init=layers.torch_linear_init,
+                                   name="final_proj")(out["x"])
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +68,13 @@ class MelHubertObjective(objective_lib.Objective):
 
   @property
   def model(self):
-    m, fe = self.config.model, self.config.model.frontend
-    return MelHubertModel(
-        make_encoder=make_encoder_from_config(m), embed_dim=variants.get(m.variant).embed_dim,
-        num_classes=self.config.objective.num_clusters, num_mels=fe.num_mels, stack=fe.stack,
-        input_dropout_rate=m.input_dropout_rate, dtype=jnp.dtype(m.dtype))
+    m = self.config.model
+    return MelHubertModel(speech_encoder=wav2vec2_model.speech_encoder_from_config(m),
+                          num_classes=self.config.objective.num_clusters,
+                          dtype=jnp.dtype(m.dtype))
 
   def frame_valid(self, valid_samples):
-    return mel_stack.frame_valid(valid_samples, self.config.model.frontend.stack)
+    return frontends.frame_valid(self.config.model.frontend, valid_samples)
 
   def init(self, rng, batch):
     valid = self.frame_valid(batch["valid"])
@@ -111,7 +94,7 @@ class MelHubertObjective(objective_lib.Objective):
     out = self.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
                            audio_valid=batch["valid"], train=train,
                            rngs={"dropout": k_drop, "layerdrop": k_ld})
-    hop = mel_stack.HOP * cfg.model.frontend.stack
+    hop = frontends.hop(cfg.model.frontend)
     targets, ok = hubert.frame_targets(labels, labels_valid, valid.shape[1],
                                        cfg.data.label_rate, frame_hop=hop)
     loss, metrics = hubert.prediction_loss(

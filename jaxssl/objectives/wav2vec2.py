@@ -18,9 +18,9 @@ import jax.numpy as jnp
 
 from jaxssl import masking
 from jaxssl import validate
+from jaxssl.models import frontends
 from jaxssl.models import layers
 from jaxssl.models import quantizer as quantizer_lib
-from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.training import objective as objective_lib
 
@@ -100,7 +100,7 @@ class Wav2Vec2Objective(objective_lib.Objective):
     return wav2vec2_model.wav2vec2_from_config(self.config)
 
   def init(self, rng, batch):
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.config.model.frontend, batch["valid"])
     rngs = dict(zip(("params", "dropout", "gumbel", "layerdrop"), jax.random.split(rng, 4)))
     variables = self.model.init(rngs, batch["audio"], valid=valid, masked=valid,
                                 temperature=1.0, train=True)
@@ -110,7 +110,7 @@ class Wav2Vec2Objective(objective_lib.Objective):
     cfg = self.config
     obj = cfg.objective
     k_mask, k_neg, k_drop, k_gumbel, k_ld = jax.random.split(rng, 5)
-    valid = variants.frame_valid(batch["valid"])
+    valid = frontends.frame_valid(self.config.model.frontend, batch["valid"])
     groups = cfg.data.get("batch_groups", 1)
     masked = masking.span_mask(k_mask, valid, prob=cfg.masking.prob, span=cfg.masking.span,
                                min_spans=cfg.masking.min_spans, groups=groups)

@@ -13,18 +13,20 @@ frozen parameters get `optax.set_to_zero()` through the optimizer's multi_transf
 no optimizer state.
 
 The `peft` config section (configs/finetune/peft.py) holds every method's fields; each method
-reads its own.
+reads its own. `REGISTRY` maps `peft.method` to a `Method`; a fork adds one with
+`peft_objective.register("name", Method(...))`.
 """
 import dataclasses
 import functools
 import re
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl import registry
 from jaxssl.models import variants
 from jaxssl.peft import adalora
 from jaxssl.peft import ladder
@@ -32,16 +34,82 @@ from jaxssl.peft import lora
 from jaxssl.training import optimizers
 from jaxssl.training import objective as objective_lib
 
-METHODS = ("full", "lora", "adalora", "ladder")
 FROZEN = "speech_encoder"  # The pretrained encoder: frozen by every PEFT method.
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapters:
+  """Low-rank adapters added to the encoder's Dense kernels (LoRA, AdaLoRA).
+
+  Attributes:
+    init: (rng, params, targets=regex, rank) -> the adapters pytree.
+    deltas: (adapters, scale, dropout_rate, rng) -> `lora.adapt`'s per-layer delta functions.
+    delta_weight: one adapter -> its dense weight update (for merging).
+    rank_field: the `peft` field holding the initial rank ("rank" or "init_r").
+  """
+  init: Callable
+  deltas: Callable
+  delta_weight: Callable
+  rank_field: str = "rank"
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """What one PEFT method changes. The defaults change nothing (full fine-tuning).
+
+  Attributes:
+    freezes_encoder: whether the pretrained encoder is frozen (every method but "full").
+    adapters: low-rank adapters intercepted into the encoder's Dense layers, or None.
+    regularizer: (adapters, peft section) -> (loss term, metrics), or None.
+    model: (peft section, encoder `model` section) -> the model constructor replacing the
+      base's `make_model` (the ladder's, with its side network), or None.
+    optimizer: (tx, peft section, total_steps) -> tx (AdaLoRA's rank allocator), or None.
+  """
+  freezes_encoder: bool = True
+  adapters: Adapters | None = None
+  regularizer: Callable | None = None
+  model: Callable | None = None
+  optimizer: Callable | None = None
+
+
+def _orthogonality(adapters, cfg):
+  if cfg.orth_reg_weight <= 0:
+    return 0.0, {}
+  reg = adalora.orth_regularizer(adapters)
+  return cfg.orth_reg_weight * reg, {"orth_reg": reg}
+
+
+def _ladder_model(cfg, model_config):
+  v = variants.get(model_config.variant)
+  heads = cfg.side_heads or (v.num_heads if (v.embed_dim // cfg.reduction) % v.num_heads == 0
+                             else 1)
+  side = functools.partial(
+      ladder.LadderSide, reduction=cfg.reduction, num_heads=heads,
+      layer_norm_first=model_config.layer_norm_first, dropout_rate=cfg.dropout,
+      activation_dropout_rate=cfg.dropout, dtype=jnp.dtype(model_config.dtype))
+  return functools.partial(ladder.LadderModel, side=side)
+
+
+def _rank_allocator(tx, c, total_steps):
+  return adalora.allocator(tx, init_r=c.init_r, target_r=c.target_r, total_step=total_steps,
+                           tinit=c.tinit, tfinal=c.tfinal, delta_t=c.delta_t, beta1=c.beta1,
+                           beta2=c.beta2)
+
+
+REGISTRY = registry.Registry("PEFT method", "peft.method")
+register = REGISTRY.register
+register("full", Method(freezes_encoder=False))
+register("lora", Method(adapters=Adapters(lora.init, lora.lora_deltas, lora.delta_weight)))
+register("adalora", Method(
+    adapters=Adapters(adalora.init, adalora.deltas, adalora.delta_weight, rank_field="init_r"),
+    regularizer=_orthogonality, optimizer=_rank_allocator))
+register("ladder", Method(model=_ladder_model))
 
 
 def check(peft_cfg, trainable: str):
   """Validates the `peft` section against `optim.trainable`; returns the method name."""
   method = peft_cfg.method
-  if method not in METHODS:
-    raise ValueError(f"peft.method={method!r}; choose from {list(METHODS)}.")
-  if method != "full":
+  if REGISTRY.get(method).freezes_encoder:
     bad = [p for p in (f"{FROZEN}/encoder/layer_00/self_attn/query/dense/kernel",
                        f"{FROZEN}/encoder/pos_conv/bias")
            if re.fullmatch(trainable, p)]
@@ -68,22 +136,26 @@ class PeftObjective(objective_lib.Objective):
   freeze_encoder: bool = False
 
   @property
-  def method(self):
-    return self.cfg.method
+  def method(self) -> Method:
+    return REGISTRY.get(self.cfg.method)
 
   @property
   def _base(self):
     return dataclasses.replace(self.base, freeze_encoder=self.freeze_encoder)
 
   @property
+  def _rank(self) -> int:
+    return self.cfg[self.method.adapters.rank_field]
+
+  @property
   def scale(self) -> float:
     """alpha / r (LoRA); alpha / init_r (AdaLoRA, peft's scaling / ranknum)."""
-    rank = self.cfg.rank if self.method == "lora" else self.cfg.init_r
-    return float(self.cfg.alpha) / rank
+    return float(self.cfg.alpha) / self._rank
 
-  def _delta_fns(self, adapters, rng):
-    fn = lora.lora_deltas if self.method == "lora" else adalora.deltas
-    return fn(adapters, scale=self.scale, dropout_rate=self.cfg.dropout, rng=rng)
+  def deltas(self, adapters, rng):
+    """`lora.adapt`'s delta functions of `adapters` (dropout on the adapter input with `rng`)."""
+    return self.method.adapters.deltas(adapters, scale=self.scale,
+                                       dropout_rate=self.cfg.dropout, rng=rng)
 
   def variant(self, step):
     return self.base.variant(step)  # The recipe's frozen-encoder phase.
@@ -94,10 +166,9 @@ class PeftObjective(objective_lib.Objective):
   def init(self, rng, batch):
     k_base, k_peft = jax.random.split(rng)
     params = self._base.init(k_base, batch)
-    if self.method in ("lora", "adalora"):
-      init_fn = lora.init if self.method == "lora" else adalora.init
-      rank = self.cfg.rank if self.method == "lora" else self.cfg.init_r
-      params = dict(params, peft=init_fn(k_peft, params, targets=self.cfg.targets, rank=rank))
+    if self.method.adapters is not None:
+      params = dict(params, peft=self.method.adapters.init(
+          k_peft, params, targets=self.cfg.targets, rank=self._rank))
     return params
 
   def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
@@ -105,27 +176,27 @@ class PeftObjective(objective_lib.Objective):
     # No weight gradient for the frozen encoder: only activations flow back (LoRA) or nothing
     # does (ladder, whose model detaches the hidden states itself).
     params[FROZEN] = jax.lax.stop_gradient(params[FROZEN])
-    if self.method == "ladder":
+    if self.method.adapters is None:  # The side network (ladder) lives in the model itself.
       return self._base.loss(params, batch, rng, step=step, train=train)
     adapters = params.pop("peft")
     k_drop = jax.random.fold_in(rng, 0x1a) if train else None
-    with lora.adapt(self._delta_fns(adapters, k_drop)):
+    with lora.adapt(self.deltas(adapters, k_drop)):
       loss, metrics = self._base.loss(params, batch, rng, step=step, train=train)
     metrics = dict(metrics)
-    if self.method == "adalora" and self.cfg.orth_reg_weight > 0:
-      reg = adalora.orth_regularizer(adapters)
-      loss = loss + self.cfg.orth_reg_weight * reg
-      metrics["orth_reg"] = reg
+    if self.method.regularizer is not None:
+      term, reg_metrics = self.method.regularizer(adapters, self.cfg)
+      loss = loss + term
+      metrics.update(reg_metrics)
     return loss, metrics
 
   def export(self, params):
     """Inference params: adapters merged into the kernels (LoRA / AdaLoRA), else unchanged."""
-    if self.method not in ("lora", "adalora"):
+    if self.method.adapters is None:
       return params
     params = dict(params)
     adapters = params.pop("peft")
-    delta = lora.delta_weight if self.method == "lora" else adalora.delta_weight
-    return lora.merge(params, adapters, scale=self.scale, delta_fn=delta)
+    return lora.merge(params, adapters, scale=self.scale,
+                      delta_fn=self.method.adapters.delta_weight)
 
   def predict(self, params, batch):
     return self._base.predict(self.export(params), batch)
@@ -140,32 +211,21 @@ def wrap(base, peft_cfg, model_config):
     peft_cfg: the `peft` section.
     model_config: the encoder's `model` section (width, heads, pre/post-LN for the ladder).
   """
-  if peft_cfg.method == "full":
+  method = REGISTRY.get(peft_cfg.method)
+  if not method.freezes_encoder:
     return base
-  if peft_cfg.method in ("lora", "adalora") and model_config.get("scan_layers", False):
+  if method.adapters is not None and model_config.get("scan_layers", False):
     raise ValueError(f"peft.method={peft_cfg.method!r} needs model.scan_layers=False (adapters "
                      "are applied layer by layer).")
-  if peft_cfg.method == "ladder":
-    v = variants.get(model_config.variant)
-    heads = peft_cfg.side_heads or (v.num_heads if (v.embed_dim // peft_cfg.reduction)
-                                    % v.num_heads == 0 else 1)
-    side = functools.partial(
-        ladder.LadderSide, reduction=peft_cfg.reduction, num_heads=heads,
-        layer_norm_first=model_config.layer_norm_first, dropout_rate=peft_cfg.dropout,
-        activation_dropout_rate=peft_cfg.dropout, dtype=jnp.dtype(model_config.dtype))
-    base = dataclasses.replace(base, make_model=functools.partial(ladder.LadderModel,
-                                                                  side=side))
+  if method.model is not None:
+    base = dataclasses.replace(base, make_model=method.model(peft_cfg, model_config))
   return PeftObjective(base, peft_cfg)
 
 
 def wrap_optimizer(tx, peft_cfg, total_steps):
-  """AdaLoRA's rank allocator around `tx`; `tx` unchanged for the other methods."""
-  if peft_cfg.method != "adalora":
-    return tx
-  c = peft_cfg
-  return adalora.allocator(tx, init_r=c.init_r, target_r=c.target_r, total_step=total_steps,
-                           tinit=c.tinit, tfinal=c.tfinal, delta_t=c.delta_t, beta1=c.beta1,
-                           beta2=c.beta2)
+  """The method's optimizer wrapper around `tx` (AdaLoRA's rank allocator); else `tx`."""
+  method = REGISTRY.get(peft_cfg.method)
+  return tx if method.optimizer is None else method.optimizer(tx, peft_cfg, total_steps)
 
 
 def _bytes(tree) -> int:

@@ -32,7 +32,7 @@ def test_text_normalisation_and_character_round_trip():
 
 
 def test_unknown_task_lists_choices():
-  with pytest.raises(ValueError, match=r"Unknown task 'pr'; choose from \['asr', 'language'"):
+  with pytest.raises(ValueError, match=r"task='pr': unknown task; choose from \['asr', 'language'"):
     tasks.get("pr")
 
 

@@ -24,7 +24,7 @@ def test_encoder_config_wiring_and_bad_mixer_fields():
   c = w2v2_mixer_config.get_config("mixer=summary_mixing,runlocal")
   enc = wav2vec2_model.speech_encoder_from_config(c.model)
   mixer = enc.keywords["make_encoder"].keywords["mixer"]
-  assert mixer.func is mixers.MIXERS["summary_mixing"] and mixer.keywords["num_heads"] == 2
+  assert mixer.func is mixers.get("summary_mixing") and mixer.keywords["num_heads"] == 2
   c = w2v2_mixer_config.get_config("mixer=hyena,runlocal")
   with c.unlocked():
     c.model.mixer.max_framez = 3

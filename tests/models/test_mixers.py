@@ -56,7 +56,7 @@ def _layer_norm(x, p):
   return (x - mu) / np.sqrt(var + 1e-5) * p["scale"] + p["bias"]
 
 
-@pytest.mark.parametrize("name", sorted(mixers.MIXERS))
+@pytest.mark.parametrize("name", mixers.names())
 def test_shapes_and_finiteness(name):
   x, valid = _inputs()
   m = _mixer(name)
@@ -70,7 +70,7 @@ def test_shapes_and_finiteness(name):
   chex.assert_tree_all_finite(y0)
 
 
-@pytest.mark.parametrize("name", sorted(mixers.MIXERS))
+@pytest.mark.parametrize("name", mixers.names())
 def test_real_frames_do_not_see_padding(name):
   x, _ = _inputs(b=1, t=11, lengths=(11,))
   m = _mixer(name)
@@ -279,7 +279,7 @@ def test_mha_kernel_choice():
     mha.resolve_implementation("flash", jnp.float32)
 
 
-@pytest.mark.parametrize("name", sorted(mixers.MIXERS))
+@pytest.mark.parametrize("name", mixers.names())
 def test_gradients_are_finite_and_nonzero(name):
   x, valid = _inputs()
   m = _mixer(name, **({"dropout_rate": 0.1} if name in ("summary_mixing", "hyena") else {}))
@@ -299,7 +299,7 @@ def test_gradients_are_finite_and_nonzero(name):
   np.testing.assert_allclose(gx[~valid], 0.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(mixers.MIXERS))
+@pytest.mark.parametrize("name", mixers.names())
 def test_whole_encoder_is_padding_invariant(name):
   mixer = functools.partial(mixers.get(name), **KWARGS[name])
   enc = encoder_lib.Encoder(num_layers=1, mlp_dim=32, mixer=mixer, pos_conv_kernel=4,
@@ -313,7 +313,7 @@ def test_whole_encoder_is_padding_invariant(name):
   np.testing.assert_allclose(y_pad[:, :10], y, atol=5e-5, rtol=5e-5)
 
 
-@pytest.mark.parametrize("name", sorted(mixers.MIXERS))
+@pytest.mark.parametrize("name", mixers.names())
 def test_params_carry_known_logical_axes_and_shard(name):
   """Every mixer parameter has logical names the rules know (state_shardings raises otherwise),
   and the new parameter layouts shard on a (2, 2, 2) mesh with the same outputs as unsharded."""

@@ -9,6 +9,7 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ from configs.hubert import demo
 from jaxssl import objectives
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import sources
+from jaxssl.models import frontends
 from jaxssl.models.frontends import mel
 from jaxssl.models.frontends import mel_stack
 from jaxssl.objectives import hubert
@@ -180,8 +182,9 @@ def test_mel_stack_frontend_stacks_pairs_and_normalises_over_real_frames():
   # Padding invariance: a row padded with zeros gives the same features on its real frames.
   padded = jnp.pad(audio, ((0, 0), (0, 1_700)))
   valid = jnp.repeat(jnp.arange(5_000)[None] < 3_300, 2, 0)
-  assert mel_stack.frame_valid(valid).shape == (2, 16)
-  assert mel_stack.frame_valid(valid)[0].sum() == 11
+  fe = ml_collections.ConfigDict(dict(name="mel_stack", num_mels=40, stack=2))
+  assert frontends.frame_valid(fe, valid).shape == (2, 16)
+  assert frontends.frame_valid(fe, valid)[0].sum() == 11
   b = np.asarray(stack(padded, valid))
   np.testing.assert_allclose(b[:, :11], a, atol=2e-4)
   np.testing.assert_array_equal(b[:, 11:], 0.0)
@@ -198,6 +201,7 @@ def test_melhubert_masks_inputs_with_zeros_and_starts_at_log_k():
                labels_valid=jnp.ones((8, s // 160 + 1), bool))
   params = nn.unbox(jax.jit(obj.init)(jax.random.key(0), batch))
   assert "mask_emb" not in str(jax.tree_util.tree_structure(params))  # Zeros, not learned.
+  assert "layer_norm" not in params["speech_encoder"]  # No LayerNorm over the mel features.
   assert params["final_proj"]["dense"]["kernel"].shape == (32, 512)
   loss, m = jax.jit(lambda p, b: obj.loss(p, b, jax.random.key(1), step=0, train=False))(
       params, batch)

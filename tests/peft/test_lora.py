@@ -22,7 +22,7 @@ def _logits(objective, params):
 
   @jax.jit
   def apply(params, adapters):
-    with lora.adapt(objective._delta_fns(adapters, None)):  # pylint: disable=protected-access
+    with lora.adapt(objective.deltas(adapters, None)):
       return objective.base.model.apply({"params": params}, b["audio"], valid=valid, train=False)
 
   return apply(params, adapters)
@@ -136,3 +136,20 @@ def test_bad_targets_and_trainable_regex_are_named():
   with pytest.raises(ValueError, match="the regex must match 'peft/...'"):
     peft_objective.check(cfg, r"speech_encoder/.*|ctc_proj/.*")
   peft_objective.check(cfg, r"ctc_proj/.*|peft/.*")
+
+
+def test_a_method_registered_from_outside_trains_through_the_same_wrapper():
+  """A head-only method (frozen encoder, no adapters) registered under a new name: the encoder
+  gets exactly zero gradient, the head does not, and the config section accepts the name."""
+  peft_objective.register("head_only", peft_objective.Method(), replace=True)
+  objective = helpers.peft_objective_for("head_only")
+  assert isinstance(objective, peft_objective.PeftObjective)
+  params = helpers.init(objective)
+  assert "peft" not in params
+  grads = jax.grad(lambda p: objective.loss(p, helpers.batch(), jax.random.PRNGKey(0),
+                                            step=0)[0])(params)
+  assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["speech_encoder"]))
+  assert float(jnp.abs(grads["ctc_proj"]["dense"]["kernel"]).max()) > 0.0
+  with pytest.raises(ValueError, match=r"peft.method='loar': unknown PEFT method; .* Did you "
+                                       r"mean 'lora'"):
+    helpers.peft_objective_for("loar")

@@ -1,26 +1,24 @@
-"""Dataset builders for local speech corpora; `BUILDERS` maps CLI names to classes.
+"""Dataset builders for local speech corpora; `REGISTRY` maps `--dataset` / `data.name` to classes.
 
 Each builder lives in its own package (`builders/<name>/<name>.py`) and
 derives from `base.SpeechBuilder`, so all datasets share one feature set.
-They stay out of TFDS's global registry (see `base`); use `get(name)`.
+They stay out of TFDS's global registry (see `base`); use `get(name)`. A fork adds one with
+`builders.register("name", MyBuilder)`.
 """
+from jaxssl import registry
 from jaxssl.data.builders.common_voice import common_voice
 from jaxssl.data.builders.demo_corpus import demo_corpus
 from jaxssl.data.builders.librispeech import librispeech
 from jaxssl.data.builders.local_audio import local_audio
 from jaxssl.data.builders.multilingual_librispeech import multilingual_librispeech
 
-BUILDERS = {
-    "demo_corpus": demo_corpus.DemoCorpus,
-    "local_audio": local_audio.LocalAudio,
-    "librispeech": librispeech.Librispeech,
-    "multilingual_librispeech": multilingual_librispeech.MultilingualLibrispeech,
-    "common_voice": common_voice.CommonVoice,
-}
+REGISTRY = registry.Registry("dataset", "dataset")
+REGISTRY.register("demo_corpus", demo_corpus.DemoCorpus)
+REGISTRY.register("local_audio", local_audio.LocalAudio)
+REGISTRY.register("librispeech", librispeech.Librispeech)
+REGISTRY.register("multilingual_librispeech", multilingual_librispeech.MultilingualLibrispeech)
+REGISTRY.register("common_voice", common_voice.CommonVoice)
 
-
-def get(name):
-  """The builder class registered as `name`."""
-  if name not in BUILDERS:
-    raise ValueError(f"Unknown dataset {name!r}; choose from {sorted(BUILDERS)}.")
-  return BUILDERS[name]
+register = REGISTRY.register
+get = REGISTRY.get
+names = REGISTRY.names

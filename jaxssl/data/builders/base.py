@@ -17,7 +17,7 @@ wants a package folder with metadata files, so `_info` builds
 
 Builders are not put in TFDS's global registry (`skip_registration=True`):
 `librispeech` and `common_voice` already name TFDS's own TF-based builders.
-`jaxssl.data.builders.BUILDERS` is the registry; reading goes through files.
+`jaxssl.data.builders.REGISTRY` is the registry; reading goes through files.
 """
 import concurrent.futures
 import dataclasses

@@ -1,11 +1,95 @@
-"""Frontends: raw audio -> frame features. A config's `model.frontend.name` is a key here."""
+"""Frontends: raw audio -> frame features. `model.frontend.name` is a key of `REGISTRY`.
+
+Every encoder (wav2vec 2.0, HuBERT, MelHuBERT, fine-tuning, probes) builds its frontend here, so
+any encoder config takes any frontend:
+
+  cnn        wav2vec 2.0's conv feature encoder, 50 Hz (fields: mode, conv_bias,
+             feature_grad_mult);
+  mel        normalised log-mel at 100 Hz (fields: num_mels);
+  mel_stack  MelHuBERT's input: normalised 40-d log-mel stacked in pairs, 50 Hz (fields:
+             num_mels, stack).
+
+A `Frontend` says how its config section becomes a module and how many frames a number of samples
+gives; a fork adds one with `frontends.register("name", Frontend(...))`.
+"""
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from jaxssl import constants
+from jaxssl import registry
+from jaxssl.models import variants
 from jaxssl.models.frontends import cnn
 from jaxssl.models.frontends import mel_stack
 
-FRONTENDS = {"cnn": cnn.ConvFeatureEncoder, "mel_stack": mel_stack.MelStack}
+
+@dataclasses.dataclass(frozen=True)
+class Frontend:
+  """One frontend kind.
+
+  Attributes:
+    module: (frontend section, size `Variant`, dtype) -> a module constructor whose instances map
+      (audio [B, S], audio_valid [B, S] or None) -> [B, T, C].
+    frames_for: (frontend section, samples: int or int array) -> frames T.
+    hop: frontend section -> samples per output frame.
+    centre: frontend section -> samples from frame t's first sample (t * hop) to the centre of
+      what it sees (aligning frames with 10 ms labels, clustering/features.py).
+  """
+  module: Callable[[Any, variants.Variant, Any], Callable]
+  frames_for: Callable[[Any, Any], Any]
+  hop: Callable[[Any], int]
+  centre: Callable[[Any], int]
 
 
-def get(name):
-  if name not in FRONTENDS:
-    raise ValueError(f"Unknown frontend {name!r}; choose from {sorted(FRONTENDS)}.")
-  return FRONTENDS[name]
+REGISTRY = registry.Registry("frontend", "model.frontend.name")
+register = REGISTRY.register
+names = REGISTRY.names
+
+register("cnn", Frontend(
+    module=lambda fe, v, dtype: functools.partial(
+        cnn.ConvFeatureEncoder, conv_dim=v.conv_dim, mode=fe.mode, conv_bias=fe.conv_bias,
+        dtype=dtype),
+    frames_for=lambda fe, n: variants.frames_for(n),
+    hop=lambda fe: constants.FRAME_HOP,
+    centre=lambda fe: variants.RECEPTIVE_FIELD // 2))
+register("mel", Frontend(
+    module=lambda fe, v, dtype: functools.partial(mel_stack.MelStack, num_mels=fe.num_mels,
+                                                  stack=1),
+    frames_for=lambda fe, n: mel_stack.frames_for(n, 1),
+    hop=lambda fe: constants.MEL_HOP,
+    centre=lambda fe: 0))  # Centred STFT frames.
+register("mel_stack", Frontend(
+    module=lambda fe, v, dtype: functools.partial(mel_stack.MelStack, num_mels=fe.num_mels,
+                                                  stack=fe.stack),
+    frames_for=lambda fe, n: mel_stack.frames_for(n, fe.stack),
+    hop=lambda fe: constants.MEL_HOP * fe.stack,
+    centre=lambda fe: constants.MEL_HOP * (fe.stack - 1) // 2))  # Mid-point of the stack.
+
+
+def get(frontend_cfg) -> Frontend:
+  """The `Frontend` a `model.frontend` section names."""
+  return REGISTRY.get(frontend_cfg.name)
+
+
+def frames_for(frontend_cfg, num_samples):
+  """Output frames of `num_samples` samples (Python ints or int arrays)."""
+  return get(frontend_cfg).frames_for(frontend_cfg, num_samples)
+
+
+def hop(frontend_cfg) -> int:
+  """Samples per output frame (320 for the CNN: 50 frames per second)."""
+  return get(frontend_cfg).hop(frontend_cfg)
+
+
+def centre(frontend_cfg) -> int:
+  """Samples from a frame's start (t * hop) to the centre of what it sees."""
+  return get(frontend_cfg).centre(frontend_cfg)
+
+
+def frame_valid(frontend_cfg, valid_samples):
+  """[B, S] sample padding mask (a prefix of True per row) -> [B, T] frame padding mask."""
+  t = frames_for(frontend_cfg, valid_samples.shape[-1])
+  lengths = frames_for(frontend_cfg, valid_samples.sum(-1))
+  return jnp.arange(t)[None] < lengths[:, None]

@@ -28,13 +28,6 @@ def frames_for(num_samples, stack: int = 2):
   return -(-mel_frames_for(num_samples) // stack)
 
 
-def frame_valid(valid_samples, stack: int = 2):
-  """[B, S] sample padding mask -> [B, T] stacked-frame padding mask."""
-  t = frames_for(valid_samples.shape[-1], stack)
-  lengths = frames_for(valid_samples.sum(-1), stack)
-  return jnp.arange(t)[None] < lengths[:, None]
-
-
 class MelStack(nn.Module):
   """[B, S] audio -> [B, T, num_mels * stack] normalised stacked log-mel, T = frames_for(S)."""
   num_mels: int = 40

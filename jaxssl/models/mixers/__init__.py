@@ -1,20 +1,20 @@
 """Token mixers. Every mixer has the signature `(x [B, T, D], *, valid [B, T], train) -> [B, T, D]`,
-so `encoder.EncoderBlock` does not care which one it holds; `model.mixer.name` is a key here.
+so `encoder.EncoderBlock` does not care which one it holds; `model.mixer.name` is a key of
+`REGISTRY`. A fork adds one with `mixers.register("name", MyMixer)` (a flax Module class whose
+dataclass fields are the `model.mixer` config fields).
 """
+from jaxssl import registry
 from jaxssl.models.mixers import fnet
 from jaxssl.models.mixers import hyena
 from jaxssl.models.mixers import mha
 from jaxssl.models.mixers import summary_mixing
 
-MIXERS = {
-    "mha": mha.SelfAttention,
-    "summary_mixing": summary_mixing.SummaryMixing,
-    "fnet": fnet.FourierMixer,
-    "hyena": hyena.HyenaMixer,
-}
+REGISTRY = registry.Registry("mixer", "model.mixer.name")
+REGISTRY.register("mha", mha.SelfAttention)
+REGISTRY.register("summary_mixing", summary_mixing.SummaryMixing)
+REGISTRY.register("fnet", fnet.FourierMixer)
+REGISTRY.register("hyena", hyena.HyenaMixer)
 
-
-def get(name):
-  if name not in MIXERS:
-    raise ValueError(f"Unknown mixer {name!r}; choose from {sorted(MIXERS)}.")
-  return MIXERS[name]
+register = REGISTRY.register
+get = REGISTRY.get
+names = REGISTRY.names
