@@ -6,6 +6,8 @@ teacher's CNN, projection, positional conv and first layers.
 """
 import ml_collections as mlc
 
+from jaxssl.distill import objective as distill_objective
+
 
 def distill_sections(c, *, teacher, target_layers=(4, 8, 12), target_dim=768,
                      feature_layer_norm=False):
@@ -23,6 +25,9 @@ def distill_sections(c, *, teacher, target_layers=(4, 8, 12), target_dim=768,
       cosine_weight=1.0,               # lambda of -log sigmoid(cos).
       teacher_dtype="float32",         # "bfloat16": teacher weights and compute in bf16.
       init_from_teacher=True,
+      # Regex of the teacher weights copied into the student; s3prl's scope: CNN, projection,
+      # positional conv and the first layers, not the encoder's LayerNorm.
+      teacher_copy=distill_objective.S3PRL_COPIED,
       cache_dir="",                    # A teacher-output cache (python -m jaxssl.distill.cache).
   ))
   c.objective = mlc.ConfigDict(dict(name="distill"))

@@ -33,8 +33,11 @@ def get_config(arg=None):
       dropout_rate=0.1, attention_dropout_rate=0.1, activation_dropout_rate=0.1,
       input_dropout_rate=0.0, feature_dropout_rate=0.0, layerdrop_rate=0.0)
   distill.distill_sections(c, teacher=arg.teacher, target_layers=(4, 8, 12), target_dim=768)
-  # s3prl: AdamW lr 2e-4, 7% linear warmup then linear decay, grad clip 5, wd 1e-6.
-  c.optim = common.adamw(lr=2e-4, weight_decay=1e-6, clip_norm=5.0)
+  # s3prl: AdamW lr 2e-4, 7% linear warmup then linear decay, grad clip 5. Its YAML says weight
+  # decay 1e-6, but s3prl's runner builds two parameter groups that override it: 0.01 for
+  # parameters whose name holds none of "bias", "LayerNorm.bias", "LayerNorm.weight", else 0.
+  # Its LayerNorms are named `layer_norm`, so only the biases escape: wd 0.01 on the rest.
+  c.optim = common.adamw(lr=2e-4, weight_decay=0.01, no_decay=r".*/bias", clip_norm=5.0)
   c.schedule = dict(name="warmup_poly", warmup_steps=14_000, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()
   c.mesh = common.mesh()

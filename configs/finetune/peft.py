@@ -7,8 +7,10 @@
 
 Every method's fields are in the one section (each method reads its own), so command-line
 overrides work whichever method is chosen. Defaults (docs/reference.md):
-- LoRA (Hu et al. 2021, peft LoraConfig): r 8, alpha 16, dropout 0, on the attention query and
-  value projections (the paper's W_q, W_v).
+- LoRA (Hu et al. 2021): r 8, alpha 16 (scale alpha / r = 2), dropout 0, on the attention query
+  and value projections (the paper's W_q, W_v). peft's LoraConfig defaults to alpha 8 (scale 1);
+  16 is kept because the README's PEFT tables were measured with it (`--config.peft.alpha=8`
+  gives peft's).
 - AdaLoRA (peft AdaLoraConfig): init_r 12 -> target_r 8, alpha 8 (scale alpha / init_r),
   beta1 = beta2 = 0.85, orth_reg_weight 0.5, reallocation every delta_t = 10 steps between
   tinit (the head-only phase + 10% of the other updates) and total - tfinal (tfinal 20% of the

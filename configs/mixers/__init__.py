@@ -33,8 +33,14 @@ def mixer_section(name, c):
       filter_dim=64, filter_emb_dim=33, dropout_rate=0.0))
 
 
+# safari's HyenaFilter gives its implicit filter (the MLP, its Sin frequencies) weight decay 0.
+HYENA_NO_DECAY = r".*/filter_fn/.*"
+
+
 def with_mixer(c, name):
   """Recipe `c` (a locked ConfigDict) with its mixer replaced by `name`; returns it locked."""
   with c.unlocked():
     c.model.mixer = mixer_section(name, c)
+    if name == "hyena" and "optim" in c:
+      c.optim.no_decay = "|".join(p for p in (c.optim.get("no_decay", ""), HYENA_NO_DECAY) if p)
   return c.lock()

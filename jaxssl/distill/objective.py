@@ -15,6 +15,7 @@ engine's step runs it unchanged.
 import dataclasses
 import functools
 import logging
+import re
 from typing import Any
 
 from flax import traverse_util
@@ -139,7 +140,8 @@ class DistillObjective(objective_lib.Objective):
     del constants  # The teacher is loaded even when a cache replaces its forward.
     if not self.config.distill.init_from_teacher:
       return params
-    params, report = init_from_teacher(params, self._loaded["teacher"].params["speech_encoder"])
+    params, report = init_from_teacher(params, self._loaded["teacher"].params["speech_encoder"],
+                                       self.config.distill.get("teacher_copy", S3PRL_COPIED))
     logging.info("Student init from the teacher: took %d params, kept %s.",
                  len(report["taken"]), report["kept"])
     return params
@@ -200,17 +202,24 @@ def _loop_layers(params):
   return encoder_lib.scan_to_loop(params, num)
 
 
-def init_from_teacher(student_params, teacher_encoder_params):
-  """Copies the teacher's feature encoder, projection, positional conv and first layers.
+# s3prl's init_teacher_conv_layers / init_teacher_encoder_layers copy the CNN, the projection,
+# the positional conv and the first layers, not the encoder's LayerNorm (DistilHuBERT).
+S3PRL_COPIED = (r"feature_extractor/.*|post_extract_proj/.*|encoder/pos_conv/.*|"
+                r"encoder/layer_\d+/.*")
 
-  s3prl's init_teacher_conv_layers / init_teacher_encoder_layers: every student parameter
-  outside the heads whose '/'-path exists in the teacher's speech encoder with the same shape
-  is taken (student layer i <- teacher layer i). Scanned layers on either side are handled.
+
+def init_from_teacher(student_params, teacher_encoder_params, copied=S3PRL_COPIED):
+  """Copies the teacher's weights that `copied` names into the student.
+
+  Every student parameter outside the heads whose '/'-path fullmatches `copied` and exists in
+  the teacher's speech encoder with the same shape is taken (student layer i <- teacher layer i).
+  Scanned layers on either side are handled.
 
   Args:
     student_params: the student's (unboxed) params: "feature_extractor", "post_extract_proj",
       "encoder", "heads", ...
     teacher_encoder_params: the teacher objective's params["speech_encoder"].
+    copied: regex of the '/'-paths to take (`distill.teacher_copy`; default s3prl's scope).
 
   Returns:
     (params, report): report lists '/'-paths "taken" and "kept" (student init kept).
@@ -221,7 +230,8 @@ def init_from_teacher(student_params, teacher_encoder_params):
   report = dict(taken=[], kept=[])
   for name, x in ours.items():
     t = theirs.get(name)
-    if not name.startswith("heads/") and t is not None and tuple(t.shape) == tuple(x.shape):
+    if (not name.startswith("heads/") and re.fullmatch(copied, name) and t is not None
+        and tuple(t.shape) == tuple(x.shape)):
       # A copy, never the teacher's buffer: the student's state is donated to the train step.
       ours[name] = jnp.array(t, x.dtype, copy=True)
       report["taken"].append(name)

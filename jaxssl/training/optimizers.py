@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-_OPTIM_FIELDS = ("name", "lr", "b1", "b2", "eps", "weight_decay", "clip_norm", "grad_accum_steps",
-                 "trainable")
+_OPTIM_FIELDS = ("name", "lr", "b1", "b2", "eps", "weight_decay", "no_decay", "clip_norm",
+                 "grad_accum_steps", "trainable")
 
 
 def _check_fields(section, cfg, allowed):
@@ -141,11 +141,22 @@ def trainable_labels(trainable):
   return labels
 
 
+def decay_mask(no_decay):
+  """An optax `mask` callable: True (decayed) where the regex does not fullmatch the param path;
+  None for "" (everything decayed, and the optimizer state keeps its unmasked structure)."""
+  if not no_decay:
+    return None
+  pattern = re.compile(no_decay)
+  return lambda params: jax.tree_util.tree_map_with_path(
+      lambda p, _: not pattern.fullmatch(param_path(p)), params)
+
+
 def make_optimizer(optim_cfg, schedule_cfg, total_steps):
   """Builds the optimizer from the `optim` and `schedule` config sections.
 
   Args:
-    optim_cfg: `name` ("adamw"), lr, b1, b2, eps, weight_decay, clip_norm (0: off),
+    optim_cfg: `name` ("adamw"), lr, b1, b2, eps, weight_decay, no_decay (regex of param paths
+      without weight decay, e.g. r".*bias"; "" or absent: none), clip_norm (0: off),
       grad_accum_steps (read by the train step), trainable (regex over param paths, default ".*").
     schedule_cfg: `name` in SCHEDULES plus that schedule's fields.
     total_steps: number of updates the run makes (the decay horizon).
@@ -166,7 +177,8 @@ def make_optimizer(optim_cfg, schedule_cfg, total_steps):
       optax.clip_by_global_norm(clip) if clip > 0 else optax.identity(),
       # optax.adamw decays decoupled from the gradient (p -= lr * wd * p), as fairseq's Adam.
       optax.adamw(lr_schedule, b1=optim_cfg.get("b1", 0.9), b2=optim_cfg.get("b2", 0.98),
-                  eps=optim_cfg.get("eps", 1e-6), weight_decay=optim_cfg.get("weight_decay", 0.0)))
+                  eps=optim_cfg.get("eps", 1e-6), weight_decay=optim_cfg.get("weight_decay", 0.0),
+                  mask=decay_mask(optim_cfg.get("no_decay", ""))))
   trainable = optim_cfg.get("trainable", ".*")
   tx = optax.multi_transform({"train": train_tx, "freeze": optax.set_to_zero()},
                              trainable_labels(trainable))

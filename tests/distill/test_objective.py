@@ -86,7 +86,18 @@ def test_student_is_initialised_from_the_teacher_and_is_an_objective(tmp_path):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(new["post_extract_proj"]["dense"]["kernel"],
                                 enc["post_extract_proj"]["dense"]["kernel"])
-  assert all(k.startswith("heads/") for k in report["kept"]) and report["kept"]
+  # s3prl's scope: not the heads, the encoder's LayerNorm or one over the CNN features.
+  assert sorted(k for k in report["kept"] if not k.startswith("heads/")) == [
+      "encoder/layer_norm/bias", "encoder/layer_norm/scale", "layer_norm/bias",
+      "layer_norm/scale"]
+  doubled = jax.tree.map(lambda x: x * 2.0 + 1.0, t_params["speech_encoder"])
+  scoped, _ = objective_lib.init_from_teacher(params, doubled)
+  np.testing.assert_array_equal(scoped["encoder"]["layer_norm"]["scale"],
+                                params["encoder"]["layer_norm"]["scale"])
+  everything, report = objective_lib.init_from_teacher(params, doubled, ".*")
+  assert all(k.startswith("heads/") for k in report["kept"])
+  np.testing.assert_array_equal(everything["encoder"]["layer_norm"]["scale"],
+                                doubled["encoder"]["layer_norm"]["scale"])
   # Copies, not the teacher's buffers (the student's state is donated to the train step).
   assert (new["post_extract_proj"]["dense"]["kernel"].unsafe_buffer_pointer()
           != enc["post_extract_proj"]["dense"]["kernel"].unsafe_buffer_pointer())

@@ -14,10 +14,12 @@ import pytest
 from configs import mixers as mixer_configs
 from configs.mixers import wav2vec2 as w2v2_mixer_config
 from jaxssl import objectives
+from jaxssl.data import batching
 from jaxssl.models import mixers
 from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.models.mixers import hyena
+from jaxssl.training import optimizers
 
 
 def test_encoder_config_wiring_and_bad_mixer_fields():
@@ -90,13 +92,17 @@ def test_hubert_and_melhubert_sweeps_build_the_loss_with_every_mixer(recipe):
     ("hubert", "configs.hubert.demo", "recipe=demo,iteration=2", "iteration=2"),
 ])
 def test_sweeps_change_only_the_mixer(sweep, recipe, arg, recipe_arg):
-  """Same recipe, same budget: every field but model.mixer equals the recipe's."""
+  """Same recipe, same budget: every field but model.mixer equals the recipe's (and, for Hyena,
+  optim.no_decay: its implicit filter takes no weight decay)."""
   recipe = pytest.importorskip(recipe)  # HuBERT's configs land with the HuBERT objective.
   sweep = importlib.import_module(f"configs.mixers.{sweep}")
   ref = recipe.get_config(recipe_arg).to_dict()
   for name in mixer_configs.MIXER_NAMES:
     c = sweep.get_config(f"mixer={name},{arg}").to_dict()
     assert c["model"].pop("mixer")["name"] == name
+    no_decay = c["optim"].pop("no_decay")
+    assert no_decay == (mixer_configs.HYENA_NO_DECAY if name == "hyena" else "")
+    ref["optim"].pop("no_decay", None)
     assert c["model"] == {k: v for k, v in ref["model"].items() if k != "mixer"}
     assert {k: v for k, v in c.items() if k != "model"} == {
         k: v for k, v in ref.items() if k != "model"}
@@ -105,3 +111,15 @@ def test_sweeps_change_only_the_mixer(sweep, recipe, arg, recipe_arg):
   # The built encoder takes the mixer's fields (a locked config rejects typos before that).
   enc = wav2vec2_model.speech_encoder_from_config(hyena_cfg.model)
   assert enc.keywords["make_encoder"].keywords["mixer"].func is hyena.HyenaMixer
+
+
+def test_hyena_sweep_leaves_the_implicit_filter_without_weight_decay():
+  """safari's HyenaFilter: weight decay 0 on the implicit filter's MLP and Sin frequencies."""
+  c = w2v2_mixer_config.get_config("mixer=hyena,runlocal")
+  params = jax.eval_shape(objectives.build(c).init, jax.random.key(0), batching.dummy_batch())
+  decayed = optimizers.decay_mask(c.optim.no_decay)(nn.unbox(params))
+  flat = {optimizers.param_path(p): d for p, d in jax.tree_util.tree_flatten_with_path(decayed)[0]}
+  filters = [p for p in flat if "/filter_fn/" in p]
+  assert filters and not any(flat[p] for p in filters)
+  assert all(flat[p] for p in flat if "/filter_fn/" not in p)  # Everything else decays.
+  assert "sin_freq" in " ".join(filters)

@@ -122,7 +122,7 @@ def test_classifier_is_the_head_group_and_trains_while_the_encoder_waits():
 def test_config_errors_are_named(tmp_path):
   with pytest.raises(ValueError, match=r"task='phone'; choose from \['speaker', 'language'\]"):
     utterance_demo.get_config("task=phone")
-  with pytest.raises(ValueError, match=r"peft='qlora'"):
+  with pytest.raises(ValueError, match=r"peft.method='qlora': unknown PEFT method"):
     utterance_demo.get_config("peft=qlora")
   c = utterance_demo.get_config("runlocal")
   with c.unlocked():

@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from configs import common
+from configs.distill import distilhubert
 from jaxssl.training import optimizers
 
 
@@ -106,3 +107,29 @@ def test_demo_config_builds():
   _, schedule = optimizers.make_optimizer(c.optim, c.schedule, c.total_steps)
   assert math.isclose(float(schedule(c.schedule.warmup_steps)), c.optim.lr, rel_tol=1e-6)
   assert float(schedule(c.total_steps)) == pytest.approx(c.schedule.end_lr)
+
+
+def test_distilhubert_decays_all_but_biases_at_s3prls_effective_rate():
+  """s3prl's parameter groups: weight decay 0.01 on every weight whose name holds none of "bias",
+  "LayerNorm.bias", "LayerNorm.weight" (its LayerNorms are named layer_norm, so their scales are
+  decayed), 0 on the biases; the YAML's 1e-6 is overridden. With zero gradients Adam moves
+  nothing, so one update is exactly -lr * wd * p on the decayed params and 0 elsewhere."""
+  optim = distilhubert.get_config("runlocal").optim
+  assert (optim.weight_decay, optim.no_decay) == (0.01, r".*/bias")
+  params = {"encoder": {"layer_00": {"fc1": {"kernel": jnp.full((3, 4), 2.0),
+                                             "bias": jnp.full((4,), 2.0)},
+                                     "final_layer_norm": {"scale": jnp.full((4,), 2.0),
+                                                          "bias": jnp.full((4,), 2.0)}}}}
+  tx, _ = optimizers.make_optimizer(optim, {"name": "constant", "warmup_steps": 0}, 10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  layer = updates["encoder"]["layer_00"]
+  decayed = -optim.lr * 0.01 * 2.0
+  np.testing.assert_allclose(layer["fc1"]["kernel"], decayed, rtol=1e-6)
+  np.testing.assert_allclose(layer["final_layer_norm"]["scale"], decayed, rtol=1e-6)
+  np.testing.assert_array_equal(layer["fc1"]["bias"], 0.0)
+  np.testing.assert_array_equal(layer["final_layer_norm"]["bias"], 0.0)
+  # Without `no_decay` every parameter decays (and the state keeps its unmasked structure).
+  plain = dict(optim, no_decay="")
+  tx, _ = optimizers.make_optimizer(plain, {"name": "constant", "warmup_steps": 0}, 10)
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  np.testing.assert_allclose(updates["encoder"]["layer_00"]["fc1"]["bias"], decayed, rtol=1e-6)

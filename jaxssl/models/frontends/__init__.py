@@ -5,9 +5,12 @@ any encoder config takes any frontend:
 
   cnn        wav2vec 2.0's conv feature encoder, 50 Hz (fields: mode, conv_bias,
              feature_grad_mult);
-  mel        normalised log-mel at 100 Hz (fields: num_mels);
+  mel        normalised log-mel at 100 Hz (fields: num_mels, features);
   mel_stack  MelHuBERT's input: normalised 40-d log-mel stacked in pairs, 50 Hz (fields:
-             num_mels, stack).
+             num_mels, stack, features).
+
+`features` picks the log-mel: "librosa" (Hann, Slaney mel, centred frames; the default) or
+"kaldi" (Kaldi's fbank as MelHuBERT computes it, `kaldi_fbank.py`: whole frames only).
 
 A `Frontend` says how its config section becomes a module and how many frames a number of samples
 gives; a fork adds one with `frontends.register("name", Frontend(...))`.
@@ -22,6 +25,7 @@ from jaxssl import constants
 from jaxssl import registry
 from jaxssl.models import variants
 from jaxssl.models.frontends import cnn
+from jaxssl.models.frontends import kaldi_fbank
 from jaxssl.models.frontends import mel_stack
 
 
@@ -54,18 +58,28 @@ register("cnn", Frontend(
     frames_for=lambda fe, n: variants.frames_for(n),
     hop=lambda fe: constants.FRAME_HOP,
     centre=lambda fe: variants.RECEPTIVE_FIELD // 2))
-register("mel", Frontend(
-    module=lambda fe, v, dtype: functools.partial(mel_stack.MelStack, num_mels=fe.num_mels,
-                                                  stack=1),
-    frames_for=lambda fe, n: mel_stack.frames_for(n, 1),
-    hop=lambda fe: constants.MEL_HOP,
-    centre=lambda fe: 0))  # Centred STFT frames.
-register("mel_stack", Frontend(
-    module=lambda fe, v, dtype: functools.partial(mel_stack.MelStack, num_mels=fe.num_mels,
-                                                  stack=fe.stack),
-    frames_for=lambda fe, n: mel_stack.frames_for(n, fe.stack),
-    hop=lambda fe: constants.MEL_HOP * fe.stack,
-    centre=lambda fe: constants.MEL_HOP * (fe.stack - 1) // 2))  # Mid-point of the stack.
+def _features(fe):
+  return fe.get("features", "librosa")  # Configs written before 2026-12-06 have no field.
+
+
+def _stack(fe):
+  return fe.get("stack", 1)  # "mel" is "mel_stack" without stacking.
+
+
+def _mel_centre(fe):
+  """librosa's frames are centred on t * 160; Kaldi's 400-sample frames start there. A stack
+  is centred between its first and last frame."""
+  first = 0 if _features(fe) == "librosa" else kaldi_fbank.FRAME_LENGTH // 2
+  return first + constants.MEL_HOP * (_stack(fe) - 1) // 2
+
+
+for _name in ("mel", "mel_stack"):
+  register(_name, Frontend(
+      module=lambda fe, v, dtype: functools.partial(
+          mel_stack.MelStack, num_mels=fe.num_mels, stack=_stack(fe), features=_features(fe)),
+      frames_for=lambda fe, n: mel_stack.frames_for(n, _stack(fe), _features(fe)),
+      hop=lambda fe: constants.MEL_HOP * _stack(fe),
+      centre=_mel_centre))
 
 
 def get(frontend_cfg) -> Frontend:

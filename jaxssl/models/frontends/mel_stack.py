@@ -2,7 +2,10 @@
 
 Lin et al. 2022, "MelHuBERT: A simplified HuBERT on Mel spectrograms",
 https://arxiv.org/abs/2211.09944 ; nervjack2/MelHuBERT (dataset.py, config_model_20ms.yaml).
-There is no CNN: 40-d log-mel at 100 Hz (`frontends.mel.log_mel`, computed in the graph) is
+There is no CNN: 40-d log-mel at 100 Hz, computed in the graph, either Kaldi's fbank as
+MelHuBERT extracts it (`features="kaldi"`: `frontends.kaldi_fbank`, Hamming window,
+pre-emphasis, whole frames only) or librosa's (`features="librosa"`: `frontends.mel.log_mel`,
+Hann, Slaney mel, centred frames), is
 normalised per utterance and every two consecutive frames are concatenated, [f_2t ; f_2t+1],
 the odd tail padded with zeros, giving 80-d frames at 50 Hz: the CNN frontend's frame rate, so
 the same span masking and 50 Hz targets apply. MelHuBERT normalises with the training set's
@@ -13,25 +16,31 @@ padding correctly. The module has no parameters.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxssl.models.frontends import kaldi_fbank
 from jaxssl.models.frontends import mel
 
 HOP = 160  # 10 ms mel frames at 16 kHz.
+FEATURES = ("librosa", "kaldi")
 
 
-def mel_frames_for(num_samples):
-  """10 ms log-mel frames of `num_samples` samples (ints or int arrays)."""
+def mel_frames_for(num_samples, features: str = "librosa"):
+  """10 ms log-mel frames of `num_samples` samples (ints or int arrays): 1 + S // 160 centred
+  frames (librosa), or the whole 25 ms frames (Kaldi's snip_edges)."""
+  if features == "kaldi":
+    return kaldi_fbank.frames_for(num_samples)
   return 1 + num_samples // HOP
 
 
-def frames_for(num_samples, stack: int = 2):
+def frames_for(num_samples, stack: int = 2, features: str = "librosa"):
   """Stacked output frames of `num_samples` samples: ceil(mel frames / stack)."""
-  return -(-mel_frames_for(num_samples) // stack)
+  return -(-mel_frames_for(num_samples, features) // stack)
 
 
 class MelStack(nn.Module):
   """[B, S] audio -> [B, T, num_mels * stack] normalised stacked log-mel, T = frames_for(S)."""
   num_mels: int = 40
   stack: int = 2
+  features: str = "librosa"  # Or "kaldi" (MelHuBERT's).
   normalize: bool = True
   eps: float = 1e-5
 
@@ -40,12 +49,17 @@ class MelStack(nn.Module):
     """Args: audio [B, S] float; valid: optional [B, S] bool sample padding mask (the
     statistics are taken over the 10 ms frames of real audio only, and the others are zeroed).
     Returns [B, T, num_mels * stack] float32."""
-    feats = mel.log_mel(audio, n_mels=self.num_mels)  # [B, T_mel, M]
+    if self.features not in FEATURES:
+      raise ValueError(f"model.frontend.features={self.features!r}: choose from {FEATURES}.")
+    if self.features == "kaldi":
+      feats = kaldi_fbank.fbank(audio, num_bins=self.num_mels)  # [B, T_mel, M]
+    else:
+      feats = mel.log_mel(audio, n_mels=self.num_mels)
     b, t_mel, m = feats.shape
     t = -(-t_mel // self.stack)
     if self.normalize:
       lengths = mel_frames_for(valid.sum(-1) if valid is not None else jnp.full(
-          (b,), audio.shape[1]))
+          (b,), audio.shape[1]), self.features)
       w = (jnp.arange(t_mel)[None] < lengths[:, None]).astype(feats.dtype)[..., None]
       n = jnp.maximum(w.sum(1, keepdims=True), 1.0)
       mean = (feats * w).sum(1, keepdims=True) / n
