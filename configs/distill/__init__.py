@@ -33,12 +33,24 @@ def distill_sections(c, *, teacher, target_layers=(4, 8, 12), target_dim=768,
   c.objective = mlc.ConfigDict(dict(name="distill"))
 
 
-def supernet_section(c, *, space, menu_size=8, seed=0):
-  """Sets c.supernet and the student's subnet to the space's largest (LightHuBERT)."""
-  from jaxssl.distill import supernet  # pylint: disable=g-import-not-at-top
-  largest = supernet.get_space(space).largest
-  c.supernet = mlc.ConfigDict(dict(space=space, menu_size=menu_size, seed=seed))
-  c.student.subnet = largest.to_dict()
+def lighthubert_sections(c, *, space, stage, stage1="", normalize=False):
+  """Turns a distillation config `c` into LightHuBERT's (jaxssl/distill/lighthubert.py).
+
+  The supernet is the teacher's shape; stage 1 copies the whole teacher into it and predicts
+  the teacher's last layer on masked frames; stage 2 starts from the stage-1 run `stage1`
+  (ckpt.init_from) and trains a fresh uniform subnet every step.
+  """
+  if stage not in (1, 2):
+    raise ValueError(f"Config argument stage={stage}: choose 1 or 2.")
+  c.objective = mlc.ConfigDict(dict(name="lighthubert"))
+  c.lighthubert = mlc.ConfigDict(dict(space=space, stage=stage, normalize=normalize))
+  c.masking = mlc.ConfigDict(dict(prob=0.65, span=10, min_spans=2))  # The reference's defaults.
+  c.distill.teacher_copy = ".*"                # The whole teacher: the supernet is its shape.
+  c.distill.init_from_teacher = stage == 1
+  if stage == 2:
+    c.ckpt.init_from = stage1
+  if "student" in c:
+    del c["student"]
 
 
 TINY_DIMS = dict(embed_dim=32, mlp_dim=64, num_heads=2, conv_dim=32, final_dim=16,

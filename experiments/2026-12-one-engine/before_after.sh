@@ -34,8 +34,11 @@ run distill -m jaxssl.main --config=configs/distill/demo.py --config.distill.tea
   --config.data.data_dir="$data" --config.total_steps=200 --workdir="$out/distill"
 run hubert -m jaxssl.main --config=configs/hubert/demo.py:iteration=1 --workdir="$out/hubert" \
   --config.total_steps=200 --config.data.data_dir="$data"
-for m in adalora ladder; do
-  run $m -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py:peft=$m \
-    --config.upstream="$out/w2v2" --config.data.data_dir="$data" --config.total_steps=100 \
-    --config.eval_every_steps=50 --workdir="$out/$m"
-done
+# AdaLoRA's budget phases are fractions of the config's total_steps: set them for 100 steps.
+run adalora -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py:peft=adalora \
+  --config.upstream="$out/w2v2" --config.data.data_dir="$data" --config.total_steps=100 \
+  --config.eval_every_steps=50 --config.peft.tinit=10 --config.peft.tfinal=20 \
+  --workdir="$out/adalora"
+run ladder -m jaxssl.evaluate --config=configs/finetune/ctc_demo.py:peft=ladder \
+  --config.upstream="$out/w2v2" --config.data.data_dir="$data" --config.total_steps=100 \
+  --config.eval_every_steps=50 --workdir="$out/ladder"

@@ -77,8 +77,13 @@ def stage_train(w):
   if not trained(f"{w}/student"):
     sh(sys.executable, "-m", "jaxssl.main", "--config=configs/distill/demo.py",
        f"--workdir={w}/student", teacher)
-  if not trained(f"{w}/supernet"):
-    sh(sys.executable, "-m", "jaxssl.main", "--config=configs/distill/lighthubert.py:space=demo",
+  if not trained(f"{w}/supernet_stage1"):  # LightHuBERT stage 1: the full supernet.
+    sh(sys.executable, "-m", "jaxssl.main",
+       "--config=configs/distill/lighthubert.py:space=demo,stage=1",
+       f"--workdir={w}/supernet_stage1", teacher)
+  if not trained(f"{w}/supernet"):  # Stage 2: a fresh subnet every step, from stage 1.
+    sh(sys.executable, "-m", "jaxssl.main",
+       f"--config=configs/distill/lighthubert.py:space=demo,stage=2,stage1={w}/supernet_stage1",
        f"--workdir={w}/supernet", teacher)
   for s in SUBNETS:
     if not os.path.exists(os.path.join(REPO, w, f"subnet_{s}", "config.json")):

@@ -5,8 +5,9 @@
       --output=workdir/distill_demo/subnet_default
 
 --subnet is "largest", "smallest", "default" (the search space's, docs/reference.md) or explicit
-"embed=640,heads=10,ffn_ratio=4.0,depth=12" (the same heads and FFN ratio in every layer). The
-output (config.json + ckpt/0) is a probe upstream (`--config.upstream=<output>`) or a teacher.
+"embed=640,heads=10,ffn_ratio=4.0,depth=12" (the same heads and FFN ratio in every layer); any
+subnet of the space, cut by the reference's slicing (supernet.py). The output (config.json +
+ckpt/0) is a probe upstream (`--config.upstream=<output>`) or a teacher.
 """
 import json
 
@@ -45,10 +46,10 @@ def main(argv):
   if not f.supernet or not f.output:
     raise app.UsageError("--supernet and --output are required.")
   config = pretrained.load_config(f.supernet)
-  if not config.get("supernet", {}).get("space", ""):
-    raise app.UsageError(f"--supernet={f.supernet!r}: its config.json has no supernet.space; "
-                         "it is not a LightHuBERT supernet run.")
-  space = supernet.get_space(config.supernet.space)
+  if config.get("objective", {}).get("name") != "lighthubert":
+    raise app.UsageError(f"--supernet={f.supernet!r}: its config.json's objective is not "
+                         "'lighthubert'; it is not a LightHuBERT supernet run.")
+  space = supernet.get_space(config.lighthubert.space)
   subnet = parse_subnet(f.subnet, space)
   _, params = supernet.extract(f.supernet, subnet, f.output, overwrite=f.overwrite)
   print(json.dumps(dict(output=f.output, subnet=subnet.to_dict(),

@@ -13,7 +13,6 @@ teacher-output cache (`distill.cache`), so the loss is a pure function of (param
 engine's step runs it unchanged.
 """
 import dataclasses
-import functools
 import logging
 import re
 from typing import Any
@@ -27,7 +26,6 @@ from jaxssl import objectives
 from jaxssl.data import batching
 from jaxssl.distill import cache as cache_lib
 from jaxssl.distill import student as student_lib
-from jaxssl.distill import supernet
 from jaxssl.distill import teacher as teacher_lib
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import frontends
@@ -72,14 +70,14 @@ class DistillObjective(objective_lib.Objective):
   The engine hooks (training/objective.py), in the order they run:
     constants       loads `distill.teacher` into the student's mesh (optionally bfloat16);
     initial_params  copies the teacher's CNN, projection, positional conv and first layers
-                    into a fresh student (`distill.init_from_teacher`);
-    variant         with a `supernet` section (LightHuBERT), the menu index of step t's subnet
-                    (`supernet.subnet_for_step`), so each subnet is compiled once;
+                    into a fresh student (`distill.init_from_teacher`, `distill.teacher_copy`);
     prepare         the teacher's forward (no gradient) when it runs in the step.
+  LightHuBERT (lighthubert.py) subclasses it with its own model and loss.
 
   Attributes:
     config: the distillation config (configs/distill/*.py).
-    subnet: a LightHuBERT subnet that overrides the config's architecture (`supernet.py`).
+    subnet: a LightHuBERT subnet that overrides the config's architecture (an extracted subnet
+      is a standalone student of this objective).
     teacher: an already loaded `teacher.Teacher` (default: load `distill.teacher`).
   """
   config: Any
@@ -96,11 +94,6 @@ class DistillObjective(objective_lib.Objective):
   def online(self):
     """Whether the teacher runs in the step (no teacher-output cache)."""
     return not self.config.distill.get("cache_dir", "")
-
-  @functools.cached_property
-  def menu(self):
-    """The supernet's subnets (a LightHuBERT run), else ()."""
-    return supernet.menu(self.config) if self.config.get("supernet", {}).get("space", "") else ()
 
   def init(self, rng, batch):
     valid = frontends.frame_valid(self.config.model.frontend, batch["valid"])
@@ -146,21 +139,10 @@ class DistillObjective(objective_lib.Objective):
                  len(report["taken"]), report["kept"])
     return params
 
-  def variant(self, step):
-    return supernet.subnet_for_step(self.config, step, self.menu) if self.menu else None
-
-  def specialize(self, variant):
-    if variant is None:
-      return self
-    return SubnetObjective(self.config, self.menu[variant], parent=self)
-
   def prepare(self, constants, batch):
     if not self.online:
       return batch  # The cache's batches hold the targets.
     return dict(batch, targets=self._loaded["teacher"].targets(constants, batch))
-
-  def log_extras(self, step):
-    return {"train/subnet_index": float(self.variant(step))} if self.menu else {}
 
   def make_loader(self, config, *, source=None):
     if self.online:
@@ -169,18 +151,10 @@ class DistillObjective(objective_lib.Objective):
 
   def dry_run_report(self):
     """The student's size from abstract shapes (the teacher is not loaded): num_params with
-    and without heads, and for a supernet its menu size and each subnet's size."""
-    def count(subnet=None):
-      obj = DistillObjective(self.config, subnet)
-      params = nn.unbox(jax.eval_shape(obj.init, jax.random.PRNGKey(0), batching.dummy_batch()))
-      return num_params(params), num_params(params, heads=False)
-
-    total, without = count()
-    out = dict(num_params=total, num_params_without_heads=without)
-    if self.menu:
-      out["menu_size"] = len(self.menu)
-      out["subnet_params_without_heads"] = [count(s)[1] for s in self.menu]
-    return out
+    and without heads."""
+    params = nn.unbox(jax.eval_shape(self.init, jax.random.PRNGKey(0), batching.dummy_batch()))
+    return dict(num_params=num_params(params), num_params_without_heads=num_params(
+        params, heads=False))
 
   def represent(self, params, batch):
     """Frozen-upstream features: (x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T])."""
@@ -248,23 +222,6 @@ def num_params(params, *, heads=True):
   """Number of parameters, optionally leaving the prediction heads out."""
   tree = params if heads else {k: v for k, v in params.items() if k != "heads"}
   return sum(int(x.size) for x in jax.tree.leaves(tree))
-
-
-@dataclasses.dataclass(frozen=True)
-class SubnetObjective(objective_lib.Objective):
-  """The distillation loss of one supernet subnet, on the supernet's params (sliced inside the
-  loss); the teacher and its targets are the parent's."""
-  config: Any
-  subnet: student_lib.Subnet
-  parent: Any = dataclasses.field(default=None, compare=False, repr=False)
-
-  def loss(self, params, batch, rng, *, step, train: bool = True, state=None):
-    sub = supernet.slice_params(params, supernet.subnet_shapes(self.config, self.subnet))
-    obj = DistillObjective(self.config, self.subnet)
-    return obj.loss(sub, batch, rng, step=step, train=train)
-
-  def prepare(self, constants, batch):
-    return self.parent.prepare(constants, batch)
 
 
 def check_teacher(config, teacher):

@@ -1,38 +1,47 @@
-"""LightHuBERT once-for-all supernets: search spaces, subnet sampling, slicing and extraction.
+"""LightHuBERT once-for-all supernets: search spaces, sampling, the reference's slicing, extraction.
 
 Wang et al. 2022, https://arxiv.org/abs/2203.15610 ; mechanicalsea/lighthubert
-(config/supernet/Supernet-{Base,Small}.yaml, docs/reference.md). The supernet is the largest
-architecture of a search space; a subnet (width D, per layer a number of 64-d heads and an FFN
-width, a depth) uses the leading slice of every shared weight: the first D rows/columns, the first
-heads, the first FFN units, the first layers. So a subnet's forward is `slice_params` followed by
-the standalone subnet architecture (`student.SubnetEncoder`), gradients flow back into the shared
-weights through the slice, and `extract` writes the slice as an ordinary checkpoint.
+(config/supernet/Supernet-{Base,Small}.yaml, modules/scaling_*.py; docs/reference.md). The
+supernet is always the teacher's shape (Base and Small alike: 768-d, 12 x 64-d heads, FFN 3072,
+12 layers); a subnet picks a width n, a depth, and per layer its heads and FFN width. Training
+runs a fresh uniform subnet every step inside one compiled step (`sample`, `masked.py`);
+`subnet_params` cuts a subnet out by the reference's slicing, which `extract` writes as a
+standalone checkpoint.
 
-Compiled shapes stay bounded: each run draws a fixed `menu` of subnets once (the largest, the
-smallest, the space's default and `supernet.menu_size` random ones, LightHuBERT's per-layer
-choices included) and each step trains one of them, chosen from (seed, step) on the host; the
-trainer compiles one step per menu entry at most.
+The reference's slicing, which masked.py reproduces: leading slices of every width except
+  FFN       the first n units of each E-unit block of the hidden layer (E: the supernet width),
+            F_l units in all (SLinear with in/out splits);
+  depth     kept layers by block: the 12 layers form blocks 1-4, 5-8, 9-12 and a shallower
+            subnet drops the last layer of the last block, then of the middle, then of the
+            first block, and so on (depth 11 drops layer 12; 10 drops 8 and 12; 9 drops 4, 8
+            and 12);
+  pos conv  the weight-normalised kernel sliced to n outputs and n / G inputs per group (SConv1d
+            after weight norm), not a renormalised slice of weight_v.
 """
 import dataclasses
-import functools
 import json
 
-from flax import traverse_util
-import flax.linen as nn
+from flax import struct
 import jax
+import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
 from jaxssl import pretrained
-from jaxssl.data import batching
+from jaxssl.distill import masked
 from jaxssl.distill import student as student_lib
 from jaxssl.interop import native
-from jaxssl.models import frontends
+from jaxssl.models import variants
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-  """Choices per dimension; `default` is (embed_dim, heads, ffn_ratio, depth)."""
+  """A supernet's size and the choices per dimension; `default` is (embed, heads, ffn_ratio,
+  depth)."""
+  embed_dim: int          # The supernet's width E (also the FFN block size).
+  num_heads: int
+  mlp_dim: int
+  num_layers: int
   embed_dims: tuple
   heads: tuple
   ffn_ratios: tuple
@@ -54,106 +63,156 @@ class SearchSpace:
   def default_subnet(self):
     return student_lib.Subnet.uniform(*self.default, head_dim=self.head_dim)
 
-  def sample(self, rng):
-    """A random subnet: one width and depth, heads and FFN ratio drawn per layer."""
-    embed = int(rng.choice(self.embed_dims))
-    depth = int(rng.choice(self.depths))
-    heads = tuple(int(rng.choice(self.heads)) for _ in range(depth))
-    ffn = tuple(int(round(float(rng.choice(self.ffn_ratios)) * embed)) for _ in range(depth))
-    return student_lib.Subnet(embed, heads, ffn, self.head_dim)
 
-
-# Supernet-Base.yaml / Supernet-Small.yaml (docs/reference.md). The attention widths {512, 640,
-# 768} / {256, 384, 512} are the heads times 64. "demo" fits the demo teacher (128-d, 32-d heads).
+_HUBERT = dict(embed_dim=768, num_heads=12, mlp_dim=3072, num_layers=12)
+# Supernet-Base.yaml / Supernet-Small.yaml: both supernets are HuBERT BASE's shape. "demo" is the
+# demo teacher's (128-d, 4 x 32-d heads, 3 layers); "tiny" the tests' (32-d, 2 x 16-d heads).
 SPACES = {
-    "base": SearchSpace(embed_dims=(512, 640, 768), heads=(8, 10, 12), ffn_ratios=(3.5, 4.0),
-                        depths=(12,), default=(640, 10, 4.0, 12)),
-    "small": SearchSpace(embed_dims=(256, 384, 512), heads=(4, 6, 8),
+    "base": SearchSpace(**_HUBERT, embed_dims=(512, 640, 768), heads=(8, 10, 12),
+                        ffn_ratios=(3.5, 4.0), depths=(12,), default=(640, 10, 4.0, 12)),
+    "small": SearchSpace(**_HUBERT, embed_dims=(256, 384, 512), heads=(4, 6, 8),
                          ffn_ratios=(3.0, 3.5, 4.0), depths=(10, 11, 12),
                          default=(384, 6, 4.0, 12)),
-    "demo": SearchSpace(embed_dims=(64, 96, 128), heads=(2, 3, 4), ffn_ratios=(2.0, 3.0, 4.0),
+    "demo": SearchSpace(embed_dim=128, num_heads=4, mlp_dim=512, num_layers=3,
+                        embed_dims=(64, 96, 128), heads=(2, 3, 4), ffn_ratios=(2.0, 3.0, 4.0),
                         depths=(2, 3), default=(96, 3, 3.0, 2), head_dim=32),
-    # Tests and `:runlocal`: the tiny teacher (32-d, 2 layers).
-    "tiny": SearchSpace(embed_dims=(16, 32), heads=(1, 2), ffn_ratios=(1.0, 2.0), depths=(1, 2),
-                        default=(16, 1, 2.0, 1), head_dim=16),
+    "tiny": SearchSpace(embed_dim=32, num_heads=2, mlp_dim=64, num_layers=2,
+                        embed_dims=(16, 32), heads=(1, 2), ffn_ratios=(1.0, 2.0), depths=(1, 2),
+                        default=(16, 1, 2.0, 2), head_dim=16),
 }
 
 
 def get_space(name) -> SearchSpace:
   if name not in SPACES:
-    raise ValueError(f"supernet.space={name!r}; choose from {sorted(SPACES)}.")
+    raise ValueError(f"lighthubert.space={name!r}; choose from {sorted(SPACES)}.")
   return SPACES[name]
 
 
-def menu(config):
-  """The run's subnets: largest, smallest, default, then `menu_size` random ones (fixed seed)."""
-  s = config.supernet
-  space = get_space(s.space)
-  rng = np.random.default_rng([s.seed, 7])
-  out = [space.largest, space.smallest, space.default_subnet]
-  out += [space.sample(rng) for _ in range(s.menu_size)]
-  return tuple(dict.fromkeys(out))  # Unique, in order.
+def depth_map(num_layers, depth):
+  """Which of the supernet's layers a subnet of `depth` keeps (tuple of bools), by blocks.
+
+  Three blocks of equal size when the depth divides by 3 (the reference's 12 = 4 + 4 + 4),
+  else one; layers are dropped from the ends of the blocks, last block first."""
+  if not 1 <= depth <= num_layers:
+    raise ValueError(f"depth {depth} outside 1..{num_layers}.")
+  blocks = 3 if num_layers % 3 == 0 else 1
+  size = num_layers // blocks
+  order = [b * size + size - 1 - j for j in range(size) for b in reversed(range(blocks))]
+  keep = [True] * num_layers
+  for i in order[:num_layers - depth]:
+    keep[i] = False
+  return tuple(keep)
 
 
-def subnet_for_step(config, step, subnets):
-  """Index into `subnets` of the subnet trained at `step` (a pure function of seed and step)."""
-  return int(np.random.default_rng([config.supernet.seed, 11, step]).integers(len(subnets)))
+@struct.dataclass
+class SubnetArrays:
+  """One subnet as arrays over the supernet's layers (traced inside the step).
+
+  embed_dim: int []; keep: bool [L]; heads, ffn: int [L] (of the kept layers; 0 elsewhere)."""
+  embed_dim: jax.Array
+  keep: jax.Array
+  heads: jax.Array
+  ffn: jax.Array
 
 
-@functools.lru_cache(maxsize=None)
-def _shapes(config_json, subnet):
-  config = mlc.ConfigDict(json.loads(config_json))
-  batch = batching.dummy_batch()
-  model = student_lib.student_from_config(config, subnet=subnet)
-  valid = frontends.frame_valid(config.model.frontend, batch["valid"])
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), batch["audio"], valid=valid, train=False))["params"]
-  return jax.tree.map(lambda x: tuple(x.shape), nn.unbox(shapes))
+def arrays(subnet, space) -> SubnetArrays:
+  """`SubnetArrays` of a `student.Subnet` (its layers placed by `depth_map`)."""
+  keep = depth_map(space.num_layers, subnet.depth)
+  heads, ffn, k = np.zeros(space.num_layers, np.int32), np.zeros(space.num_layers, np.int32), 0
+  for i, kept in enumerate(keep):
+    if kept:
+      heads[i], ffn[i], k = subnet.heads[k], subnet.ffn_dims[k], k + 1
+  return SubnetArrays(jnp.int32(subnet.embed_dim), jnp.asarray(keep), jnp.asarray(heads),
+                      jnp.asarray(ffn))
 
 
-def subnet_shapes(config, subnet):
-  """The parameter shapes of `subnet` (with its heads) as a nested dict of tuples."""
-  return _shapes(config.to_json(), subnet)
+def sample(rng, space) -> SubnetArrays:
+  """A uniform subnet of the whole space, drawn in the graph: width and depth uniform over their
+  choices, then per layer heads and FFN ratio uniform (LightHuBERT's `sample_subnet`)."""
+  k_e, k_d, k_h, k_f = jax.random.split(rng, 4)
+  embed = jnp.asarray(space.embed_dims, jnp.int32)[
+      jax.random.randint(k_e, (), 0, len(space.embed_dims))]
+  maps = jnp.asarray([depth_map(space.num_layers, d) for d in space.depths])
+  keep = maps[jax.random.randint(k_d, (), 0, len(space.depths))]
+  l = space.num_layers
+  heads = jnp.asarray(space.heads, jnp.int32)[jax.random.randint(k_h, (l,), 0, len(space.heads))]
+  ratios = jnp.asarray(space.ffn_ratios, jnp.float32)[
+      jax.random.randint(k_f, (l,), 0, len(space.ffn_ratios))]
+  ffn = (ratios * embed).astype(jnp.int32)  # int(ratio * embed), as the reference.
+  return SubnetArrays(embed, keep, jnp.where(keep, heads, 0), jnp.where(keep, ffn, 0))
 
 
-def slice_params(params, shapes):
-  """The leading slice of every shared weight that `shapes` names.
+def ffn_units(n, ffn, split):
+  """Indices of the FFN hidden units a subnet layer keeps, in order (numpy)."""
+  size = -(-ffn // n) * split
+  return np.flatnonzero(np.asarray(masked.ffn_mask(n, ffn, size, split)) > 0)
+
+
+def subnet_params(params, subnet, space):
+  """The reference's slice of a supernet's params as a standalone `student.Student` with
+  `SubnetEncoder` (no heads, no mask embedding): a probe upstream or a teacher.
 
   Args:
-    params: the supernet's params (nested dict of arrays).
-    shapes: the subnet's param shapes (`subnet_shapes`); every path must exist in `params`
-      with no smaller dimension.
-
-  Returns:
-    Nested dict of arrays with exactly `shapes`.
+    params: the supernet's params (`lighthubert.LightHubertModel`'s, unboxed numpy or jax).
+    subnet: a `student.Subnet` of `space`.
+    space: the `SearchSpace`.
   """
-  flat = traverse_util.flatten_dict(params, sep="/")
-  want = traverse_util.flatten_dict(shapes, sep="/", is_leaf=lambda _, v: isinstance(v, tuple))
-  out = {}
-  for name, shape in want.items():
-    if name not in flat:
-      raise ValueError(f"Subnet parameter {name!r} is not in the supernet.")
-    x = flat[name]
-    if len(shape) != x.ndim or any(s > n for s, n in zip(shape, x.shape)):
-      raise ValueError(f"Subnet parameter {name!r} of shape {shape} does not fit the supernet's "
-                       f"{tuple(x.shape)}.")
-    out[name] = x[tuple(slice(0, s) for s in shape)]
-  return traverse_util.unflatten_dict(out, sep="/")
+  n, e = subnet.embed_dim, space.embed_dim
+  enc = params["encoder"]
+  out = {k: params[k] for k in ("feature_extractor", "layer_norm") if k in params}
+  proj = params["post_extract_proj"]["dense"]
+  out["post_extract_proj"] = {"dense": {"kernel": proj["kernel"][:, :n],
+                                        "bias": proj["bias"][:n]}}
+
+  def norm(p):
+    return {"scale": p["scale"][:n], "bias": p["bias"][:n]}
+
+  pc = enc["pos_conv"]
+  v, g = np.asarray(pc["weight_v"]), np.asarray(pc["weight_g"])
+  groups = v.shape[2] // v.shape[1]
+  kernel = (g * v / np.linalg.norm(v, axis=(1, 2), keepdims=True))[:, :n // groups, :n]
+  new_enc = {"pos_conv": {"weight_v": kernel,
+                          "weight_g": np.linalg.norm(kernel, axis=(1, 2), keepdims=True),
+                          "bias": pc["bias"][:n]},
+             "layer_norm": norm(enc["layer_norm"])}
+  kept = [i for i, k in enumerate(depth_map(space.num_layers, subnet.depth)) if k]
+  for j, (i, h, f) in enumerate(zip(kept, subnet.heads, subnet.ffn_dims)):
+    layer = enc[f"layer_{i:02d}"]
+    width = h * subnet.head_dim
+    attn = {name: {"dense": {"kernel": layer["self_attn"][name]["dense"]["kernel"][:n, :width],
+                             "bias": layer["self_attn"][name]["dense"]["bias"][:width]}}
+            for name in ("query", "key", "value")}
+    out_proj = layer["self_attn"]["out"]["dense"]
+    attn["out"] = {"dense": {"kernel": out_proj["kernel"][:width, :n],
+                             "bias": out_proj["bias"][:n]}}
+    units = ffn_units(n, f, e)
+    fc1, fc2 = layer["ffn"]["fc1"]["dense"], layer["ffn"]["fc2"]["dense"]
+    new_enc[f"layer_{j:02d}"] = {
+        "self_attn": attn,
+        "self_attn_layer_norm": norm(layer["self_attn_layer_norm"]),
+        "final_layer_norm": norm(layer["final_layer_norm"]),
+        "ffn": {"fc1": {"dense": {"kernel": np.asarray(fc1["kernel"])[:n][:, units],
+                                  "bias": np.asarray(fc1["bias"])[units]}},
+                "fc2": {"dense": {"kernel": np.asarray(fc2["kernel"])[units][:, :n],
+                                  "bias": fc2["bias"][:n]}}}}
+  out["encoder"] = new_enc
+  return jax.tree.map(np.asarray, out)
 
 
 def subnet_config(config, subnet):
-  """A standalone distill config of `subnet` (the supernet section cleared)."""
+  """A standalone distill config of `subnet`: objective "distill" with `student.subnet` set and
+  no prediction heads (an upstream; `distill.target_layers` empty)."""
   c = json.loads(config.to_json())
-  c["student"]["subnet"] = subnet.to_dict()
+  c["objective"] = {"name": "distill"}
+  c["distill"]["target_layers"] = []
+  c["student"] = {"feature_layer_norm": True, "head_inter_dim": 0, "subnet": subnet.to_dict()}
   c["model"]["variant"] = dict(num_layers=subnet.depth, embed_dim=subnet.embed_dim,
                                mlp_dim=max(subnet.ffn_dims), num_heads=max(subnet.heads))
   v = config.model.variant
-  if hasattr(v, "items"):  # Keep the supernet's conv / positional-conv sizes.
-    for k in ("conv_dim", "pos_conv_kernel", "pos_conv_groups"):
-      if k in v:
-        c["model"]["variant"][k] = v[k]
-  if "supernet" in c:
-    c["supernet"]["space"] = ""
+  dims = v if hasattr(v, "items") else dataclasses.asdict(variants.get(v))
+  for k in ("conv_dim", "pos_conv_kernel", "pos_conv_groups"):
+    c["model"]["variant"][k] = dims[k]
+  c.pop("lighthubert", None)
   return mlc.ConfigDict(c)
 
 
@@ -170,7 +229,9 @@ def extract(checkpoint, subnet, output, *, overwrite=False):
     (config, params) of the subnet.
   """
   config, params = pretrained.load_checkpoint(checkpoint)
-  params = slice_params(params, subnet_shapes(config, subnet))
+  space = get_space(config.lighthubert.space)
+  params = subnet_params(params, subnet, space)
   sub_config = subnet_config(config, subnet)
   native.save(output, sub_config, params, overwrite=overwrite)
   return sub_config, params
+

@@ -95,22 +95,26 @@ def test_distill_run_frozen_teacher_cache_and_upstream(tmp_path):
     cache_lib.CachedLoader(cache_dir, config=config)
 
 
-def test_supernet_run_trains_a_bounded_menu_and_extracts(tmp_path):
+def test_lighthubert_two_stages_run_in_one_compiled_step_each_and_extract(tmp_path):
+  """Stage 1 copies the whole teacher and trains the full supernet; stage 2 starts from it and
+  trains a fresh subnet every step with one compiled program; any subnet extracts."""
   path = str(tmp_path / "teacher")
-  tiny.write_teacher(path)
-  config = tiny.supernet_config(path, steps=2)
+  _, t_params = tiny.write_teacher(path)
+  stage1 = str(tmp_path / "stage1")
+  c1 = tiny.supernet_config(path, stage=1, steps=2)
+  first = pretrain.train_and_evaluate(c1, stage1, source=tiny.source())
+  assert first["step"] == 2 and np.isfinite(first["train/loss"])
+  assert first["train/subnet_embed_dim"] == 32.0 and first["num_compiled"] == 1
+  c2 = tiny.supernet_config(path, stage=2, stage1=stage1, steps=6)
   workdir = str(tmp_path / "supernet")
-  final = pretrain.train_and_evaluate(config, workdir, source=tiny.source())
-  menu = supernet.menu(config)
-  assert final["step"] == 2 and np.isfinite(final["train/loss"])
-  assert 1 <= final["num_compiled"] <= len(menu)
-  assert final["num_compiled"] == len({supernet.subnet_for_step(config, s, menu)
-                                       for s in range(2)})
-  sub_config, _ = supernet.extract(workdir, menu[1], str(tmp_path / "small"))
+  final = pretrain.train_and_evaluate(c2, workdir, source=tiny.source())
+  assert final["step"] == 6 and np.isfinite(final["train/loss"]) and final["num_compiled"] == 1
+  space = supernet.get_space("tiny")
+  sub_config, _ = supernet.extract(workdir, space.smallest, str(tmp_path / "small"))
   up = upstreams.load(str(tmp_path / "small"))
-  assert up.num_hidden == menu[1].depth + 1 and up.dim == menu[1].embed_dim
+  assert up.num_hidden == space.smallest.depth + 1 and up.dim == space.smallest.embed_dim
   assert pretrain.dry_run(sub_config)["num_params_without_heads"] < pretrain.dry_run(
-      config)["num_params_without_heads"]
+      c2)["supernet_params"]
 
 
 def test_damaged_distillation_checkpoint_falls_back_and_resumes_exactly(tmp_path):

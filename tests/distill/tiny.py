@@ -43,8 +43,8 @@ def write_teacher(path, seed=1):
 @functools.lru_cache(maxsize=None)
 def supernet_params(seed=0):
   """Random params of the tiny supernet (`supernet_config`), initialised once per session."""
-  from jaxssl.distill import objective as objective_lib  # pylint: disable=g-import-not-at-top
-  obj = objective_lib.DistillObjective(supernet_config("unused"))
+  from jaxssl.distill import lighthubert as lighthubert_lib  # pylint: disable=g-import-not-at-top
+  obj = lighthubert_lib.LightHubertObjective(supernet_config("unused"))
   return nn.unbox(jax.jit(obj.init)(jax.random.PRNGKey(seed), batch()))
 
 
@@ -55,10 +55,10 @@ def student_config(teacher_path, *, layers=1, steps=4):
   return c
 
 
-def supernet_config(teacher_path, *, steps=4):
-  """The "tiny" space; its largest subnet (32-d, 2 layers of 2 16-d heads) has the teacher's
-  shape."""
-  c = lighthubert.get_config(f"space=demo,runlocal,menu_size=2,teacher={teacher_path}")
+def supernet_config(teacher_path, *, stage=2, stage1="", steps=4):
+  """The "tiny" space: a supernet of the tiny teacher's shape (32-d, 2 layers of 2 16-d heads)."""
+  extra = f",stage1={stage1}" if stage1 else ""
+  c = lighthubert.get_config(f"space=demo,runlocal,stage={stage},teacher={teacher_path}{extra}")
   c.total_steps = steps
   c.ckpt.every_steps = steps
   return c
