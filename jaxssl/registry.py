@@ -13,9 +13,9 @@ import difflib
 class Registry:
   """A name -> value table with one-line errors that suggest the closest names."""
 
-  def __init__(self, kind, field):
+  def __init__(self, kind, field, entries=None):
     self.kind, self.field = kind, field  # e.g. "objective", "objective.name"
-    self._entries = {}
+    self._entries = dict(entries or {})
 
   def register(self, name, value=None, *, replace=False):
     """Registers `value` under `name`; without `value`, returns a decorator that does."""
@@ -26,6 +26,11 @@ class Registry:
                        "pass replace=True to override it.")
     self._entries[name] = value
     return value
+
+  def unregister(self, name):
+    """Removes `name` (a test's or a fork's temporary entry); unknown names are an error."""
+    self.get(name)
+    del self._entries[name]
 
   def get(self, name):
     if name not in self._entries:

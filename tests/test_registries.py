@@ -110,12 +110,26 @@ class _Shift(nn.Module):
     return jnp.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1] * valid[..., None]
 
 
-def test_components_registered_from_outside_build_through_the_config():
-  frontends.register("test_framer", frontends.Frontend(
+@pytest.fixture(name="registered")
+def _registered():
+  """Registers test components for one test and removes them after it."""
+  added = []
+
+  def register(table, name, value):
+    table.register(name, value)
+    added.append((table, name))
+    return value
+
+  yield register
+  for table, name in added:
+    table.unregister(name)
+
+
+def test_components_registered_from_outside_build_through_the_config(registered):
+  registered(frontends.REGISTRY, "test_framer", frontends.Frontend(
       module=lambda fe, v, dtype: functools.partial(_Framer, width=fe.width),
-      frames_for=lambda fe, n: n // 160, hop=lambda fe: 160, centre=lambda fe: 80),
-      replace=True)
-  mixers.register("test_shift", _Shift, replace=True)
+      frames_for=lambda fe, n: n // 160, hop=lambda fe: 160, centre=lambda fe: 80))
+  registered(mixers.REGISTRY, "test_shift", _Shift)
   c = w2v2_demo.get_config("runlocal")
   with c.unlocked():
     c.model.frontend = dict(name="test_framer", width=12)
@@ -131,9 +145,9 @@ def test_components_registered_from_outside_build_through_the_config():
   assert np.isfinite(float(loss))
 
 
-def test_task_and_dataset_registries_take_new_entries_and_name_close_matches():
-  task = tasks.Task("emotion", "utterance", "emotion", ("accuracy",))
-  tasks.register("emotion", task, replace=True)
+def test_task_and_dataset_registries_take_new_entries_and_name_close_matches(registered):
+  task = registered(tasks.REGISTRY, "emotion",
+                    tasks.Task("emotion", "utterance", "emotion", ("accuracy",)))
   assert tasks.get("emotion") is task
   with pytest.raises(ValueError, match=r"task='emotio': unknown task; .* Did you mean 'emotion'"):
     tasks.get("emotio")
@@ -143,6 +157,11 @@ def test_task_and_dataset_registries_take_new_entries_and_name_close_matches():
   with pytest.raises(ValueError, match=r"dataset='librispeach': unknown dataset; .* Did you "
                                        r"mean 'librispeech'"):
     builders.get("librispeach")
+  tasks.REGISTRY.unregister("emotion")
+  assert "emotion" not in tasks.REGISTRY
+  tasks.register("emotion", task)  # The fixture removes it again.
+  with pytest.raises(ValueError, match="unknown task"):
+    tasks.REGISTRY.unregister("never_added")
 
 
 def test_configs_written_before_the_frontend_fields_load_as_trained(tmp_path):

@@ -18,7 +18,6 @@ equal counts); the input waveform layer-normalised in the graph when `lighthuber
 (s3prl's upstream does this for layer-norm CNNs), so the teacher still sees its own input.
 """
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -105,10 +104,9 @@ class LightHubertObjective(distill_objective.DistillObjective):
     m, s = self.config.model, self.space
     base = wav2vec2_model.speech_encoder_from_config(m).keywords
     v = variants.get(m.variant)
-    encoder = functools.partial(
-        masked_lib.MaskedEncoder, num_layers=s.num_layers, num_heads=s.num_heads,
-        head_dim=s.head_dim, mlp_dim=s.mlp_dim, pos_conv_kernel=v.pos_conv_kernel,
-        pos_conv_groups=v.pos_conv_groups, layer_norm_first=m.layer_norm_first,
+    encoder = masked_lib.masked_encoder(
+        num_layers=s.num_layers, num_heads=s.num_heads, head_dim=s.head_dim, mlp_dim=s.mlp_dim,
+        pos_conv=(v.pos_conv_kernel, v.pos_conv_groups), layer_norm_first=m.layer_norm_first,
         dropout_rate=m.dropout_rate, attention_dropout_rate=m.attention_dropout_rate,
         activation_dropout_rate=m.activation_dropout_rate, dtype=jnp.dtype(m.dtype))
     return LightHubertModel(

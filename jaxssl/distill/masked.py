@@ -20,7 +20,8 @@ subnet (tests/distill/test_lighthubert.py):
 The cost is that of the full supernet whatever the subnet (measured in
 experiments/benchmarks/results/lighthubert_masked.md).
 """
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -140,23 +141,19 @@ class MaskedFeedForward(nn.Module):
 
 
 class MaskedBlock(nn.Module):
-  """`encoder.EncoderBlock` (same params) of one subnet layer."""
-  num_heads: int
-  head_dim: int
-  mlp_dim: int
+  """`encoder.EncoderBlock` (same params) of one subnet layer; `make_attention` and `make_ffn`
+  are `MaskedAttention` / `MaskedFeedForward` constructors with their sizes."""
+  make_attention: Callable[..., nn.Module]
+  make_ffn: Callable[..., nn.Module]
   layer_norm_first: bool = False
   dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  activation_dropout_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, valid, e, n, heads, ffn, train: bool):
     norm_mix = MaskedLayerNorm(name="self_attn_layer_norm")
     norm_ffn = MaskedLayerNorm(name="final_layer_norm")
-    attn = MaskedAttention(self.num_heads, self.head_dim, self.attention_dropout_rate,
-                           self.dtype, name="self_attn")
-    mlp = MaskedFeedForward(self.mlp_dim, self.activation_dropout_rate, self.dtype, name="ffn")
+    attn = self.make_attention(name="self_attn")
+    mlp = self.make_ffn(name="ffn")
 
     def drop(h):
       return nn.Dropout(self.dropout_rate)(h, deterministic=not train)
@@ -178,18 +175,14 @@ class MaskedEncoder(nn.Module):
   """`encoder.Encoder` (same params) running the subnet `subnet` (a `SubnetArrays`).
 
   Returns (x [B, T, E], hidden: tuple of num_layers + 1 [B, T, E]); a dropped layer's entry
-  repeats its input. Channels >= subnet.embed_dim are zero throughout.
+  repeats its input. Channels >= subnet.embed_dim are zero throughout. `make_block`: a
+  `MaskedBlock` constructor (`masked_encoder` builds one from sizes).
   """
+  make_block: Callable[..., nn.Module]
   num_layers: int
-  num_heads: int
-  head_dim: int
-  mlp_dim: int
-  pos_conv_kernel: int = 128
-  pos_conv_groups: int = 16
+  pos_conv: tuple = (128, 16)  # Kernel and groups of the positional conv.
   layer_norm_first: bool = False
   dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  activation_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -197,22 +190,32 @@ class MaskedEncoder(nn.Module):
     n = subnet.embed_dim
     e = width_mask(n, x.shape[-1])
     x = jnp.where(valid[..., None], x, 0.0) * e.astype(x.dtype)
-    x = x + MaskedPositionalConv(self.pos_conv_kernel, self.pos_conv_groups, self.dtype,
-                                 name="pos_conv")(x, e, n)
+    x = x + MaskedPositionalConv(*self.pos_conv, self.dtype, name="pos_conv")(x, e, n)
     final_norm = MaskedLayerNorm(name="layer_norm")
     if not self.layer_norm_first:
       x = final_norm(x, e, n)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     hidden = [x]
     for i in range(self.num_layers):
-      y = MaskedBlock(self.num_heads, self.head_dim, self.mlp_dim, self.layer_norm_first,
-                      self.dropout_rate, self.attention_dropout_rate,
-                      self.activation_dropout_rate, self.dtype, name=f"layer_{i:02d}")(
-                          x, valid=valid, e=e, n=n, heads=subnet.heads[i], ffn=subnet.ffn[i],
-                          train=train)
+      y = self.make_block(name=f"layer_{i:02d}")(
+          x, valid=valid, e=e, n=n, heads=subnet.heads[i], ffn=subnet.ffn[i], train=train)
       x = jnp.where(subnet.keep[i], y, x)
       hidden.append(x)
     if self.layer_norm_first:
       x = final_norm(x, e, n)
       hidden[-1] = x
     return x, tuple(hidden)
+
+
+def masked_encoder(*, num_layers, num_heads, head_dim, mlp_dim, pos_conv, layer_norm_first,
+                   dropout_rate, attention_dropout_rate, activation_dropout_rate, dtype):
+  """A `MaskedEncoder` constructor of the supernet's sizes and the recipe's dropouts."""
+  block = functools.partial(
+      MaskedBlock,
+      make_attention=functools.partial(MaskedAttention, num_heads, head_dim,
+                                       attention_dropout_rate, dtype),
+      make_ffn=functools.partial(MaskedFeedForward, mlp_dim, activation_dropout_rate, dtype),
+      layer_norm_first=layer_norm_first, dropout_rate=dropout_rate)
+  return functools.partial(MaskedEncoder, make_block=block, num_layers=num_layers,
+                           pos_conv=tuple(pos_conv), layer_norm_first=layer_norm_first,
+                           dropout_rate=dropout_rate, dtype=dtype)

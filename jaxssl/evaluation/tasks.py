@@ -38,14 +38,13 @@ class Task:
   metrics: tuple
 
 
-REGISTRY = registry.Registry("task", "task")
-REGISTRY.register("phone", Task("phone", "ctc", "phones", ("per",)))
-REGISTRY.register("asr", Task("asr", "ctc", "chars", ("wer", "cer")))
-REGISTRY.register("speaker", Task("speaker", "utterance", "speaker", ("accuracy",)))
-REGISTRY.register("language", Task("language", "utterance", "language", ("accuracy",)))
-
-register = REGISTRY.register
-get = REGISTRY.get
+REGISTRY = registry.Registry("task", "task", {
+    "phone": Task("phone", "ctc", "phones", ("per",)),
+    "asr": Task("asr", "ctc", "chars", ("wer", "cer")),
+    "speaker": Task("speaker", "utterance", "speaker", ("accuracy",)),
+    "language": Task("language", "utterance", "language", ("accuracy",)),
+})
+register, get = REGISTRY.register, REGISTRY.get
 
 
 class Vocabulary:

@@ -141,7 +141,14 @@ def test_bad_targets_and_trainable_regex_are_named():
 def test_a_method_registered_from_outside_trains_through_the_same_wrapper():
   """A head-only method (frozen encoder, no adapters) registered under a new name: the encoder
   gets exactly zero gradient, the head does not, and the config section accepts the name."""
-  peft_objective.register("head_only", peft_objective.Method(), replace=True)
+  peft_objective.register("head_only", peft_objective.Method())
+  try:
+    _check_head_only()
+  finally:
+    peft_objective.REGISTRY.unregister("head_only")
+
+
+def _check_head_only():
   objective = helpers.peft_objective_for("head_only")
   assert isinstance(objective, peft_objective.PeftObjective)
   params = helpers.init(objective)

@@ -12,13 +12,11 @@ from jaxssl.data.builders.librispeech import librispeech
 from jaxssl.data.builders.local_audio import local_audio
 from jaxssl.data.builders.multilingual_librispeech import multilingual_librispeech
 
-REGISTRY = registry.Registry("dataset", "dataset")
-REGISTRY.register("demo_corpus", demo_corpus.DemoCorpus)
-REGISTRY.register("local_audio", local_audio.LocalAudio)
-REGISTRY.register("librispeech", librispeech.Librispeech)
-REGISTRY.register("multilingual_librispeech", multilingual_librispeech.MultilingualLibrispeech)
-REGISTRY.register("common_voice", common_voice.CommonVoice)
-
-register = REGISTRY.register
-get = REGISTRY.get
-names = REGISTRY.names
+REGISTRY = registry.Registry("dataset", "dataset", {
+    "demo_corpus": demo_corpus.DemoCorpus,
+    "local_audio": local_audio.LocalAudio,
+    "librispeech": librispeech.Librispeech,
+    "multilingual_librispeech": multilingual_librispeech.MultilingualLibrispeech,
+    "common_voice": common_voice.CommonVoice,
+})
+register, get, names = REGISTRY.register, REGISTRY.get, REGISTRY.names

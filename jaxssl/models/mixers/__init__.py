@@ -9,12 +9,10 @@ from jaxssl.models.mixers import hyena
 from jaxssl.models.mixers import mha
 from jaxssl.models.mixers import summary_mixing
 
-REGISTRY = registry.Registry("mixer", "model.mixer.name")
-REGISTRY.register("mha", mha.SelfAttention)
-REGISTRY.register("summary_mixing", summary_mixing.SummaryMixing)
-REGISTRY.register("fnet", fnet.FourierMixer)
-REGISTRY.register("hyena", hyena.HyenaMixer)
-
-register = REGISTRY.register
-get = REGISTRY.get
-names = REGISTRY.names
+REGISTRY = registry.Registry("mixer", "model.mixer.name", {
+    "mha": mha.SelfAttention,
+    "summary_mixing": summary_mixing.SummaryMixing,
+    "fnet": fnet.FourierMixer,
+    "hyena": hyena.HyenaMixer,
+})
+register, get, names = REGISTRY.register, REGISTRY.get, REGISTRY.names
