@@ -104,8 +104,8 @@ def extract(upstream, waveforms, *, batch_size=8, bucket_samples=constants.SAMPL
   for i, w in enumerate(waveforms):
     w = np.asarray(w, np.float32).reshape(-1)
     if frontends.frames_for(frontend, w.size) < 1:
-      raise ConversionError(f"waveform {i}: {w.size} samples give no frame (the CNN "
-                            f"frontend's receptive field is {variants.RECEPTIVE_FIELD} samples).")
+      raise ConversionError(f"waveform {i}: {w.size} samples give no frame of frontend "
+                            f"{frontend.name!r} (the CNN needs {variants.RECEPTIVE_FIELD}).")
     waves.append(audio_lib.normalize(w) if upstream.normalize else w)
   order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
   groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

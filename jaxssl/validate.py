@@ -40,9 +40,12 @@ def validate(config, num_devices=None, num_processes=None):
   c = config
   _check(c.total_steps > 0, f"total_steps={c.total_steps} must be positive.")
   d = c.data
-  _check(d.crop_samples >= variants.RECEPTIVE_FIELD,
-         f"data.crop_samples={d.crop_samples} is shorter than the model's receptive field "
-         f"({variants.RECEPTIVE_FIELD} samples, 25 ms at 16 kHz).")
+  # Objectives without the speech encoder (a fork's) have no model section.
+  frames = frontends.frames_for(c.model.frontend, d.crop_samples) if "model" in c else None
+  if frames is not None:  # The frontend says how many samples make a frame (the CNN: 400).
+    _check(frames >= 1, f"data.crop_samples={d.crop_samples} is shorter than the model's "
+           f"receptive field: model.frontend.name={c.model.frontend.name!r} gives no frame "
+           f"(the CNN needs {variants.RECEPTIVE_FIELD} samples, 25 ms at 16 kHz).")
   _check(d.batch_size >= 1, f"data.batch_size={d.batch_size} must be positive.")
   sizes = mesh_shape(c.mesh, num_devices)
   batch_shards = partitioning.batch_shards(sizes)
@@ -70,7 +73,7 @@ def validate(config, num_devices=None, num_processes=None):
     _check(groups >= 1 and d.batch_size % groups == 0,
            f"data.batch_size={d.batch_size} does not split into data.batch_groups={groups}.")
 
-  if "model" in c:  # Objectives without the speech encoder (a fork's) have no model section.
+  if "model" in c:
     v = variants.get(c.model.variant)
     _check(v.embed_dim % v.num_heads == 0, f"model.variant={c.model.variant!r}: embed_dim "
            f"{v.embed_dim} % heads {v.num_heads} != 0.")
@@ -82,7 +85,8 @@ def validate(config, num_devices=None, num_processes=None):
     m = c.masking
     _check(0.0 <= m.prob <= 1.0, f"masking.prob={m.prob} must be in [0, 1].")
     _check(m.span >= 1, f"masking.span={m.span} must be at least 1.")
-    frames = frontends.frames_for(c.model.frontend, d.crop_samples)
+  if "masking" in c and frames is not None:
+    m = c.masking
     _check(frames > m.span * m.min_spans,
            f"data.crop_samples={d.crop_samples} gives {frames} frames, too few for "
            f"masking.min_spans={m.min_spans} spans of masking.span={m.span} frames.")

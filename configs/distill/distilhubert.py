@@ -16,6 +16,7 @@ import ml_collections as mlc
 
 from configs import common
 from configs import distill
+from configs import mixers
 
 
 def get_config(arg=None):
@@ -37,7 +38,8 @@ def get_config(arg=None):
   # decay 1e-6, but s3prl's runner builds two parameter groups that override it: 0.01 for
   # parameters whose name holds none of "bias", "LayerNorm.bias", "LayerNorm.weight", else 0.
   # Its LayerNorms are named `layer_norm`, so only the biases escape: wd 0.01 on the rest.
-  c.optim = common.adamw(lr=2e-4, weight_decay=0.01, no_decay=r".*/bias", clip_norm=5.0)
+  c.optim = common.adamw(lr=2e-4, weight_decay=0.01, clip_norm=5.0,
+                         no_decay=mixers.no_decay(arg.mixer, r".*/bias"))
   c.schedule = dict(name="warmup_poly", warmup_steps=14_000, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()
   c.mesh = common.mesh()

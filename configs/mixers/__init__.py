@@ -37,10 +37,16 @@ def mixer_section(name, c):
 HYENA_NO_DECAY = r".*/filter_fn/.*"
 
 
+def no_decay(name, recipe_no_decay=""):
+  """`optim.no_decay` of a recipe with mixer `name`: the recipe's, plus the mixer's own."""
+  own = HYENA_NO_DECAY if name == "hyena" else ""
+  return "|".join(p for p in (recipe_no_decay, own) if p)
+
+
 def with_mixer(c, name):
   """Recipe `c` (a locked ConfigDict) with its mixer replaced by `name`; returns it locked."""
   with c.unlocked():
     c.model.mixer = mixer_section(name, c)
-    if name == "hyena" and "optim" in c:
-      c.optim.no_decay = "|".join(p for p in (c.optim.get("no_decay", ""), HYENA_NO_DECAY) if p)
+    if "optim" in c:
+      c.optim.no_decay = no_decay(name, c.optim.get("no_decay", ""))
   return c.lock()

@@ -4,7 +4,7 @@ Wang et al. 2022, https://arxiv.org/abs/2203.15610 ; mechanicalsea/lighthubert
 (modules/scaling_*.py). A subnet is given as traced arrays (`supernet.SubnetArrays`): width n,
 and per supernet layer whether it is kept, its heads and its FFN width. Every layer computes at
 full size and masks what the subnet does not have, which gives exactly the reference's sliced
-subnet (tests/distill/test_lighthubert.py):
+subnet (tests/distill/test_supernet.py):
 
   width      activations are zero beyond n; LayerNorms take their statistics over the first n
              channels; a Dense layer reads zeros there, so it equals its leading-slice weights;

@@ -104,10 +104,7 @@ class MelHubertObjective(objective_lib.Objective):
 
   def represent(self, params, batch):
     """(x [B, T, D], hidden tuple of L+1 [B, T, D], valid [B, T]) without masking."""
-    valid = self.frame_valid(batch["valid"])
-    out = self.model.apply({"params": params}, batch["audio"], valid=valid,
-                           audio_valid=batch["valid"], train=False, predict=False)
-    return out["x"], out["hidden"], valid
+    return wav2vec2_model.represent(self.config.model, params["speech_encoder"], batch)
 
   def dry_run_report(self):
     """The paper's headline figure beside the compiled step's: MACs per second of speech

@@ -79,9 +79,8 @@ class LadderModel(nn.Module):
 
   audio [B, S] -> logits [B, T, V] (CTC), or [B, C] with `pool` (the side output averaged over
   valid frames, as `evaluation.finetune_objectives.FinetuneModel`). Params {"speech_encoder",
-  "peft", <head>},
-  named as in the plain models (`head` is their output layer's name: "ctc_proj" or
-  "classifier"), so the pretrained weights load the same way.
+  "peft", <head>}, named as in the plain models (`head` is their output layer's name: "ctc_proj"
+  or "classifier"), so the pretrained weights load the same way.
   """
   speech_encoder: Any
   vocab_size: int

@@ -58,6 +58,8 @@ register("cnn", Frontend(
     frames_for=lambda fe, n: variants.frames_for(n),
     hop=lambda fe: constants.FRAME_HOP,
     centre=lambda fe: variants.RECEPTIVE_FIELD // 2))
+
+
 def _features(fe):
   return fe.get("features", "librosa")  # Configs written before 2026-12-06 have no field.
 
