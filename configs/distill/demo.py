@@ -3,10 +3,10 @@
 The teacher is the iteration-2 demo HuBERT (configs/hubert/demo.py:iteration=2, pre-LN, 128-d,
 3 layers, normalised audio); the student keeps its CNN, projection, positional conv and first 2
 layers (copied from the teacher) and predicts teacher layers 1, 2, 3 (the demo teacher has no
-layer 4, 8 or 12). One departure from DistilHuBERT: the student keeps the teacher's LayerNorm
-after the CNN, so that the copied projection sees the inputs it was trained on (s3prl drops it
-and relearns over 200k steps; the demo trains for minutes). The LightHuBERT supernet of the
-same teacher is configs/distill/lighthubert.py:space=demo.
+layer 4, 8 or 12). Otherwise s3prl's recipe: no LayerNorm after the CNN, s3prl's copy scope,
+its effective optimizer (weight decay 0.01, none on biases; configs/distill/distilhubert.py),
+at a demo learning rate and length. The LightHuBERT supernet of the same teacher is
+configs/distill/lighthubert.py:space=demo.
 
   python -m jaxssl.main --config=configs/distill/demo.py --workdir=workdir/distill_demo/student \
       --config.distill.teacher=workdir/hubert_demo/iter2
@@ -40,9 +40,8 @@ def get_config(arg=None):
       frontend=dict(name="cnn", mode="default", conv_bias=False, feature_grad_mult=1.0),
       dropout_rate=0.0, attention_dropout_rate=0.0, activation_dropout_rate=0.0,
       input_dropout_rate=0.0, feature_dropout_rate=0.0, layerdrop_rate=0.0)
-  distill.distill_sections(c, teacher=arg.teacher, target_layers=(1, 2, 3), target_dim=128,
-                           feature_layer_norm=True)
-  c.optim = common.adamw(lr=1e-3, weight_decay=1e-6, clip_norm=5.0)
+  distill.distill_sections(c, teacher=arg.teacher, target_layers=(1, 2, 3), target_dim=128)
+  c.optim = common.adamw(lr=1e-3, weight_decay=0.01, no_decay=r".*/bias", clip_norm=5.0)
   c.schedule = dict(name="warmup_poly", warmup_steps=50, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()
   c.mesh = common.mesh()

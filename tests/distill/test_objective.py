@@ -79,6 +79,9 @@ def test_other_mixers_make_students():
 def test_student_is_initialised_from_the_teacher_and_is_an_objective(tmp_path):
   t_config, t_params = tiny.write_teacher(str(tmp_path / "teacher"))
   config = tiny.student_config(str(tmp_path / "teacher"), layers=1)
+  # A LayerNorm over the CNN features (s3prl's student has none), so that the student built
+  # from the teacher's first layer reproduces the teacher below.
+  config.student.feature_layer_norm = True
   obj = objectives.build(config)  # Registered as objective "distill".
   assert isinstance(obj, objective_lib.DistillObjective)
   params = nn.unbox(jax.jit(obj.init)(jax.random.PRNGKey(0), tiny.batch()))
