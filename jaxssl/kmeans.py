@@ -4,6 +4,7 @@
       --num_clusters=100 --name=km100_mfcc --splits=train,dev
   python -m jaxssl.kmeans --dataset=demo_corpus --data_dir=data/tfds --features=layer \
       --checkpoint=workdir/hubert_it1 --layer=2 --num_clusters=100 --name=km100_it1
+  python -m jaxssl.kmeans --dataset=librispeech --features=fbank --stats=fbank40 ...  # MelHuBERT
 
 HuBERT's offline target step (https://arxiv.org/abs/2106.07447; fairseq simple_kmeans): features
 of a random `--fraction` of the `--fit_split` utterances (10% by default, as fairseq's --percent)
@@ -23,6 +24,7 @@ from absl import logging
 import numpy as np
 
 from jaxssl import cli
+from jaxssl import feature_stats
 from jaxssl.clustering import features as features_lib
 from jaxssl.clustering import minibatch as kmeans_lib
 from jaxssl.clustering import metrics
@@ -87,8 +89,8 @@ def label_split(source, extractor, centroids, *, framing, mesh=None, batch_size=
   return ids, out, quality
 
 
-def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, num_clusters=100,
-        fit_split="train", splits=("train", "dev"), fraction=0.1, name="", out="", seed=0,
+def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, stats="",
+        num_clusters=100, fit_split="train", splits=("train", "dev"), fraction=0.1, name="", out="", seed=0,
         batch_size=10_000, max_epochs=100, num_init=20, max_no_improvement=100, refine_steps=0,
         overwrite=False, log=print):
   """The CLI's work, callable from scripts (experiments/hubert_demo/run.py). Returns meta."""
@@ -98,7 +100,11 @@ def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, num_clust
   if os.path.exists(os.path.join(directory, labels_lib.META)) and not overwrite:
     raise FileExistsError(f"Label set {directory!r} exists (meta.json); pass --overwrite to "
                           "replace it.")
-  extractor = features_lib.Extractor(features, checkpoint=checkpoint, layer=layer)
+  norm = None
+  if stats:  # The dataset's per-band statistics (jaxssl.feature_stats), as the model reads.
+    norm = feature_stats.load(feature_stats.resolve(stats, fit_source.path),
+                              features=features, num_mels=40)
+  extractor = features_lib.Extractor(features, checkpoint=checkpoint, layer=layer, stats=norm)
   framing = extractor.framing
   mesh = kmeans_lib.make_mesh()
 
@@ -138,7 +144,7 @@ def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, num_clust
       log(f"{split}: {len(ids)} utterances labelled (no phone alignments to score)")
   meta = dict(
       label_rate=framing.label_rate, num_clusters=num_clusters, features=features,
-      checkpoint=os.path.abspath(checkpoint) if checkpoint else "", layer=layer,
+      checkpoint=os.path.abspath(checkpoint) if checkpoint else "", layer=layer, stats=stats,
       center_offset_samples=framing.center_offset, dataset=dataset, fit_split=fit_split,
       fraction=fraction, seed=seed, splits=list(splits),
       fit=dict(num_points=int(len(points)), inertia=result.inertia,
@@ -160,7 +166,7 @@ def main(argv):
   f = flags.FLAGS
   logging.set_verbosity(logging.WARNING)
   meta = run(dataset=f.dataset, data_dir=f.data_dir, features=f.features,
-             checkpoint=f.checkpoint, layer=f.layer, num_clusters=f.num_clusters,
+             checkpoint=f.checkpoint, layer=f.layer, stats=f.stats, num_clusters=f.num_clusters,
              fit_split=f.fit_split, splits=[s for s in f.splits.split(",") if s],
              fraction=f.fraction, name=f.name, out=f.out, seed=f.seed, batch_size=f.batch_size,
              max_epochs=f.max_epochs, num_init=f.num_init,
@@ -176,6 +182,8 @@ if __name__ == "__main__":
   flags.DEFINE_enum("features", "mfcc", list(features_lib.KINDS), "What to cluster.")
   flags.DEFINE_string("checkpoint", "", "--features=layer: workdir of a trained run.")
   flags.DEFINE_integer("layer", 0, "--features=layer: 1-based Transformer layer.")
+  flags.DEFINE_string("stats", "", "--features=fbank: normalise by these statistics "
+                      "(jaxssl.feature_stats name or path), as MelHuBERT's model reads them.")
   flags.DEFINE_integer("num_clusters", 100, "K.")
   flags.DEFINE_string("fit_split", "train", "Split whose utterances fit the codebook.")
   flags.DEFINE_string("splits", "train,dev", "Comma-separated splits to label.")

@@ -9,6 +9,7 @@ against all their devices (`jaxssl.validate`), so the Python API rejects what th
 rejects.
 """
 from jaxssl import distill  # pylint: disable=unused-import (registers objective "distill")
+from jaxssl import feature_stats
 from jaxssl import objectives
 from jaxssl import validate
 from jaxssl.evaluation import pretraining_evals as evals_lib
@@ -59,6 +60,9 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     engine.NonFiniteError, checkpointing.CheckpointError: see `engine.train`.
   """
   check(config)
+  # A frontend normalised by the training set's statistics gets their values now, so that
+  # config.json (and so every checkpoint) carries them.
+  config = feature_stats.fill_config(config, source)
   objective = objectives.build(config) if objective is None else objective
   evals_lib.check_pretraining_evals(config, source=source)  # Fails now, not hours in.
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
@@ -73,6 +77,7 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
 def abstract_step(config, *, objective=None, devices=None):
   """`engine.abstract_step` for `config`'s objective and optimizer (see there); `jaxssl.aot`
   compiles it for a TPU topology."""
+  config = feature_stats.fill_config(config, required=False)
   objective = objectives.build(config) if objective is None else objective
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
   return engine.abstract_step(config, objective, tx=tx, lr_schedule=lr_schedule,
@@ -84,6 +89,7 @@ def dry_run(config, *, objective=None):
   objective's own figures; trains nothing. Objectives with constants (a distillation teacher)
   report their sizes without compiling."""
   check(config)
+  config = feature_stats.fill_config(config, required=False)
   objective = objectives.build(config) if objective is None else objective
   report = objective.dry_run_report()
   if objective.has_constants:

@@ -2,21 +2,25 @@
 
 Lin et al. 2022, https://arxiv.org/abs/2211.09944
 
+  python -m jaxssl.feature_stats --dataset=librispeech --data_dir=$TFDS \
+      --split=train_clean_360 --features=fbank --num_mels=40          # -> stats/fbank40.json
   python -m jaxssl.kmeans --dataset=librispeech --data_dir=$TFDS --fit_split=train_clean_360 \
-      --features=logmel --num_clusters=512 --name=km512_logmel --splits=train_clean_360
+      --features=fbank --stats=fbank40 --num_clusters=512 --name=km512_fbank \
+      --splits=train_clean_360
   python -m jaxssl.main --config=configs/hubert/melhubert.py --workdir=$RUNS/melhubert
   python experiments/hubert_demo/macs.py   # MACs per second of speech next to HuBERT BASE
 
 HuBERT BASE's Transformer (post-LN, 12 x 768/3072/12, conv positional embedding, dropouts 0.1)
 on 40-d Kaldi fbank frames (Hamming window, pre-emphasis, torchaudio's Kaldi routine, as the
-reference extracts them) stacked to 80-d at 20 ms instead of the CNN; zero masking before the
-input projection (mask_prob 0.7, spans of 5 frames); a linear classifier over K = 512 k-means
-units of the log-mel frames (stage 1), cross-entropy on masked frames. Runner: Adam(0.9, 0.999),
+reference extracts them), normalised by the training set's mean and standard deviation per band
+(`jaxssl.feature_stats`; the run's config.json carries the values), stacked to 80-d at 20 ms
+instead of the CNN; zero masking before the input projection (mask_prob 0.7, spans of 5
+frames); a linear classifier over K = 512 k-means units of the same normalised fbank frames
+(stage 1), cross-entropy on masked frames. Runner: Adam(0.9, 0.999),
 eps 1e-8, no weight decay, constant lr 1e-4, clip 10, batches of 4 x 8 accumulation = 32 random
 750-frame (15 s) crops of utterances longer than 320 fbank frames (3.2 s), 200 epochs of the
-104k utterances (~650k updates). Not yet as the reference: the fbank is normalised per utterance
-(the reference uses the training set's mean and variance per band), and the stage-1 k-means
-units come from librosa log-mel frames (jaxssl.kmeans --features=logmel). `:runlocal` shrinks it for a CPU smoke run.
+104k utterances (~650k updates). `:runlocal` shrinks it for a CPU smoke run (each utterance
+normalised by its own statistics: no statistics pass).
 """
 import ml_collections as mlc
 
@@ -34,10 +38,11 @@ def get_config(arg=None):
   c.data = common.data("librispeech", split="train_clean_360", crop_samples=240_000,
                        batch_size=32)
   c.data.min_samples = 51_200  # MelHuBERT keeps utterances over 320 fbank frames (10 ms): 3.2 s.
-  c.data.labels = "km512_logmel"  # k-means on the 10 ms log-mel frames (stage 1).
+  c.data.labels = "km512_fbank"  # k-means on the normalised 10 ms fbank frames (stage 1).
   c.data.label_rate = 100
   c.model = common.wav2vec2_model(
-      "base", frontend=dict(name="mel_stack", num_mels=40, stack=2, features="kaldi"),
+      "base", frontend=dict(name="mel_stack", num_mels=40, stack=2, features="kaldi",
+                                 stats="fbank40"),
       feature_layer_norm=False, mask_token="zeros",  # MelHuBERT's model.py: neither.
       dropout_rate=0.1, attention_dropout_rate=0.1, activation_dropout_rate=0.1,
       input_dropout_rate=0.0, feature_dropout_rate=0.0, layerdrop_rate=0.0)
@@ -50,4 +55,5 @@ def get_config(arg=None):
   c.ckpt = common.ckpt(every_steps=5_000, keep=3)
   if arg.runlocal:
     common.shrink_for_cpu(c)
+    c.model.frontend.stats = ""
   return c.lock()

@@ -7,7 +7,10 @@ log-mel frames. Each extractor says where its frames sit in the audio, so that l
 with the model frame that reads it:
 - "mfcc": 13 MFCCs + deltas over 25 ms windows [160 i, 160 i + 400), as Kaldi's snip-edges
   framing in fairseq: label 2t then covers the same samples as CNN frame t;
-- "logmel": 40 log-mel bands centred at 160 i, the frames MelHuBERT stacks;
+- "logmel": 40 log-mel bands centred at 160 i (librosa's);
+- "fbank": 40-d Kaldi fbank over [160 i, 160 i + 400), the frames MelHuBERT stacks, normalised
+  by the training set's per-band statistics when given (`jaxssl.feature_stats`), as the model
+  reads them;
 - "layer": hidden state `layer` (1-based, fairseq's output_layer; 0 is the Transformer's input)
   of a checkpoint, one row per encoder frame (CNN frames are centred at 320 t + 200 samples).
 """
@@ -18,6 +21,7 @@ import numpy as np
 
 from jaxssl import constants
 from jaxssl import distill  # pylint: disable=unused-import (students load as upstreams)
+from jaxssl import feature_stats
 from jaxssl import objectives
 from jaxssl import pretrained
 from jaxssl.data import batching
@@ -25,7 +29,7 @@ from jaxssl.data import features as features_lib
 from jaxssl.models import frontends
 from jaxssl.models import variants
 
-KINDS = ("mfcc", "logmel", "layer")
+KINDS = ("mfcc", "logmel", "fbank", "layer")
 _CNN_HALF_WINDOW = 200  # The conv frontend's 400-sample receptive field, centred.
 _BUCKET_SAMPLES = 8_000  # Model inputs are padded to 0.5 s steps: a few compiles, little padding.
 
@@ -53,15 +57,22 @@ def logmel(audio, num_mels=40):
 class Extractor:
   """`extractor(list of int16 [S_i]) -> list of [T_i, D] float32`, with its `framing`."""
 
-  def __init__(self, kind, *, checkpoint="", layer=0, batch_size=16):
+  def __init__(self, kind, *, checkpoint="", layer=0, batch_size=16, stats=None):
+    """`stats`: optional (mean, std) per band for "fbank" (`feature_stats.load`)."""
     if kind not in KINDS:
       raise ValueError(f"Unknown --features={kind!r}; choose from {list(KINDS)}.")
+    if stats is not None and kind != "fbank":
+      raise ValueError(f"--stats normalises --features=fbank, not {kind!r}.")
     self.kind = kind
     self.batch_size = batch_size
+    self.stats = stats
     if kind == "mfcc":
       self.framing = Framing(100, 160, _CNN_HALF_WINDOW)
     elif kind == "logmel":
       self.framing = Framing(100, 160, 0)
+    elif kind == "fbank":
+      self.framing = Framing(100, 160, _CNN_HALF_WINDOW)  # Kaldi's whole 400-sample frames.
+      self._fbank = feature_stats.features_fn("fbank", 40)
     else:
       self._load_model(checkpoint, layer)
 
@@ -90,6 +101,12 @@ class Extractor:
       return [mfcc(a) for a in audios]
     if self.kind == "logmel":
       return [logmel(a) for a in audios]
+    if self.kind == "fbank":
+      feats = feature_stats.padded_features(self._fbank, "fbank", audios)
+      if self.stats is not None:
+        mean, std = (np.asarray(x, np.float32) for x in self.stats)
+        feats = [(f - mean) / std for f in feats]
+      return feats
     return self._layer_features(audios)
 
   def _layer_features(self, audios):

@@ -5,12 +5,14 @@ any encoder config takes any frontend:
 
   cnn        wav2vec 2.0's conv feature encoder, 50 Hz (fields: mode, conv_bias,
              feature_grad_mult);
-  mel        normalised log-mel at 100 Hz (fields: num_mels, features);
+  mel        normalised log-mel at 100 Hz (fields: num_mels, features, stats);
   mel_stack  MelHuBERT's input: normalised 40-d log-mel stacked in pairs, 50 Hz (fields:
-             num_mels, stack, features).
+             num_mels, stack, features, stats).
 
 `features` picks the log-mel: "librosa" (Hann, Slaney mel, centred frames; the default) or
 "kaldi" (Kaldi's fbank as MelHuBERT computes it, `kaldi_fbank.py`: whole frames only).
+`stats` names the training set's per-band mean and std (`jaxssl.feature_stats`; the run copies
+them into `mean` / `std` when it starts); empty: each utterance is normalised by its own.
 
 A `Frontend` says how its config section becomes a module and how many frames a number of samples
 gives; a fork adds one with `frontends.register("name", Frontend(...))`.
@@ -75,10 +77,21 @@ def _mel_centre(fe):
   return first + constants.MEL_HOP * (_stack(fe) - 1) // 2
 
 
+def _mel_module(fe, v, dtype):
+  del v, dtype
+  mean, std = tuple(fe.get("mean", ())), tuple(fe.get("std", ()))
+  if fe.get("stats", "") and not mean:
+    raise ValueError(
+        f"model.frontend.stats={fe.stats!r} is not filled in: the run copies the dataset's "
+        "statistics into model.frontend.mean / std when it starts (jaxssl.feature_stats."
+        "fill_config); build through `python -m jaxssl.main` or call fill_config first.")
+  return functools.partial(mel_stack.MelStack, num_mels=fe.num_mels, stack=_stack(fe),
+                           features=_features(fe), mean=mean, std=std)
+
+
 for _name in ("mel", "mel_stack"):
   register(_name, Frontend(
-      module=lambda fe, v, dtype: functools.partial(
-          mel_stack.MelStack, num_mels=fe.num_mels, stack=_stack(fe), features=_features(fe)),
+      module=_mel_module,
       frames_for=lambda fe, n: mel_stack.frames_for(n, _stack(fe), _features(fe)),
       hop=lambda fe: constants.MEL_HOP * _stack(fe),
       centre=_mel_centre))

@@ -8,10 +8,11 @@ pre-emphasis, whole frames only) or librosa's (`features="librosa"`: `frontends.
 Hann, Slaney mel, centred frames), is
 normalised per utterance and every two consecutive frames are concatenated, [f_2t ; f_2t+1],
 the odd tail padded with zeros, giving 80-d frames at 50 Hz: the CNN frontend's frame rate, so
-the same span masking and 50 Hz targets apply. MelHuBERT normalises with the training set's
-mean and standard deviation per mel band; here each utterance is normalised over its own real
-frames (cepstral mean and variance normalisation), which needs no statistics pass and treats
-padding correctly. The module has no parameters.
+the same span masking and 50 Hz targets apply. Normalisation per band: with `mean` and `std`
+given, the training set's (MelHuBERT's; `jaxssl.feature_stats` computes them and the run's
+config carries them), else each utterance's own over its real frames (cepstral mean and
+variance normalisation, no statistics pass). Padded frames are zero. The module has no
+parameters.
 """
 import flax.linen as nn
 import jax.numpy as jnp
@@ -42,6 +43,8 @@ class MelStack(nn.Module):
   stack: int = 2
   features: str = "librosa"  # Or "kaldi" (MelHuBERT's).
   normalize: bool = True
+  mean: tuple = ()  # The training set's per-band statistics (`jaxssl.feature_stats`), if any.
+  std: tuple = ()
   eps: float = 1e-5
 
   @nn.compact
@@ -57,10 +60,16 @@ class MelStack(nn.Module):
       feats = mel.log_mel(audio, n_mels=self.num_mels)
     b, t_mel, m = feats.shape
     t = -(-t_mel // self.stack)
-    if self.normalize:
-      lengths = mel_frames_for(valid.sum(-1) if valid is not None else jnp.full(
-          (b,), audio.shape[1]), self.features)
-      w = (jnp.arange(t_mel)[None] < lengths[:, None]).astype(feats.dtype)[..., None]
+    lengths = mel_frames_for(valid.sum(-1) if valid is not None else jnp.full(
+        (b,), audio.shape[1]), self.features)
+    w = (jnp.arange(t_mel)[None] < lengths[:, None]).astype(feats.dtype)[..., None]
+    if self.mean:
+      if len(self.mean) != m or len(self.std) != m:
+        raise ValueError(f"model.frontend.mean / std have {len(self.mean)} / {len(self.std)} "
+                         f"bands; the frontend computes {m}.")
+      mean, std = jnp.asarray(self.mean, feats.dtype), jnp.asarray(self.std, feats.dtype)
+      feats = (feats - mean) / std * w
+    elif self.normalize:
       n = jnp.maximum(w.sum(1, keepdims=True), 1.0)
       mean = (feats * w).sum(1, keepdims=True) / n
       var = (jnp.square(feats - mean) * w).sum(1, keepdims=True) / n
