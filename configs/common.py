@@ -125,16 +125,17 @@ def wav2vec2_sections(c, *, num_vars=320, temp=(2.0, 0.5, 0.999995), num_negativ
 
 
 def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6, trainable=".*",
-          no_decay=""):
+          no_decay="", lr_groups=()):
   """The `optim` section: fairseq's Adam (β2 0.98, eps 1e-6) with decoupled weight decay.
 
   `trainable` is a regex fullmatched against '/'-joined param paths; the rest stay frozen (and
   hold no Adam moments). `no_decay`: a regex of paths with no weight decay ("" decays all).
+  `lr_groups`: (regex, lr) pairs, parameters with their own learning rate (same schedule).
   `grad_accum_steps` splits each global batch into that many microbatches.
   """
   return mlc.ConfigDict(dict(name="adamw", lr=lr, b1=b1, b2=b2, eps=eps,
                              weight_decay=weight_decay, no_decay=no_decay, clip_norm=clip_norm,
-                             grad_accum_steps=1, trainable=trainable))
+                             grad_accum_steps=1, trainable=trainable, lr_groups=lr_groups))
 
 
 def distributed(coordinator=""):

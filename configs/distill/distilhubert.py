@@ -39,7 +39,8 @@ def get_config(arg=None):
   # parameters whose name holds none of "bias", "LayerNorm.bias", "LayerNorm.weight", else 0.
   # Its LayerNorms are named `layer_norm`, so only the biases escape: wd 0.01 on the rest.
   c.optim = common.adamw(lr=2e-4, weight_decay=0.01, clip_norm=5.0,
-                         no_decay=mixers.no_decay(arg.mixer, r".*/bias"))
+                         no_decay=mixers.no_decay(arg.mixer, r".*/bias"),
+                         lr_groups=mixers.lr_groups(arg.mixer))
   c.schedule = dict(name="warmup_poly", warmup_steps=14_000, power=1.0, end_lr=0.0)
   c.distributed = common.distributed()
   c.mesh = common.mesh()

@@ -33,8 +33,11 @@ def mixer_section(name, c):
       filter_dim=64, filter_emb_dim=33, dropout_rate=0.0))
 
 
-# safari's HyenaFilter gives its implicit filter (the MLP, its Sin frequencies) weight decay 0.
+# safari's HyenaFilter gives its implicit filter (the MLP, its Sin frequencies, the positional
+# embedding) weight decay 0, and learning rates of their own: the positional embedding 1e-5
+# (lr_pos_emb), the rest of the filter 1e-3 (HyenaFilter's lr). First match wins.
 HYENA_NO_DECAY = r".*/filter_fn/.*"
+HYENA_LR_GROUPS = ((r".*/filter_fn/pos_emb", 1e-5), (r".*/filter_fn/.*", 1e-3))
 
 
 def no_decay(name, recipe_no_decay=""):
@@ -43,10 +46,17 @@ def no_decay(name, recipe_no_decay=""):
   return "|".join(p for p in (recipe_no_decay, own) if p)
 
 
+def lr_groups(name, recipe_groups=()):
+  """`optim.lr_groups` of a recipe with mixer `name`: the mixer's own, then the recipe's."""
+  own = HYENA_LR_GROUPS if name == "hyena" else ()
+  return tuple(own) + tuple(tuple(g) for g in recipe_groups)
+
+
 def with_mixer(c, name):
   """Recipe `c` (a locked ConfigDict) with its mixer replaced by `name`; returns it locked."""
   with c.unlocked():
     c.model.mixer = mixer_section(name, c)
     if "optim" in c:
       c.optim.no_decay = no_decay(name, c.optim.get("no_decay", ""))
+      c.optim.lr_groups = lr_groups(name, c.optim.get("lr_groups", ()))
   return c.lock()

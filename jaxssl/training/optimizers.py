@@ -7,7 +7,9 @@ fairseq/optim/lr_scheduler/{polynomial_decay,tri_stage}_schedule.py.
 
 Which parameters train is a regex over their '/'-joined paths (`optim.trainable`); frozen ones get
 `optax.set_to_zero()` through `optax.multi_transform`, so they hold no Adam moments (big_vision's
-`('img/.*', None)` idea), which is what LoRA / ladder fine-tuning needs.
+`('img/.*', None)` idea), which is what LoRA / ladder fine-tuning needs. Parameter groups with
+their own learning rate (`optim.lr_groups`, e.g. Hyena's filter and positional embedding, as
+safari's param groups) follow the same schedule, scaled by their lr over `optim.lr`.
 """
 import math
 import re
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 _OPTIM_FIELDS = ("name", "lr", "b1", "b2", "eps", "weight_decay", "no_decay", "clip_norm",
-                 "grad_accum_steps", "trainable")
+                 "grad_accum_steps", "trainable", "lr_groups")
 
 
 def _check_fields(section, cfg, allowed):
@@ -151,13 +153,46 @@ def decay_mask(no_decay):
       lambda p, _: not pattern.fullmatch(param_path(p)), params)
 
 
+def lr_groups(groups, base_lr):
+  """Scales the updates of parameter groups with their own learning rate.
+
+  Args:
+    groups: (regex, lr) pairs over '/'-joined param paths; the first that fullmatches a path
+      sets its lr. A torch param group's lr scales its whole AdamW step (the decoupled decay
+      too) and the scheduler scales every group alike, so multiplying the updates by
+      lr / base_lr is the same.
+    base_lr: `optim.lr`.
+
+  Returns:
+    An `optax.GradientTransformation` (stateless); identity for no groups.
+  """
+  if not groups:
+    return optax.identity()
+  rules = []
+  for rule in groups:
+    if len(rule) != 2 or not isinstance(rule[0], str) or not rule[1] > 0:
+      raise ValueError(f"optim.lr_groups entries are (regex, lr > 0) pairs; got {rule!r}.")
+    rules.append((re.compile(rule[0]), float(rule[1]) / base_lr))
+
+  def factor(path):
+    name = param_path(path)
+    return next((f for pattern, f in rules if pattern.fullmatch(name)), 1.0)
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(lambda p, u: u * factor(p), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(optim_cfg, schedule_cfg, total_steps):
   """Builds the optimizer from the `optim` and `schedule` config sections.
 
   Args:
     optim_cfg: `name` ("adamw"), lr, b1, b2, eps, weight_decay, no_decay (regex of param paths
       without weight decay, e.g. r".*bias"; "" or absent: none), clip_norm (0: off),
-      grad_accum_steps (read by the train step), trainable (regex over param paths, default ".*").
+      grad_accum_steps (read by the train step), trainable (regex over param paths, default ".*"),
+      lr_groups ((regex, lr) pairs: those params' own learning rate, see `lr_groups`).
     schedule_cfg: `name` in SCHEDULES plus that schedule's fields.
     total_steps: number of updates the run makes (the decay horizon).
 
@@ -178,7 +213,8 @@ def make_optimizer(optim_cfg, schedule_cfg, total_steps):
       # optax.adamw decays decoupled from the gradient (p -= lr * wd * p), as fairseq's Adam.
       optax.adamw(lr_schedule, b1=optim_cfg.get("b1", 0.9), b2=optim_cfg.get("b2", 0.98),
                   eps=optim_cfg.get("eps", 1e-6), weight_decay=optim_cfg.get("weight_decay", 0.0),
-                  mask=decay_mask(optim_cfg.get("no_decay", ""))))
+                  mask=decay_mask(optim_cfg.get("no_decay", ""))),
+      lr_groups(optim_cfg.get("lr_groups", ()), optim_cfg["lr"]))
   trainable = optim_cfg.get("trainable", ".*")
   tx = optax.multi_transform({"train": train_tx, "freeze": optax.set_to_zero()},
                              trainable_labels(trainable))

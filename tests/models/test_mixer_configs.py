@@ -93,7 +93,8 @@ def test_hubert_and_melhubert_sweeps_build_the_loss_with_every_mixer(recipe):
 ])
 def test_sweeps_change_only_the_mixer(sweep, recipe, arg, recipe_arg):
   """Same recipe, same budget: every field but model.mixer equals the recipe's (and, for Hyena,
-  optim.no_decay: its implicit filter takes no weight decay)."""
+  optim.no_decay and optim.lr_groups: its implicit filter takes no weight decay and safari's
+  learning rates)."""
   recipe = pytest.importorskip(recipe)  # HuBERT's configs land with the HuBERT objective.
   sweep = importlib.import_module(f"configs.mixers.{sweep}")
   ref = recipe.get_config(recipe_arg).to_dict()
@@ -102,7 +103,10 @@ def test_sweeps_change_only_the_mixer(sweep, recipe, arg, recipe_arg):
     assert c["model"].pop("mixer")["name"] == name
     no_decay = c["optim"].pop("no_decay")
     assert no_decay == (mixer_configs.HYENA_NO_DECAY if name == "hyena" else "")
+    groups = c["optim"].pop("lr_groups")
+    assert tuple(groups) == (mixer_configs.HYENA_LR_GROUPS if name == "hyena" else ())
     ref["optim"].pop("no_decay", None)
+    ref["optim"].pop("lr_groups", None)
     assert c["model"] == {k: v for k, v in ref["model"].items() if k != "mixer"}
     assert {k: v for k, v in c.items() if k != "model"} == {
         k: v for k, v in ref.items() if k != "model"}

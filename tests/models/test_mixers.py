@@ -185,6 +185,8 @@ def _hyena_reference(p, x, valid, m):
   f = np.linspace(1e-4, bands - 1, bands)
   z = np.concatenate([tt, np.cos(2 * np.pi * tt * f), -np.sin(2 * np.pi * tt * f)], -1)
   fp = p["filter_fn"]
+  inside = np.abs(lags) < m.max_frames  # The learned rows; beyond them the closed form.
+  z[inside] = fp["pos_emb"][lags[inside] + m.max_frames - 1]
   h = np.sin(fp["sin_freq"] * dense(z, fp["implicit_filter_in"]))
   for i in range(m.num_filter_layers):
     h = np.sin(fp["sin_freq"] * dense(h, fp[f"implicit_filter_{i}"]))
@@ -207,6 +209,20 @@ def test_hyena_matches_a_numpy_reference_and_is_bidirectional():
   y = _apply(m)(params, x, valid=valid)
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
   ref = _hyena_reference(p, np.asarray(x, np.float64), np.asarray(valid), m)
+  for b, n in enumerate((10, 6)):
+    np.testing.assert_allclose(y[b, :n], ref[b, :n], atol=1e-4, rtol=1e-3)
+  # The positional embedding is a parameter (safari trains it) that starts at the closed form;
+  # trained rows are read for lags under max_frames, the closed form past them (max_frames 4).
+  short = _mixer("hyena", max_frames=4)
+  sp = _init(short, x, valid)
+  table = sp["params"]["filter_fn"]["pos_emb"]
+  assert table.shape == (7, short.filter_emb_dim)
+  lags = np.arange(-3, 4)
+  np.testing.assert_allclose(table[:, 0], lags / 4, atol=1e-7)
+  sp["params"]["filter_fn"]["pos_emb"] = table + jax.random.normal(jax.random.key(5), table.shape)
+  y = _apply(short)(sp, x, valid=valid)
+  ref = _hyena_reference(jax.tree.map(lambda a: np.asarray(a, np.float64), sp["params"]),
+                         np.asarray(x, np.float64), np.asarray(valid), short)
   for b, n in enumerate((10, 6)):
     np.testing.assert_allclose(y[b, :n], ref[b, :n], atol=1e-4, rtol=1e-3)
   # Non-causal: frame 2's output depends on frame 7 (and frame 7's on frame 2).

@@ -133,3 +133,34 @@ def test_distilhubert_decays_all_but_biases_at_s3prls_effective_rate():
   tx, _ = optimizers.make_optimizer(plain, {"name": "constant", "warmup_steps": 0}, 10)
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   np.testing.assert_allclose(updates["encoder"]["layer_00"]["fc1"]["bias"], decayed, rtol=1e-6)
+
+
+def test_lr_groups_scale_their_params_steps_as_a_torch_param_group_lr():
+  """safari gives Hyena's positional embedding lr 1e-5 and its filter 1e-3: each group's AdamW
+  step (decay included) equals the step of an optimizer whose lr is the group's, at every point
+  of the schedule; other params take optim.lr."""
+  rs = np.random.default_rng(0)
+  params = {"filter_fn": {"pos_emb": jnp.asarray(rs.normal(size=(5, 3)), jnp.float32),
+                          "dense": jnp.asarray(rs.normal(size=(3, 4)), jnp.float32)},
+            "out_proj": jnp.asarray(rs.normal(size=(4, 2)), jnp.float32)}
+  grads = jax.tree.map(lambda x: jnp.asarray(rs.normal(size=x.shape), jnp.float32), params)
+  sched = {"name": "warmup_poly", "warmup_steps": 2, "power": 1.0, "end_lr": 0.0}
+  base = dict(name="adamw", lr=2e-3, weight_decay=0.01, clip_norm=0.0,
+              lr_groups=((r".*/pos_emb", 1e-5), (r"filter_fn/.*", 1e-3)))
+
+  def steps(optim):
+    tx, _ = optimizers.make_optimizer(optim, sched, 10)
+    state, out = tx.init(params), []
+    for _ in range(3):
+      u, state = tx.update(grads, state, params)
+      out.append(u)
+    return out
+
+  grouped = steps(base)
+  for lr, pick in ((1e-5, lambda t: t["filter_fn"]["pos_emb"]),
+                   (1e-3, lambda t: t["filter_fn"]["dense"]), (2e-3, lambda t: t["out_proj"])):
+    plain = steps(dict(base, lr=lr, lr_groups=()))
+    for a, b in zip(grouped, plain):
+      np.testing.assert_allclose(pick(a), pick(b), rtol=1e-5, atol=1e-12)
+  with pytest.raises(ValueError, match=r"\(regex, lr > 0\) pairs"):
+    optimizers.make_optimizer(dict(base, lr_groups=((r".*", 0.0),)), sched, 10)

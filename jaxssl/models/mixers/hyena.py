@@ -5,7 +5,9 @@ https://arxiv.org/abs/2302.10866 , after HazyResearch/safari `src/models/sequenc
 in_proj D -> (order+1) D, a short depthwise conv (3 taps), split into gates x_0..x_{order-1} and
 v, then for each remaining gate: v = long_conv(v * x_i, h_o) + bias_o * v, and
 y = out_proj(v * x_0). The long filter h is implicit: an MLP of a positional embedding
-z(t) = [t, Re, Im exp(-i f w t)] (Linear + Sin with a shared trainable frequency, then
+z(t) = [t, Re, Im exp(-i f w t)] (a parameter initialised to that closed form, one row per lag
+up to `max_frames`, as safari's trainable PositionalEmbedding; Linear + Sin with a shared
+trainable frequency, then
 `num_filter_layers` x (Linear + Sin), then Linear without bias), times a per-channel decay
 window exp(-|t| |delta_c|) (+ shift). The LM operator is causal; a speech encoder sees the whole
 utterance, so here (as in ConfHyena, https://arxiv.org/abs/2402.13208) the filter is two-sided:
@@ -60,15 +62,29 @@ class ImplicitFilter(nn.Module):
   decay_target: float = 1e-2
   shift: float = 0.0
 
+  def positions(self, lags):
+    """safari's PositionalEmbedding at signed lags: [N] -> [N, emb_dim] float32."""
+    bands = (self.emb_dim - 1) // 2
+    t = lags.astype(jnp.float32)[:, None] / self.max_frames            # [N, 1], in [-1, 1]
+    f = jnp.asarray(np.linspace(1e-4, bands - 1, bands), jnp.float32)  # safari's band grid.
+    w = 2 * np.pi * t * f                                               # [N, bands]
+    return jnp.concatenate([t, jnp.cos(w), -jnp.sin(w)], axis=-1)     # [t, Re, Im e^{-ifw}]
+
   @nn.compact
   def __call__(self, lags):
     if self.emb_dim < 3 or self.emb_dim % 2 == 0:
       raise ValueError(f"mixer.filter_emb_dim={self.emb_dim} must be odd and >= 3.")
-    bands = (self.emb_dim - 1) // 2
-    t = lags.astype(jnp.float32)[:, None] / self.max_frames             # [N, 1], in [-1, 1]
-    f = jnp.asarray(np.linspace(1e-4, bands - 1, bands), jnp.float32)  # safari's band grid.
-    w = 2 * np.pi * t * f                                               # [N, bands]
-    z = jnp.concatenate([t, jnp.cos(w), -jnp.sin(w)], axis=-1)        # [t, Re, Im e^{-ifw}]
+    # The embedding is a parameter (safari trains it, at lr 1e-5: configs/mixers), one row per
+    # lag of the training length, starting at the closed form; lags beyond max_frames use the
+    # closed form.
+    m = self.max_frames
+    table = self.param("pos_emb", nn.with_logical_partitioning(
+        lambda key, shape: self.positions(jnp.arange(-(m - 1), m)), (None, None)),
+        (2 * m - 1, self.emb_dim))
+    inside = jnp.abs(lags) < m
+    z = jnp.where(inside[:, None], table[jnp.clip(lags + m - 1, 0, 2 * m - 2)],
+                  self.positions(lags))
+    t = lags.astype(jnp.float32)[:, None] / m                            # [N, 1], in [-1, 1]
     # One Sin module is shared by every layer in safari, hence one frequency vector.
     freq = self.param("sin_freq", nn.with_logical_partitioning(
         nn.initializers.constant(self.sin_freq), (None,)), (self.width,))
