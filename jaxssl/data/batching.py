@@ -109,7 +109,8 @@ def budget_batch_size(target_samples, length, *, multiple, groups=1):
   return max(unit, round(rows / unit) * unit)
 
 
-def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, groups=1, max_buckets=4):
+def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, groups=1, max_buckets=4,
+                    weights=None):
   """Builds `DynamicBuckets` from the length distribution.
 
   Args:
@@ -121,6 +122,8 @@ def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, groups=1
       the number of hosts, so that the global batches do not either.
     groups: data.batch_groups, the per-GPU batches of one fairseq update (`budget_batch_size`).
     max_buckets: at most this many (batch, length) shapes (= compiles).
+    weights: optional [N] relative chance of each record being drawn (a multilingual sampler's
+      resampling, `TemperatureSampler.weights`); default all equal.
 
   Returns:
     DynamicBuckets whose lower edges are `crop_edges`.
@@ -135,11 +138,12 @@ def dynamic_buckets(lengths, *, target_samples, crop_samples, multiple, groups=1
   assignment = np.searchsorted(edges, clipped, side="right") - 1
   batch_sizes = [budget_batch_size(target_samples, int(e), multiple=multiple, groups=groups)
                  for e in edges]
-  # A bucket is drawn in proportion to its number of batches per epoch, so every
-  # utterance is visited at about the same rate.
-  weights = np.bincount(assignment, minlength=len(edges)) / np.array(batch_sizes)
+  # A bucket is drawn in proportion to its number of batches per epoch (of the resampled
+  # records, with `weights`), so every utterance is visited at about its intended rate.
+  mass = np.bincount(assignment, weights=weights, minlength=len(edges))
+  probs = mass / np.array(batch_sizes)
   return DynamicBuckets(tuple(int(e) for e in edges), tuple(batch_sizes), assignment,
-                        weights / weights.sum())
+                        probs / probs.sum())
 
 
 def crop_edges(clipped, max_buckets, *, grid=256):

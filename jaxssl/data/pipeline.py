@@ -163,7 +163,7 @@ class TrainPlan:
     self.batch_size = data_cfg.batch_size
     self.curriculum = data_cfg.curriculum
     self.sampler = sampling.make_sampler(data_cfg.sampling, seed=seed, language=language_ids,
-                                         durations=self.lengths)
+                                         durations=self.lengths, records=records)
     # Pools: the record subsets a step may draw from, keyed by small ints.
     self.pools = {0: records}
     self.buckets = None
@@ -174,7 +174,8 @@ class TrainPlan:
           target_samples=round(data_cfg.dynamic_batch_sec * constants.SAMPLE_RATE),
           crop_samples=self.crop, multiple=_multiple(data_cfg, process_count),
           groups=data_cfg.get("batch_groups", 1),
-          max_buckets=data_cfg.get("dynamic_batch_buckets", 4))
+          max_buckets=data_cfg.get("dynamic_batch_buckets", 4),
+          weights=self.sampler.weights(records))
       for k in range(len(self.buckets.lengths)):
         self.pools[10 + k] = records[self.buckets.assignment == k]
     elif self.curriculum.name == "max_duration":
@@ -210,7 +211,10 @@ class TrainPlan:
 
   def __call__(self, step):
     key, batch_size, length = self._pool(step)
-    indices = self.sampler.sample(step, batch_size, key, self.pools[key])
+    # A bucket drawn in proportion to its (resampled) mass samples with the records' weights;
+    # a pool the step is given (curricula) samples the languages at p_l.
+    indices = self.sampler.sample(step, batch_size, key, self.pools[key],
+                                  weighted=self.buckets is not None)
     offsets = batching.crop_offsets(self.lengths[indices], length, seed=self.seed, step=step)
     return {"indices": indices, "offsets": offsets, "length": length}
 

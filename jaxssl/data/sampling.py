@@ -68,8 +68,13 @@ class UniformSampler:
       self._perms[(key, epoch)] = perm
     return perm
 
-  def sample(self, step, batch_size, key, pool):
+  def weights(self, indices):
+    """Every record is as likely as any other."""
+    return np.ones(len(indices))
+
+  def sample(self, step, batch_size, key, pool, *, weighted=False):
     """Returns [batch_size] record indices from `pool` (int64 [N]) for `step`."""
+    del weighted  # Uniform over records either way.
     n = len(pool)
     pos = step * batch_size + np.arange(batch_size, dtype=np.int64)
     epochs, within = np.divmod(pos, n)
@@ -81,51 +86,79 @@ class UniformSampler:
 
 
 class TemperatureSampler:
-  """Multilingual sampling: a language per slot from `language_probs`, then a
-  record uniformly within that language (independently per step)."""
+  """Multilingual sampling: a language per slot, then a record uniformly within that language
+  (independently per step), so that the training stream's language mix is p_l.
 
-  def __init__(self, seed, language, durations, alpha):
-    """Args: seed; language: int [N] language id of every record; durations:
-    [N] record lengths (samples); alpha: see `language_probs`."""
+  p_l comes from the languages' audio in `records` (the records trained on). A step draws from
+  a pool of them (all of them, a curriculum's short ones, or a dynamic-batching length bucket):
+  - a pool the step is given (`weighted=False`): languages with p_l renormalised over the
+    languages present in the pool, so every step's mix is p_l;
+  - a bucket drawn at random in proportion to its resampled mass (`weighted=True`, see
+    `weights`): languages with p_l x (the pool's share of the language's records), which is
+    fairseq's resample-then-batch: summed over buckets the mix is p_l, and each language keeps
+    its own length distribution.
+  """
+
+  def __init__(self, seed, language, durations, alpha, records=None):
+    """Args: seed; language: int [N] language id of every record; durations: [N] record
+    lengths (samples); alpha: see `language_probs`; records: the indices trained on (default
+    all)."""
     self.seed = seed
     self.alpha = alpha
     self._language = np.asarray(language)
-    self._durations = np.asarray(durations, np.float64)
+    durations = np.asarray(durations, np.float64)
+    records = np.arange(len(self._language)) if records is None else np.asarray(records)
+    num = int(self._language.max()) + 1 if len(self._language) else 1
+    langs = self._language[records]
+    self.language_probs = language_probs(
+        np.bincount(langs, weights=durations[records], minlength=num), alpha)
+    self._counts = np.bincount(langs, minlength=num)
     self._groups = {}  # pool key -> (probs [L], records sorted by language, starts, counts)
 
-  def _group(self, key, pool):
+  def weights(self, indices):
+    """Relative chance of drawing each record in `indices` under the resampled mix: p_l over
+    the language's record count, scaled to mean 1 over the records trained on."""
+    lang = self._language[np.asarray(indices)]
+    per_record = self.language_probs / np.maximum(self._counts, 1)
+    return per_record[lang] * self._counts.sum()
+
+  def _group(self, key, pool, weighted):
     group = self._groups.get(key)
     if group is None:
       langs = self._language[pool]
-      num = int(self._language.max()) + 1
-      dur = np.bincount(langs, weights=self._durations[pool], minlength=num)
+      counts = np.bincount(langs, minlength=len(self._counts))
+      if weighted:
+        p = self.language_probs * counts / np.maximum(self._counts, 1)
+      else:
+        p = np.where(counts > 0, self.language_probs, 0.0)
+      if p.sum() <= 0:
+        raise ValueError(f"Sampling pool {key} holds no record of a language with p_l > 0.")
       order = np.argsort(langs, kind="stable")
-      counts = np.bincount(langs, minlength=num)
       starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-      group = (language_probs(dur, self.alpha), pool[order], starts, counts)
+      group = (p / p.sum(), pool[order], starts, counts)
       self._groups[key] = group
     return group
 
-  def probs(self, key, pool):
+  def probs(self, key, pool, *, weighted=False):
     """[L] language probabilities used for `pool`."""
-    return self._group(key, pool)[0]
+    return self._group(key, pool, weighted)[0]
 
-  def sample(self, step, batch_size, key, pool):
+  def sample(self, step, batch_size, key, pool, *, weighted=False):
     """Returns [batch_size] record indices from `pool` (int64 [N]) for `step`."""
-    probs, records, starts, counts = self._group(key, pool)
+    probs, records, starts, counts = self._group(key, pool, weighted)
     rng = np.random.default_rng([_STREAM_TEMPERATURE, self.seed, key, step])
     langs = rng.choice(len(probs), size=batch_size, p=probs)
     within = (rng.random(batch_size) * counts[langs]).astype(np.int64)
     return records[starts[langs] + within]
 
 
-def make_sampler(sampling_cfg, *, seed, language, durations):
+def make_sampler(sampling_cfg, *, seed, language, durations, records=None):
   """Builds the sampler named by `data.sampling.name` ("uniform" | "temperature")."""
   name = sampling_cfg.name
   if name == "uniform":
     return UniformSampler(seed)
   if name == "temperature":
-    return TemperatureSampler(seed, language, durations, sampling_cfg.alpha)
+    return TemperatureSampler(seed, language, durations, sampling_cfg.alpha, records)
   raise ValueError(f"Unknown data.sampling.name {name!r}; choose from ['temperature', 'uniform'].")
 
 

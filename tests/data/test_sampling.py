@@ -4,6 +4,8 @@ import json
 import numpy as np
 import pytest
 
+from configs import common
+from jaxssl.data import pipeline
 from jaxssl.data import sampling
 
 
@@ -107,3 +109,43 @@ def test_select_by_score_errors(tmp_path):
     sampling.select_by_score(["u0"], str(bad), 0.5)
   with pytest.raises(ValueError, match="keep_fraction"):
     sampling.select_by_score(["u0"], str(tsv), 0.0)
+
+
+def _multilingual(seed=0):
+  """Three languages of different sizes and length distributions (long, short, mixed)."""
+  rng = np.random.default_rng(seed)
+  language = np.repeat([0, 1, 2], [600, 150, 50])
+  lengths = np.concatenate([rng.integers(130_000, 250_000, 600),
+                            rng.integers(20_000, 80_000, 150),
+                            rng.integers(20_000, 250_000, 50)])
+  return language, lengths
+
+
+@pytest.mark.parametrize("mode", ["dynamic_batching", "crop_length", "max_duration"])
+def test_training_stream_language_mix_is_p_l_under_dynamic_batching_and_curricula(mode):
+  """XLS-R's p_l ∝ (n_l / N)^alpha over the utterances trained on, whatever the batching: the
+  pipeline's own TrainPlan over 3,000 steps, against the standard error of the per-step mixes."""
+  language, lengths = _multilingual()
+  c = common.data("synthetic", crop_samples=250_000, batch_size=16)
+  c.sampling = dict(name="temperature", alpha=0.3)
+  ramp = 1_000
+  if mode == "dynamic_batching":
+    c.dynamic_batch_sec, c.dynamic_batch_multiple, c.dynamic_batch_buckets = 160.0, 1, 4
+  else:
+    c.curriculum = dict(name=mode, start_samples=62_500, ramp_steps=ramp)
+  plan = pipeline.TrainPlan(c, seed=0, lengths=lengths, records=np.arange(len(lengths)),
+                            language_ids=language, process_count=1)
+  steps = range(ramp, ramp + 3_000) if mode == "max_duration" else range(3_000)
+  per_step = np.array([np.bincount(language[plan(t)["indices"]], minlength=3) for t in steps])
+  p = sampling.language_probs(np.bincount(language, weights=lengths), 0.3)
+  observed = per_step.sum(0) / per_step.sum()
+  frac = per_step / per_step.sum(1, keepdims=True)
+  stderr = frac.std(0) / np.sqrt(len(frac))
+  assert np.all(np.abs(observed - p) < 5 * stderr + 1e-3), (observed, p, stderr)
+  if mode == "max_duration":
+    # In the ramp, only short utterances: the mix is p_l over the languages that have them
+    # (language 0 has none under 130,000 samples: steps < 300 draw from those <= 125,000).
+    early = np.array([np.bincount(language[plan(t)["indices"]], minlength=3) for t in range(300)])
+    assert early[:, 0].sum() == 0
+    q = p[1:] / p[1:].sum()
+    np.testing.assert_allclose(early.sum(0)[1:] / early.sum(), q, atol=0.03)
