@@ -11,15 +11,26 @@ hidden tuple of L+1 [B, T, D], valid [B, T])`, jitted here once per batch shape;
                 which objective and architecture, `checkpointing.load_params` reads the weights;
   random_init   the architecture of `upstream_arch` (a config file or a checkpoint directory)
                 with freshly initialised weights;
-  mfcc, fbank   39-d MFCC (+ deltas) and 80-d log-mel at 100 Hz from jaxssl/data/features.py,
-                normalised per utterance (CMVN, as s3prl's baseline upstream) and presented as a
-                single "layer"; `mfcc_no_cmvn` / `fbank_no_cmvn` skip the CMVN. With CMVN every
-                utterance's mean feature is zero, so a mean-pooled linear probe (speaker,
-                language) is at chance, as SUPERB's FBANK baseline (SID 0.0009 accuracy).
+  mfcc, fbank   s3prl's baseline upstream (s3prl/upstream/baseline/{mfcc,fbank}.yaml,
+                extracter.py): torchaudio.compliance.kaldi.{mfcc,fbank} with its defaults on the
+                [-1, 1) waveform (no dither, povey window, pre-emphasis 0.97, snip_edges, 25 ms
+                / 10 ms; MFCC: 23 mel bins, 13 cepstra with c0 and no energy, lifter 22; fbank:
+                80 log-mel bins), + Δ + ΔΔ (torchaudio ComputeDeltas, win_length 5): 39-d and
+                240-d at 100 Hz, T = 1 + (S - 400) // 160; then per-utterance CMVN
+                (x - mean) / (1e-10 + std) with torch's unbiased std. Computed with the jnp
+                Kaldi frontend (jaxssl/models/frontends/kaldi_fbank.py), one "layer";
+                `mfcc_no_cmvn` / `fbank_no_cmvn` skip the CMVN. With CMVN every utterance's
+                mean feature is zero, so a mean-pooled linear probe (speaker, language) is at
+                chance, as SUPERB's FBANK baseline (SID 0.0009 accuracy).
+  mfcc_librosa  jaxssl's earlier MFCC-39 (librosa: 40 Slaney mel bands, Hann window, dB, no
+                lifter, centred frames T = 1 + S // 160; jaxssl/data/features.py) with the earlier
+                CMVN (numpy std + 1e-5), and `mfcc_librosa_no_cmvn`: the baselines that the
+                README's demo probe table (experiments/2026-11-probes-demo) was measured with.
 
 Waveforms reach a checkpoint upstream scaled as in its pretraining (`data.normalize`).
 """
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
@@ -31,9 +42,14 @@ from jaxssl import constants
 from jaxssl import distill  # pylint: disable=unused-import (students load as upstreams)
 from jaxssl import objectives
 from jaxssl import pretrained
+from jaxssl.data import audio as audio_lib
 from jaxssl.data import features
+from jaxssl.models.frontends import kaldi_fbank
 
-BASELINES = ("mfcc", "fbank", "mfcc_no_cmvn", "fbank_no_cmvn")
+BASELINES = ("mfcc", "fbank", "mfcc_no_cmvn", "fbank_no_cmvn", "mfcc_librosa",
+             "mfcc_librosa_no_cmvn")
+_DIMS = {"mfcc": 39, "fbank": 240, "mfcc_librosa": 39}
+CMVN_EPS = 1e-10  # s3prl extracter.CMVN.
 
 
 @dataclasses.dataclass
@@ -63,14 +79,54 @@ class Upstream:
     return self.encode(batch)
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "cmvn"))
+def kaldi_features(audio, num_samples, *, kind, cmvn):
+  """s3prl's baseline features of a padded batch (see the module docstring).
+
+  Args:
+    audio: [B, S] float32 in [-1, 1), zero past each row's `num_samples`.
+    num_samples: [B] valid samples per row.
+    kind: "mfcc" (39-d) or "fbank" (240-d).
+    cmvn: normalise each row over its valid frames.
+
+  Returns:
+    (features [B, T, D] float32, zero on invalid frames; valid [B, T] bool), T = frames_for(S).
+    Padding changes no valid frame: a Kaldi frame only reads its own 400 samples.
+  """
+  if kind == "mfcc":
+    f = kaldi_fbank.mfcc(audio, num_ceps=13, num_bins=23, cepstral_lifter=22.0,
+                         window_type="povey", scale=1.0)
+  else:
+    f = kaldi_fbank.fbank(audio, num_bins=80, window_type="povey", scale=1.0)
+  frames = kaldi_fbank.frames_for(num_samples)
+  f = kaldi_fbank.deltas(f, frames, order=2, win_length=5)
+  valid = jnp.arange(f.shape[1])[None] < frames[:, None]
+  m = valid[..., None].astype(f.dtype)
+  if cmvn:  # torch's x.std(dim=0) is unbiased (n - 1); one frame gives 0 instead of NaN.
+    n = jnp.maximum(frames, 1)[:, None, None].astype(f.dtype)
+    mean = (f * m).sum(1, keepdims=True) / n
+    var = (((f - mean) * m) ** 2).sum(1, keepdims=True) / jnp.maximum(n - 1, 1)
+    f = (f - mean) / (CMVN_EPS + jnp.sqrt(var))
+  return f * m, valid
+
+
 def baseline(name) -> Upstream:
-  """The MFCC-39 or 80-d log-mel baseline, with or without CMVN (host numpy + librosa)."""
+  """s3prl's MFCC-39 or fbank-240 baseline, or the earlier librosa MFCC, with or without CMVN."""
   if name not in BASELINES:
     raise ValueError(f"Unknown baseline {name!r}; choose from {list(BASELINES)}.")
-  kind, cmvn = name.split("_")[0], not name.endswith("_no_cmvn")
-  dim = 39 if kind == "mfcc" else 80
+  cmvn = not name.endswith("_no_cmvn")
+  kind = name[:-len("_no_cmvn")] if not cmvn else name
+  dim = _DIMS[kind]
 
   def encode(batch):
+    audio, valid = np.asarray(batch["audio"]), np.asarray(batch["valid"], bool)
+    audio = audio_lib.to_float(audio) if audio.dtype == np.int16 else audio.astype(np.float32)
+    lengths = valid.sum(-1)
+    audio = np.where(valid, audio, np.float32(0))
+    f, frames = kaldi_features(audio, lengths, kind=kind, cmvn=cmvn)
+    return np.asarray(f)[:, None], np.asarray(frames)
+
+  def encode_librosa(batch):
     audio, valid = np.asarray(batch["audio"]), np.asarray(batch["valid"], bool)
     num_frames = features.num_frames(audio.shape[1], constants.MEL_HOP)
     hidden = np.zeros((audio.shape[0], 1, num_frames, dim), np.float32)
@@ -78,9 +134,8 @@ def baseline(name) -> Upstream:
     for i, n in enumerate(valid.sum(-1)):
       if not n:
         continue  # A padding row: no frames.
-      x = audio[i, :n]
-      f = features.mfcc(x) if kind == "mfcc" else features.log_mel(x)
-      if cmvn:  # s3prl: (x - mean) / (eps + std) over the utterance's frames.
+      f = features.mfcc(audio[i, :n])
+      if cmvn:
         f = (f - f.mean(0)) / (f.std(0) + 1e-5)
       hidden[i, 0, :len(f)] = f
       frames[i, :len(f)] = True
@@ -88,7 +143,7 @@ def baseline(name) -> Upstream:
 
   return Upstream(name=name, num_hidden=1, dim=dim,
                   frame_rate=constants.SAMPLE_RATE / constants.MEL_HOP, normalize=False,
-                  encode=encode)
+                  encode=encode_librosa if kind == "mfcc_librosa" else encode)
 
 
 _REPRESENT = {}  # id(config) -> (config, jitted represent): evals reuse one compiled forward.

@@ -115,7 +115,8 @@ def test_cli_errors_are_one_line(tmp_path):
              f"--config.data.data_dir={tmp_path}/none")
   assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
       "error: upstream is empty: pass --config.upstream=<checkpoint dir> or one of "
-      "['mfcc', 'fbank', 'mfcc_no_cmvn', 'fbank_no_cmvn', 'random_init'].")
+      "['mfcc', 'fbank', 'mfcc_no_cmvn', 'fbank_no_cmvn', 'mfcc_librosa', "
+      "'mfcc_librosa_no_cmvn', 'random_init'].")
 
 
 @pytest.mark.slow  # ~20 s of CPU: builds a dataset, then a subprocess runs a probe on it.

@@ -5,6 +5,7 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import kaldi_native_fbank as knf
 import numpy as np
 import pytest
 
@@ -26,17 +27,59 @@ def _batch(lengths, total):
   return {"audio": audio, "valid": np.arange(total)[None] < np.array(lengths)[:, None]}
 
 
-@pytest.mark.parametrize("kind,dim", [("mfcc", 39), ("fbank", 80)])
-def test_baselines_are_cmvn_features_at_100_hz(kind, dim):
-  up = upstreams.load(kind)
+def _knf(wave, kind):
+  """kaldi-native-fbank on the [-1, 1) floats, as s3prl's torchaudio.compliance.kaldi call."""
+  opts = knf.MfccOptions() if kind == "mfcc" else knf.FbankOptions()
+  opts.frame_opts.dither = 0.0  # torchaudio's default; knf's is 3e-5.
+  if kind == "mfcc":
+    opts.use_energy = False  # torchaudio's default; Kaldi's is true.
+  else:
+    opts.mel_opts.num_bins = 80
+  comp = knf.OnlineMfcc(opts) if kind == "mfcc" else knf.OnlineFbank(opts)
+  comp.accept_waveform(16_000, wave.tolist())
+  comp.input_finished()
+  return np.stack([comp.get_frame(i) for i in range(comp.num_frames_ready)])
+
+
+def _np_deltas(x):
+  """torchaudio.functional.compute_deltas (win_length 5, replicate) along time, in NumPy."""
+  p = np.pad(x, ((2, 2), (0, 0)), mode="edge")
+  return sum(k * p[2 + k:2 + k + len(x)] for k in range(-2, 3)) / 10.0
+
+
+@pytest.mark.parametrize("kind,dim", [("mfcc", 39), ("fbank", 240)])
+def test_baselines_are_s3prls_kaldi_features_with_deltas_and_cmvn(kind, dim):
+  up, raw_up = upstreams.load(kind), upstreams.load(f"{kind}_no_cmvn")
   assert (up.num_hidden, up.dim, up.frame_rate, up.normalize) == (1, dim, 100.0, False)
   batch = _batch([8000, 4000, 0], 8000)
   hidden, valid = up(batch)
-  assert hidden.shape == (3, 1, 51, dim)
-  assert list(valid.sum(-1)) == [51, 26, 0]  # 1 + n // 160 frames; a padding row has none.
-  raw = (features.mfcc if kind == "mfcc" else features.log_mel)(batch["audio"][1, :4000])
+  raw, raw_valid = raw_up(batch)
+  assert hidden.shape == raw.shape == (3, 1, 48, dim)
+  # Kaldi's snip_edges frames: 1 + (n - 400) // 160; a padding row has none.
+  assert list(valid.sum(-1)) == list(raw_valid.sum(-1)) == [48, 23, 0]
+  static = _knf(batch["audio"][1, :4000], kind)  # Padding past 4000 samples changes nothing.
+  d1 = _np_deltas(static)
+  want = np.concatenate([static, d1, _np_deltas(d1)], -1)
+  assert want.shape == (23, dim)
+  # knf's float32 log energies agree to ~1e-4 (test_kaldi_fbank); deltas add no error to speak of.
+  np.testing.assert_allclose(raw[1, 0, :23], want, rtol=1e-4, atol=1e-3)
+  cmvn = (want - want.mean(0)) / (1e-10 + want.std(0, ddof=1))  # s3prl: torch's unbiased std.
+  np.testing.assert_allclose(hidden[1, 0, :23], cmvn, rtol=1e-3, atol=1e-3)
+  assert not hidden[1, 0, 23:].any() and not hidden[2].any() and not raw[2].any()
+
+
+def test_librosa_mfcc_baseline_is_the_earlier_one():
+  up = upstreams.load("mfcc_librosa")
+  assert (up.num_hidden, up.dim, up.frame_rate, up.normalize) == (1, 39, 100.0, False)
+  batch = _batch([8000, 4000, 0], 8000)
+  hidden, valid = up(batch)
+  assert hidden.shape == (3, 1, 51, 39)
+  assert list(valid.sum(-1)) == [51, 26, 0]  # 1 + n // 160 centred frames.
+  raw = features.mfcc(batch["audio"][1, :4000])
   np.testing.assert_allclose(hidden[1, 0, :26], (raw - raw.mean(0)) / (raw.std(0) + 1e-5),
                              rtol=1e-4, atol=1e-4)
+  plain, _ = upstreams.load("mfcc_librosa_no_cmvn")(batch)
+  np.testing.assert_allclose(plain[1, 0, :26], raw, rtol=1e-5, atol=1e-5)
   assert not hidden[1, 0, 26:].any() and not hidden[2].any()
 
 

@@ -9,6 +9,15 @@ hamming), zero-pad to 512, |rfft|^2, triangular filters spaced on Kaldi's mel sc
 1127 ln(1 + f / 700) from 20 Hz to Nyquist (the Nyquist bin unused), log(max(x, float32 eps)).
 Waveforms in [-1, 1) are scaled by 32768 first (Kaldi reads int16 samples), as MelHuBERT does.
 
+`mfcc` is Kaldi's compute-mfcc-feats on these log energies (mel-computations.cc,
+mfcc.cc; torchaudio.compliance.kaldi.mfcc): the orthonormal DCT-II of the log mel energies
+(Kaldi's ComputeDctMatrix), first `num_ceps` kept, scaled by the cepstral lifter
+1 + Q/2 sin(pi i / Q); c0 is the DCT's, not the frame's log energy (use_energy=False, as
+torchaudio's default, fairseq's HuBERT MFCC and s3prl's baseline). `deltas` appends Δ and ΔΔ as
+torchaudio.functional.compute_deltas (win_length 5, replicate padding) applied twice, as s3prl's
+baseline extracter (s3prl/upstream/baseline/extracter.py) and fairseq's
+examples/hubert/simple_kmeans/dump_mfcc_feature.py do (Kaldi's add-deltas differs at the edges).
+
 Tested against kaldi-native-fbank (tests/models/test_kaldi_fbank.py).
 """
 import functools
@@ -91,3 +100,76 @@ def fbank(audio, *, num_bins=40, window_type="hamming", scale=INT16_SCALE):
   power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2             # [B, T, 257]
   mel = jnp.matmul(power, mel_banks(num_bins), precision=jax.lax.Precision.HIGHEST)
   return jnp.log(jnp.maximum(mel, EPS))
+
+
+@functools.lru_cache(maxsize=8)
+def dct_matrix(num_ceps, num_bins):
+  """[num_bins, num_ceps] float32 Kaldi DCT (ComputeDctMatrix): orthonormal DCT-II, as columns."""
+  if not 0 < num_ceps <= num_bins:
+    raise ValueError(f"num_ceps={num_ceps} must be in [1, num_bins={num_bins}].")
+  n, k = np.arange(num_bins)[:, None], np.arange(num_ceps)[None]
+  m = np.sqrt(2.0 / num_bins) * np.cos(np.pi / num_bins * (n + 0.5) * k)
+  m[:, 0] = np.sqrt(1.0 / num_bins)
+  return m.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def lifter(num_ceps, cepstral_lifter):
+  """[num_ceps] float32 Kaldi cepstral liftering 1 + Q/2 sin(pi i / Q) (c0 unchanged)."""
+  i = np.arange(num_ceps)
+  return (1.0 + 0.5 * cepstral_lifter * np.sin(np.pi * i / cepstral_lifter)).astype(np.float32)
+
+
+def mfcc(audio, *, num_ceps=13, num_bins=23, cepstral_lifter=22.0, window_type="povey",
+         scale=INT16_SCALE):
+  """Kaldi MFCCs (compute-mfcc-feats without dither and energy), jit-able.
+
+  Args:
+    audio: [B, S] float waveform (int16 range after `scale`).
+    num_ceps: cepstra kept, c0 included (Kaldi's default 13).
+    num_bins: mel filters (Kaldi's MFCC default 23).
+    cepstral_lifter: Q of the lifter; 0 disables it.
+    window_type: "povey" (Kaldi's default) or "hamming".
+    scale: multiplies the waveform first; 1.0 for torchaudio on [-1, 1) floats (s3prl, fairseq).
+      A scale only shifts c0 (by sqrt(num_bins) ln(scale^2)), away from the log floor.
+
+  Returns:
+    [B, T, num_ceps] float32, T = frames_for(S).
+  """
+  logmel = fbank(audio, num_bins=num_bins, window_type=window_type, scale=scale)
+  c = jnp.matmul(logmel, dct_matrix(num_ceps, num_bins), precision=jax.lax.Precision.HIGHEST)
+  return c * lifter(num_ceps, cepstral_lifter) if cepstral_lifter else c
+
+
+def deltas(x, num_frames=None, *, order=2, win_length=5):
+  """x with its deltas appended, as torchaudio.functional.compute_deltas applied `order` times.
+
+  Delta t = sum_{k=-n..n} k x[t + k] / (2 sum_{k=1..n} k^2), n = (win_length - 1) // 2, with
+  the edge frames repeated (torchaudio's mode="replicate"); ΔΔ is the delta of Δ. Each row's edge
+  is its own last valid frame, so padding frames never leak into valid ones.
+
+  Args:
+    x: [B, T, D] features.
+    num_frames: [B] valid frames per row (default: all T).
+    order: how many deltas to append (2: Δ and ΔΔ).
+    win_length: odd window length >= 3 (torchaudio's default 5).
+
+  Returns:
+    [B, T, (order + 1) D]: [x, Δx, ΔΔx, ...] along the last axis.
+  """
+  if win_length < 3 or win_length % 2 == 0:
+    raise ValueError(f"win_length={win_length}: must be odd and >= 3.")
+  b, t = x.shape[:2]
+  n = (win_length - 1) // 2
+  denom = n * (n + 1) * (2 * n + 1) / 3
+  last = jnp.full((b,), t - 1) if num_frames is None else jnp.asarray(num_frames) - 1
+  offsets = np.arange(-n, n + 1)
+  idx = jnp.clip(np.arange(t)[None, :, None] + offsets, 0,
+                 jnp.maximum(last, 0)[:, None, None])               # [B, T, W]
+  weights = jnp.asarray(offsets / denom, x.dtype)
+  out = [x]
+  for _ in range(order):
+    window_ = jax.vmap(lambda y, i: y[i])(out[-1], idx)            # [B, T, W, D]
+    out.append(jnp.einsum("btwd,w->btd", window_, weights,
+                          precision=jax.lax.Precision.HIGHEST))
+  return jnp.concatenate(out, axis=-1)
