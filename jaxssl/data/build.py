@@ -6,12 +6,15 @@
       --data_dir=/data/tfds --splits=dev_clean,test_clean
   python -m jaxssl.data.build --dataset=local_audio --config=my_corpus \
       --source=/data/my_corpus/manifest.tsv --data_dir=/data/tfds
+  python -m jaxssl.data.build --dataset=voxceleb1 --source=/data/VoxCeleb1 \
+      --data_dir=/data/tfds --split_file=/data/iden_split.txt  # default: <source>/iden_split.txt
 
 Runs without TensorFlow. Shows a progress bar per split (utterances/s, ETA,
 hours of audio), then a summary of skipped files, also saved as
 `<data_dir>/<dataset>/[<config>/]<version>/skipped.json`. Read the result with
 `jaxssl.data.sources.open_source(dataset, data_dir=..., split=...)`.
 """
+import inspect
 import json
 import os
 import shutil
@@ -114,6 +117,8 @@ def _define_flags():
   flags.DEFINE_list("splits", None, "Build only these splits (default: all found).")
   flags.DEFINE_integer("num_workers", 4, "Audio decoding threads.")
   flags.DEFINE_bool("overwrite", False, "Rebuild even if the dataset already exists.")
+  flags.DEFINE_string("split_file", None, "voxceleb1: the identification split file "
+                      "(default: <source>/iden_split.txt).")
 
 
 def main(argv):
@@ -122,10 +127,16 @@ def main(argv):
   for name in ("dataset", "source", "data_dir"):
     if not getattr(FLAGS, name):
       sys.exit(f"error: --{name} is required (datasets: {builders.names()}).")
+  options = {}
+  if FLAGS.split_file:
+    if FLAGS.dataset not in builders.names() or "split_file" not in inspect.signature(
+        builders.get(FLAGS.dataset)).parameters:
+      sys.exit(f"error: --split_file is not an option of --dataset={FLAGS.dataset}.")
+    options["split_file"] = FLAGS.split_file
   try:
     summary = build(FLAGS.dataset, source=FLAGS.source, data_dir=FLAGS.data_dir,
                     config=FLAGS.config, splits=FLAGS.splits,
-                    num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite)
+                    num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite, **options)
   except (ValueError, FileNotFoundError, NotADirectoryError) as e:
     sys.exit(f"error: {e}")
   if summary.get("already_built"):

@@ -11,6 +11,7 @@ from jaxssl.data.builders.demo_corpus import demo_corpus
 from jaxssl.data.builders.librispeech import librispeech
 from jaxssl.data.builders.local_audio import local_audio
 from jaxssl.data.builders.multilingual_librispeech import multilingual_librispeech
+from jaxssl.data.builders.voxceleb1 import voxceleb1
 
 REGISTRY = registry.Registry("dataset", "dataset", {
     "demo_corpus": demo_corpus.DemoCorpus,
@@ -18,5 +19,6 @@ REGISTRY = registry.Registry("dataset", "dataset", {
     "librispeech": librispeech.Librispeech,
     "multilingual_librispeech": multilingual_librispeech.MultilingualLibrispeech,
     "common_voice": common_voice.CommonVoice,
+    "voxceleb1": voxceleb1.Voxceleb1,
 })
 register, get, names = REGISTRY.register, REGISTRY.get, REGISTRY.names
