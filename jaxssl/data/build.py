@@ -129,8 +129,8 @@ def main(argv):
       sys.exit(f"error: --{name} is required (datasets: {builders.names()}).")
   options = {}
   if FLAGS.split_file:
-    if FLAGS.dataset not in builders.names() or "split_file" not in inspect.signature(
-        builders.get(FLAGS.dataset)).parameters:
+    if FLAGS.dataset in builders.names() and "split_file" not in inspect.signature(
+        builders.get(FLAGS.dataset)).parameters:  # An unknown --dataset gets build's error.
       sys.exit(f"error: --split_file is not an option of --dataset={FLAGS.dataset}.")
     options["split_file"] = FLAGS.split_file
   try:
