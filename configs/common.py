@@ -121,7 +121,10 @@ def wav2vec2_sections(c, *, num_vars=320, temp=(2.0, 0.5, 0.999995), num_negativ
   c.quantizer = dict(num_groups=2, num_vars=num_vars, temp=temp)
   c.objective = dict(name="wav2vec2", num_negatives=num_negatives, cross_sample_negatives=0,
                      logit_temp=0.1, diversity_weight=0.1,
-                     feature_penalty_weight=feature_penalty_weight, num_languages=0)
+                     feature_penalty_weight=feature_penalty_weight,
+                     # Loss and accuracy per language of the training data (XLS-R); the run
+                     # fills `languages` with their names when it starts.
+                     per_language_metrics=False, languages=())
 
 
 def adamw(*, lr, weight_decay=0.01, clip_norm=0.0, b1=0.9, b2=0.98, eps=1e-6, trainable=".*",

@@ -12,6 +12,7 @@ from jaxssl import distill  # pylint: disable=unused-import (registers objective
 from jaxssl import feature_stats
 from jaxssl import objectives
 from jaxssl import validate
+from jaxssl.data import pipeline
 from jaxssl.evaluation import pretraining_evals as evals_lib
 from jaxssl.training import engine
 from jaxssl.training import optimizers
@@ -42,6 +43,19 @@ class PretrainingEvals(engine.Callback):
                                     writer=writer, source=self.source)
 
 
+def with_data_facts(config, source=None):
+  """`config` with what it takes from the training data filled in, so that config.json (and so
+  every checkpoint) carries it: a frontend's training-set statistics (`feature_stats`) and the
+  languages that per-language metrics are named after."""
+  config = feature_stats.fill_config(config, source)
+  obj = config.get("objective", {})
+  if obj.get("per_language_metrics") and not obj.get("languages"):
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.objective.languages = tuple(pipeline.training_languages(config.data, source))
+  return config
+
+
 def train_and_evaluate(config, workdir, *, objective=None, source=None):
   """Trains `config` in `workdir`, resuming from its newest intact checkpoint if there is one.
 
@@ -60,9 +74,7 @@ def train_and_evaluate(config, workdir, *, objective=None, source=None):
     engine.NonFiniteError, checkpointing.CheckpointError: see `engine.train`.
   """
   check(config)
-  # A frontend normalised by the training set's statistics gets their values now, so that
-  # config.json (and so every checkpoint) carries them.
-  config = feature_stats.fill_config(config, source)
+  config = with_data_facts(config, source)
   objective = objectives.build(config) if objective is None else objective
   evals_lib.check_pretraining_evals(config, source=source)  # Fails now, not hours in.
   tx, lr_schedule = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)

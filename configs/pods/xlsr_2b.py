@@ -17,8 +17,8 @@ from configs.wav2vec2 import xlsr
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False, num_languages=53)
-  c = xlsr.get_config(f"num_languages={arg.num_languages}")
+  arg = common.parse_arg(arg, runlocal=False)
+  c = xlsr.get_config()
   with c.unlocked():
     c.model.variant = "xlsr_2b"
     pods.on_pod(c, "v5e:16x16", data=-1, fsdp=8, tensor=2, batch_multiple=128, remat=True)

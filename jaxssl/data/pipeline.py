@@ -319,6 +319,12 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
                 shape_fn=lambda t: (data_cfg.batch_size, batches[t][0]))
 
 
+def training_languages(data_cfg, source=None):
+  """The sorted language names of the training split: what batch["language"] indexes."""
+  source = _open(data_cfg, data_cfg.split) if source is None else source
+  return [str(x) for x in np.unique(source.metadata()["language"])]
+
+
 def _open(data_cfg, split):
   return sources.open_source(data_cfg.name, data_dir=data_cfg.data_dir, split=split)
 

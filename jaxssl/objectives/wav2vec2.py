@@ -132,8 +132,9 @@ class Wav2Vec2Objective(objective_lib.Objective):
         loss_features=out["features_pen"], accuracy=accuracy,
         code_perplexity=out["code_perplexity"], prob_perplexity=out["prob_perplexity"],
         gumbel_temp=temperature, masked_fraction=weights.sum() / jnp.maximum(valid.sum(), 1))
-    if obj.get("num_languages", 0) and "language" in batch:
-      metrics |= per_language_metrics(logits, weights, batch["language"], obj.num_languages)
+    # objective.languages: the training data's, filled in when the run starts (pretrain).
+    if obj.get("per_language_metrics") and obj.get("languages") and "language" in batch:
+      metrics |= per_language_metrics(logits, weights, batch["language"], obj.languages)
     return loss, metrics
 
   def represent(self, params, batch):
@@ -141,12 +142,13 @@ class Wav2Vec2Objective(objective_lib.Objective):
     return wav2vec2_model.represent(self.config.model, params["speech_encoder"], batch)
 
 
-def per_language_metrics(logits, weights, language, num_languages: int):
-  """Contrastive loss and accuracy per language id (XLS-R style multilingual logging)."""
+def per_language_metrics(logits, weights, language, languages):
+  """Contrastive loss and accuracy per language (XLS-R style multilingual logging), keyed by
+  name: `language` [B] indexes `languages` (the training data's, sorted, as the loader's)."""
   out = {}
-  for lang in range(num_languages):
-    w = weights * (language == lang)[:, None]
+  for i, name in enumerate(languages):
+    w = weights * (language == i)[:, None]
     loss, acc = contrastive_metrics(logits, w)
-    out[f"lang_{lang}/loss"] = loss
-    out[f"lang_{lang}/accuracy"] = acc
+    out[f"lang_{name}/loss"] = loss
+    out[f"lang_{name}/accuracy"] = acc
   return out

@@ -102,11 +102,11 @@ def test_gradients_are_finite_and_reach_every_parameter(tiny):
 def test_per_language_metrics_split_the_loss(tiny):
   c, obj, params, batch = tiny
   with c.unlocked():
-    c.objective.num_languages = 2
+    c.objective.per_language_metrics, c.objective.languages = True, ("de", "en")
   obj2 = objectives.build(c)
   batch = dict(batch, language=jnp.array([0, 1] * 4))
   _, m = obj2.loss(params, batch, jax.random.key(1), step=0, train=False)
-  assert {"lang_0/loss", "lang_1/accuracy"} <= set(m)
+  assert {"lang_de/loss", "lang_en/accuracy"} <= set(m)
   # Equal masked counts per row (same_count), so the overall loss is the mean of the two.
-  np.testing.assert_allclose(m["loss_contrastive"], (m["lang_0/loss"] + m["lang_1/loss"]) / 2,
+  np.testing.assert_allclose(m["loss_contrastive"], (m["lang_de/loss"] + m["lang_en/loss"]) / 2,
                              rtol=1e-5)
