@@ -129,6 +129,8 @@ def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, stats="",
   np.save(os.path.join(directory, "codebook.npy"), result.centroids)
 
   quality = {}
+  # "a+b" (e.g. LibriSpeech 960 h) is labelled split by split, the files a reader joins.
+  splits = list(dict.fromkeys(p.split("[", 1)[0] for s in splits for p in s.split("+")))
   for split in splits:
     source = fit_source if split == fit_split else sources.open_source(
         dataset, data_dir=data_dir, split=split)

@@ -94,22 +94,29 @@ class LabelSet:
 
   def __init__(self, directory, split):
     self.directory = os.fspath(directory)
-    self.split = split.split("[", 1)[0]  # "train[:10%]" reads the labels of "train".
+    # "train[:10%]" reads the labels of "train"; "a+b" those of a, then b (as the source reads).
+    self.parts = [part.split("[", 1)[0] for part in split.split("+")]
+    self.split = "+".join(self.parts)
     path = os.path.join(self.directory, META)
     if not os.path.exists(path):
       raise LabelError(f"No label set at {self.directory!r} (missing {META}). Make one with:\n"
                        f"  python -m jaxssl.kmeans --out={self.directory} ...")
     with open(path) as f:
       self.meta = json.load(f)
-    prefix = os.path.join(self.directory, self.split)
-    if not os.path.exists(prefix + ".labels.npy"):
-      have = sorted(f.split(".")[0] for f in os.listdir(self.directory) if f.endswith(".ids.npy"))
-      raise LabelError(f"Label set {self.directory!r} has no split {self.split!r}; it has "
-                       f"{have}.")
+    offsets, ids = [], []
+    for part in self.parts:
+      prefix = os.path.join(self.directory, part)
+      if not os.path.exists(prefix + ".labels.npy"):
+        have = sorted(f.split(".")[0] for f in os.listdir(self.directory)
+                      if f.endswith(".ids.npy"))
+        raise LabelError(f"Label set {self.directory!r} has no split {part!r}; it has {have}.")
+      offsets.append(np.load(prefix + ".offsets.npy"))
+      ids.append(np.load(prefix + ".ids.npy"))
     self._labels = None
-    self.offsets = np.load(prefix + ".offsets.npy")
-    self.ids = np.load(prefix + ".ids.npy")
-    self.lengths = np.diff(self.offsets)
+    self._offsets = offsets
+    self._first_row = np.cumsum([0] + [len(x) for x in ids])  # Row where each part starts.
+    self.ids = np.concatenate(ids)
+    self.lengths = np.concatenate([np.diff(o) for o in offsets])
 
   @property
   def label_rate(self):
@@ -121,15 +128,18 @@ class LabelSet:
 
   def _flat(self):
     if self._labels is None:  # Memory-mapped on first use (also after unpickling in a worker).
-      path = os.path.join(self.directory, f"{self.split}.labels.npy")
-      self._labels = np.load(path, mmap_mode="r")
+      self._labels = [np.load(os.path.join(self.directory, f"{part}.labels.npy"), mmap_mode="r")
+                      for part in self.parts]
     return self._labels
 
   def __len__(self):
     return len(self.ids)
 
   def __getitem__(self, i):
-    return np.asarray(self._flat()[self.offsets[i]:self.offsets[i + 1]], np.int32)
+    k = int(np.searchsorted(self._first_row, i, side="right")) - 1
+    j = i - self._first_row[k]
+    offsets = self._offsets[k]
+    return np.asarray(self._flat()[k][offsets[j]:offsets[j + 1]], np.int32)
 
   def __getstate__(self):
     return {**self.__dict__, "_labels": None}  # grain workers reopen the memory map.

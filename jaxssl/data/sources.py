@@ -88,7 +88,8 @@ def open_source(name, *, data_dir, split, config=None):
     name: dataset name as built (`demo_corpus`, `librispeech`, ...), optionally
       "name/config".
     data_dir: the `--data_dir` the dataset was built into.
-    split: a split name, or a TFDS slice such as "train[:100]".
+    split: a split name, a TFDS slice such as "train[:100]", or several joined by "+"
+      ("train_clean_100+train_clean_360+train_other_500": LibriSpeech 960 h), read in order.
     config: builder config (language, corpus name), if the dataset has one.
 
   Returns:
@@ -115,10 +116,11 @@ def open_source(name, *, data_dir, split, config=None):
   version = versions[-1]
   path = os.path.join(ds_dir, version)
   builder = tfds.builder_from_directory(path)
-  base_split = split.split("[", 1)[0]
-  if base_split not in builder.info.splits:
-    raise ValueError(f"Split {split!r} not in {path!r}; available: "
-                     f"{sorted(builder.info.splits)}. Build it with:\n  {build_cmd}")
+  for part in split.split("+"):  # "train_clean_100+train_clean_360": several splits, in order.
+    base_split = part.split("[", 1)[0]
+    if base_split not in builder.info.splits:
+      raise ValueError(f"Split {part!r} not in {path!r}; available: "
+                       f"{sorted(builder.info.splits)}. Build it with:\n  {build_cmd}")
   full_name = f"{name}/{config}:{version}" if config else f"{name}:{version}"
   # An explicit version makes TFDS read features from the folder, not from a
   # same-named registered builder (TFDS has its own TF-based `librispeech`).

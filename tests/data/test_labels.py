@@ -178,3 +178,25 @@ def test_crop_and_snap_arithmetic():
     labels_lib.crop([np.arange(10)], [100], 1_000, 100)
   with pytest.raises(labels_lib.LabelError, match="data.label_rate=7 must divide"):
     labels_lib.hop_for(7)
+
+
+def test_joined_splits_read_their_label_files_in_order(tmp_path):
+  """LibriSpeech 960 h is "train_clean_100+train_clean_360+train_other_500": its labels are the
+  parts' files, read in the order the source joins them (kmeans writes them part by part)."""
+  rs = np.random.default_rng(0)
+  parts = {"a": (["a0", "a1"], [5, 3]), "b": (["b0", "b1", "b2"], [2, 4, 6])}
+  want = {}
+  for split, (ids, lengths) in parts.items():
+    labels = [rs.integers(0, 50, n) for n in lengths]
+    labels_lib.write_split(str(tmp_path), split, ids, labels)
+    want.update(zip(ids, labels))
+  labels_lib.write_meta(str(tmp_path), label_rate=50, num_clusters=50)
+  joined = labels_lib.LabelSet(str(tmp_path), "a+b[:50%]")
+  assert list(joined.ids) == ["a0", "a1", "b0", "b1", "b2"]
+  np.testing.assert_array_equal(joined.lengths, [5, 3, 2, 4, 6])
+  for i, uid in enumerate(joined.ids):
+    np.testing.assert_array_equal(joined[i], want[str(uid)])
+  restored = pickle.loads(pickle.dumps(joined))
+  np.testing.assert_array_equal(restored[4], want["b2"])
+  with pytest.raises(labels_lib.LabelError, match="has no split 'c'"):
+    labels_lib.LabelSet(str(tmp_path), "a+c")
