@@ -17,6 +17,11 @@ long one: trimming across lengths would leave a 781-frame row with the ~49 maske
 Shapes never change between steps: the number of candidate spans is bounded from the padded
 length T and unused candidates are switched off, rather than host-side numpy masking with a new
 shape each step.
+
+`channel_mask` is fine-tuning's channel masking (fairseq wav2vec2.py `apply_mask` with
+mask_channel_prob / mask_channel_length): the same draw over the C channels of each utterance
+instead of its frames, `compute_mask_indices((B, C), None, prob, length)` with min_masks 0 and
+require_same_masks on, i.e. `span_mask` on an all-valid [B, C] grid.
 """
 import jax
 import jax.numpy as jnp
@@ -83,3 +88,27 @@ def _trim_to_peer_min(rng, masked, lengths, groups):
   # Rank of each frame among its row's scores, highest first.
   rank = jnp.argsort(jnp.argsort(-scores, -1), -1)
   return masked & (rank < target)
+
+
+def channel_mask(rng, batch: int, channels: int, *, prob: float, span: int):
+  """Channels to zero in every frame of each utterance (fairseq's mask_channel_prob).
+
+  fairseq draws n = floor(prob * C / span + u) spans (min_masks 0) per row, starts uniform
+  without replacement in [0, C - span), then trims every row of the batch to the smallest count
+  (require_same_masks); each row's mask is then expanded over all T frames and the masked
+  channels set to 0 (wav2vec2.py `apply_mask`, after the time mask).
+
+  Args:
+    rng: PRNG key.
+    batch: rows B.
+    channels: C, the width of the features being masked.
+    prob: fairseq mask_channel_prob.
+    span: fairseq mask_channel_length.
+
+  Returns:
+    [B, C] bool, True on the channels to zero.
+  """
+  if span > channels:
+    raise ValueError(f"masking.channel_span={span} is wider than the {channels} channels.")
+  valid = jnp.ones((batch, channels), bool)
+  return span_mask(rng, valid, prob=prob, span=span, min_spans=0, same_count=True)

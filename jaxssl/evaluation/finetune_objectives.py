@@ -5,7 +5,9 @@ language: the final hidden state mean-pooled over valid frames, cross-entropy) a
 `evaluation.finetune` trains through the engine; see there for the recipe (Baevski et al. 2020
 §4, fairseq's wav2vec_ctc). While `freeze_encoder` is set (the first `freeze_encoder_steps`
 updates, a `variant` of its own) the encoder's output is detached, so those updates cost only
-the forward pass plus the output layer. Time masks use the model's learned mask embedding.
+the forward pass plus the output layer. Time masks use the model's learned mask embedding;
+channel masks (masking.channel_prob / channel_span: fairseq's mask_channel_prob / length) zero the
+same channels of the projected features in every frame of an utterance, training only.
 """
 import dataclasses
 from typing import Any, ClassVar
@@ -19,6 +21,7 @@ from jaxssl import masking
 from jaxssl.evaluation import probes
 from jaxssl.models import frontends
 from jaxssl.models import layers
+from jaxssl.models import variants
 from jaxssl.models import wav2vec2 as wav2vec2_model
 from jaxssl.training import objective as objective_lib
 
@@ -43,9 +46,10 @@ class FinetuneModel(nn.Module):
 
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
-               freeze_encoder: bool = False):
+               freeze_encoder: bool = False, channel_masked=None):
     x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                   audio_valid=audio_valid, train=train)["x"]
+                                                   audio_valid=audio_valid, train=train,
+                                                   channel_masked=channel_masked)["x"]
     if freeze_encoder:
       x = jax.lax.stop_gradient(x)
     if self.pool:
@@ -114,7 +118,8 @@ class CTCObjective(objective_lib.Objective):
 
 
 def _apply(objective, params, batch, rng, *, train):
-  """The objective's model on a batch (time masks when training): (logits, frame valid [B, T])."""
+  """The objective's model on a batch (time and channel masks when training): (logits, frame
+  valid [B, T])."""
   k_mask, k_drop, k_ld = jax.random.split(rng, 3)
   valid = frontends.frame_valid(objective.model_config.frontend, batch["valid"])
   m = objective.masking_config
@@ -123,10 +128,17 @@ def _apply(objective, params, batch, rng, *, train):
     # Own count per row (fine-tuning batches are padded, of mixed lengths).
     masked = masking.span_mask(k_mask, valid, prob=m.prob, span=m.span,
                                min_spans=m.min_spans, same_count=False)
+  extra = {}
+  if train and m.get("channel_prob", 0.0) > 0:
+    # A key of its own (fold_in): the time mask, dropout and LayerDrop draw as without it.
+    extra["channel_masked"] = masking.channel_mask(
+        jax.random.fold_in(rng, 1), valid.shape[0],
+        variants.get(objective.model_config.variant).embed_dim,
+        prob=m.channel_prob, span=m.channel_span)
   logits = objective.model.apply({"params": params}, batch["audio"], valid=valid, masked=masked,
                                  audio_valid=batch["valid"], train=train,
                                  freeze_encoder=objective.freeze_encoder,
-                                 rngs={"dropout": k_drop, "layerdrop": k_ld})
+                                 rngs={"dropout": k_drop, "layerdrop": k_ld}, **extra)
   return logits, valid
 
 

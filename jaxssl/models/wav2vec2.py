@@ -3,8 +3,9 @@
 `SpeechEncoder` is fairseq's Wav2Vec2Model without its pretraining heads: frontend (the conv
 feature encoder, or any of `frontends.REGISTRY`; gradient scaled by `feature_grad_mult`) ->
 LayerNorm -> projection to the model width -> input dropout -> learned mask embedding on masked
-frames -> Transformer encoder. MelHuBERT's variant (`feature_layer_norm=False`,
-`mask_token="zeros"`): no LayerNorm, masked frames zeroed before the projection, no embedding.
+frames -> zeros on masked channels (fine-tuning's mask_channel_prob) -> Transformer encoder.
+MelHuBERT's variant (`feature_layer_norm=False`, `mask_token="zeros"`): no LayerNorm, masked
+frames zeroed before the projection, no embedding.
 `Wav2Vec2Model` adds the Gumbel quantizer of the (unmasked) LayerNormed frontend features,
 `project_q` and `final_proj`.
 https://arxiv.org/abs/2006.11477
@@ -15,6 +16,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxssl.models import conformer
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import frontends
 from jaxssl.models import layers
@@ -36,7 +38,8 @@ class SpeechEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool):
+  def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
+               channel_masked=None):
     """Encodes a batch.
 
     Args:
@@ -48,6 +51,8 @@ class SpeechEncoder(nn.Module):
         GroupNorm and the mel frontends' normalisation then take their statistics over valid
         frames only. None: every sample is real.
       train: enables dropout and LayerDrop.
+      channel_masked: optional [B, D] bool: these channels of the projected features are zeroed
+        in every frame, after the time mask (fairseq `apply_mask`, mask_channel_before=False).
 
     Returns:
       dict with "x" [B, T, D] final output, "hidden" tuple of L+1 [B, T, D], "features"
@@ -76,6 +81,8 @@ class SpeechEncoder(nn.Module):
           nn.initializers.uniform(1.0), ("embed",)), (self.embed_dim,))
       if masked is not None:
         x = jnp.where(masked[..., None], mask_emb.astype(x.dtype), x)
+    if channel_masked is not None:
+      x = jnp.where(channel_masked[:, None, :], jnp.zeros((), x.dtype), x)
     x = nn.with_logical_constraint(x, ("act_batch", "act_time", "act_embed"))
     x, hidden = self.make_encoder(name="encoder")(x, valid=valid, train=train)
     return dict(x=x, hidden=hidden, features=unmasked, features_pen=features_pen)
@@ -135,7 +142,7 @@ def speech_encoder_from_config(model_cfg) -> functools.partial:
       layer_norm_first=model_cfg.layer_norm_first, dropout_rate=model_cfg.dropout_rate,
       activation_dropout_rate=model_cfg.activation_dropout_rate,
       layerdrop_rate=model_cfg.layerdrop_rate, scan_layers=model_cfg.scan_layers,
-      remat=model_cfg.remat, dtype=dtype)
+      remat=model_cfg.remat, dtype=dtype, **conformer.encoder_kwargs(model_cfg))
   return functools.partial(
       SpeechEncoder, embed_dim=v.embed_dim, make_frontend=frontends.get(fe).module(fe, v, dtype),
       make_encoder=make_encoder, feature_grad_mult=fe.get("feature_grad_mult", 1.0),

@@ -91,9 +91,10 @@ class LadderModel(nn.Module):
 
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
-               freeze_encoder: bool = False):
+               freeze_encoder: bool = False, channel_masked=None):
     out = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
-                                                     audio_valid=audio_valid, train=train)
+                                                     audio_valid=audio_valid, train=train,
+                                                     channel_masked=channel_masked)
     # The ladder: nothing flows back into the backbone.
     hidden = jax.lax.stop_gradient(tuple(out["hidden"]))
     x = self.side(name="peft")(hidden, valid=valid, train=train)
