@@ -7,6 +7,7 @@ import os
 import matplotlib
 import numpy as np
 
+from jaxssl.data import lexicon as lexicon_lib
 from jaxssl.data import sources
 from jaxssl.evaluation import metrics as metrics_lib
 from jaxssl.evaluation import tasks
@@ -17,8 +18,12 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 LOWER_IS_BETTER = ("per", "wer", "cer")
 
 
-def open_splits(config, *, source_fn=None):
-  """{"train", "dev", "test"} -> Source of the probe's data (holdout of train when asked)."""
+def open_splits(config, *, source_fn=None, workdir=None):
+  """{"train", "dev", "test"} -> Source of the probe's data (holdout of train when asked).
+
+  Phone targets from a lexicon (`data.lexicon`, phone tasks only) wrap each split in a
+  `lexicon.PhoneSource`; its OOV report is logged and, given `workdir`, written there.
+  """
   d, s = config.data, config.splits
   source_fn = source_fn or (lambda split: sources.open_source(d.name, data_dir=d.data_dir,
                                                               split=split))
@@ -27,12 +32,40 @@ def open_splits(config, *, source_fn=None):
     meta = full.metadata()
     parts = tasks.holdout_split(meta["speaker"], meta["id"], dev_fraction=s.dev_fraction,
                                 test_fraction=s.test_fraction, seed=s.seed)
-    return {k: tasks.SubsetSource(full, v, name=f"{s.train}:{k}") for k, v in parts.items()}
+    out = {k: tasks.SubsetSource(full, v, name=f"{s.train}:{k}") for k, v in parts.items()}
+    return with_lexicon(config, out, workdir=workdir)
   out = {k: source_fn(getattr(s, k)) for k in ("train", "dev", "test")}
   if s.max_train_utterances:  # A fixed, evenly spread subset (quick in-training evals).
     n = len(out["train"])
     keep = np.unique(np.linspace(0, n - 1, min(n, s.max_train_utterances)).astype(np.int64))
     out["train"] = tasks.SubsetSource(out["train"], keep, name=f"{s.train}[subset]")
+  return with_lexicon(config, out, workdir=workdir)
+
+
+def wants_lexicon(config):
+  """Whether the run predicts phones and names a lexicon (`data.lexicon`)."""
+  phones = config.task == "phone" or (config.get("finetune") or {}).get("labels") == "phones"
+  return phones and bool(config.data.get("lexicon", ""))
+
+
+def with_lexicon(config, splits, *, workdir=None, names=None):
+  """{role: Source} with phones from `data.lexicon` when `wants_lexicon`, else unchanged."""
+  if not wants_lexicon(config):
+    return splits
+  lex = lexicon_lib.load(config.data.lexicon)
+  policy = config.data.get("lexicon_oov", "error")
+  names = names or {k: getattr(config.splits, k, k) for k in splits}
+  out, reports = {}, {}
+  try:
+    for k, src in splits.items():
+      out[k] = lexicon_lib.apply(src, lex, split=names[k], oov=policy)
+      reports[names[k]] = out[k].report
+  except lexicon_lib.OOVError as e:
+    reports[e.report["split"]] = e.report
+    raise
+  finally:
+    if workdir and reports:
+      lexicon_lib.write_report(reports, workdir)
   return out
 
 

@@ -141,7 +141,8 @@ def read_tokens(task, source, *, chunk=256):
     field = "phones" if task.labels == "phones" else "text"
     raise ValueError(f"Task {task.name!r}: every record of {source!r} has an empty {field!r} "
                      f"field, so there is nothing to train on (e.g. LibriSpeech has no phones: "
-                     f"use task=asr, or a local_audio manifest with phones).")
+                     f"set data.lexicon (configs/probes/phone.py:dataset=librispeech), use "
+                     f"task=asr, or a local_audio manifest with phones).")
   return out
 
 
