@@ -14,6 +14,7 @@
 (HF / fairseq imports), `random_init` (the architecture of `upstream_arch`, untrained), or the
 baselines `mfcc` / `fbank`. Results go to the workdir as results.json, results.md and (probes)
 layer_weights.png. Config errors (a mistyped field, a missing upstream) print one line.
+`--dry_run` (fine-tuning configs) opens the data and prints its description as one JSON line.
 SUPERB: https://arxiv.org/abs/2105.01051
 """
 import json
@@ -48,8 +49,15 @@ def main(argv):
   if config is None:
     raise app.UsageError("--config=configs/probes/<task>.py (or configs/finetune/...) is "
                          "required.")
-  if flags.FLAGS.dry_run:
-    raise app.UsageError("--dry_run is a pretraining flag; jaxssl.evaluate has none.")
+  if flags.FLAGS.dry_run:  # Fine-tuning: open the splits, print their description, train nothing.
+    if config.task not in FINETUNE_TASKS:
+      raise app.UsageError("--dry_run describes fine-tuning configs (configs/finetune/*.py) only.")
+    try:
+      print(json.dumps(finetune.dry_run(config)))
+    except (ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    return
   workdir = flags.FLAGS.workdir or default_workdir(config)
   try:
     if config.task in FINETUNE_TASKS:

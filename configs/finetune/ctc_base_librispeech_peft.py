@@ -4,10 +4,11 @@
       --config.upstream=ckpts/w2v2_base --config.data.data_dir=data/tfds \
       --workdir=workdir/finetune/base_100h_lora
 
-configs/finetune/ctc_base_librispeech.py (fairseq base_100h / `:hours=10` base_10h) with the
-`peft` section of configs/finetune/peft.py: only the adapters / side network and the output
-layer train, at 4x the full fine-tuning learning rate. Arguments: peft (lora, adalora, ladder,
-full), hours (100 or 10), runlocal. Not run here (no LibriSpeech on the project machine).
+configs/finetune/ctc_base_librispeech.py (fairseq base_100h; `:hours=10min`, 1 or 10 the others)
+with the `peft` section of configs/finetune/peft.py: only the adapters / side network and the
+output layer train, at 4x the full fine-tuning learning rate. Arguments: peft (lora, adalora,
+ladder, full), hours (10min, 1, 10 or 100), runlocal. Not run here (no LibriSpeech on the project
+machine).
 """
 from configs import common
 from configs.finetune import ctc_base_librispeech
@@ -15,7 +16,7 @@ from configs.finetune import peft
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, peft="lora", hours=100, runlocal=False)
+  arg = common.parse_arg(arg, peft="lora", hours="100", runlocal=False)
   c = ctc_base_librispeech.get_config(f"hours={arg.hours},runlocal={arg.runlocal}")
   with c.unlocked():
     peft.apply(c, arg.peft)

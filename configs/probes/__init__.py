@@ -32,6 +32,7 @@ def splits(dataset, *, by_utterance=False, dev_fraction=0.1, test_fraction=0.2,
       by_utterance=by_utterance,   # True: dev/test are utterances of the train split's speakers.
       dev_fraction=dev_fraction, test_fraction=test_fraction, seed=0,
       max_train_utterances=max_train_utterances,  # > 0: an evenly spread subset of train.
+      extra_tests=(),  # Fine-tuning: more test splits scored at the best dev step.
   ))
 
 

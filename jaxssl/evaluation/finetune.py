@@ -11,7 +11,9 @@ layer (Xavier-uniform, zero bias) onto the letters (or phones) and the CTC blank
 encoder stays frozen (feature_grad_mult 0: `optim.trainable` leaves it out, and the encoder's
 GradMultiply stops its gradient); for the first `finetune.freeze_encoder_steps` updates
 (freeze_finetune_updates) only the output layer trains; time masking with the mask embedding
-(mask_prob 0.65, length 10), LayerDrop and activation dropout as configured; Adam (β 0.9/0.98,
+(mask_prob 0.65, length 10) and channel masking (masking.channel_prob / channel_span: fairseq's
+mask_channel_prob / mask_channel_length, zeros on whole channels of the projected features),
+LayerDrop and activation dropout as configured; Adam (β 0.9/0.98,
 eps 1e-8, no weight decay) under the tri-stage schedule (10% warmup, 40% hold, 50% exponential
 decay to 5%); CTC summed per utterance and averaged over utterances (sentence_avg,
 zero_infinity); greedy decoding (no language model), scored by WER / CER (letters) or PER (phones).
@@ -21,7 +23,10 @@ fairseq's Adam skips parameters without gradients, and a separate compiled step 
 `variant`) stops gradients at the encoder output, so those updates cost only the forward pass
 plus the output layer. Training runs through the engine (training/engine.py): exact resume,
 SIGTERM save, non-finite stop and cost accounting as in pretraining; dev is scored every
-`eval_every_steps` (`selection.DevSelection`) and test with the best dev step's parameters.
+`eval_every_steps` from `eval_after_steps` on (`selection.DevSelection`; fairseq's
+validate_after_updates) and test, plus any `splits.extra_tests` (LibriSpeech: test_clean and
+test_other), with the best dev step's parameters. `dry_run` opens the splits and describes them
+without building a model (`python -m jaxssl.evaluate ... --dry_run`).
 
 With a `peft` config section (configs/finetune/peft.py) the encoder stays frozen and LoRA /
 AdaLoRA adapters or a ladder side network train instead (jaxssl/peft/objective.py wraps the
@@ -33,9 +38,6 @@ state mean-pooled over valid frames, one linear layer onto the classes, cross-en
 the targets and the speaker holdout are the probes', jaxssl/evaluation/tasks.py). Everything else
 (optimizer groups, schedule, frozen CNN, delayed encoder, PEFT, best-dev selection, outputs) is
 shared.
-
-Not implemented: fairseq's channel masking (mask_channel_prob 0.5, length 64) would need a hook
-in models/wav2vec2.py between the feature projection and the Transformer.
 """
 import dataclasses
 import json
@@ -50,7 +52,9 @@ import numpy as np
 
 from jaxssl import pretrained
 from jaxssl.data import batching
+from jaxssl.data import lexicon as lexicon_lib
 from jaxssl.data import pipeline
+from jaxssl.data import sources as sources_lib
 from jaxssl.evaluation import finetune_objectives
 from jaxssl.evaluation import metrics as metrics_lib
 from jaxssl.evaluation import probes
@@ -152,7 +156,8 @@ def finetune(config, workdir, *, source_fn=None):
   with data_cfg.unlocked():
     data_cfg.normalize = bool(up_config.data.get("normalize", False))
 
-  sources_ = results_lib.open_splits(config, source_fn=source_fn)
+  sources_ = results_lib.open_splits(config, source_fn=source_fn, workdir=workdir)
+  sources_.update(_open_extra_tests(config, source_fn, workdir))
   tokens = {k: tasks.read_tokens(task, src) for k, src in sources_.items()}
   vocab = tasks.build_vocab(task, tokens["train"])
   targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in sources_}
@@ -194,7 +199,8 @@ def finetune(config, workdir, *, source_fn=None):
   dev = selection.DevSelection(
       lambda params: evaluate_split(params, splits["dev"]), workdir,
       every=config.eval_every_steps, total=config.total_steps, metric=metric,
-      lower_is_better=metric in results_lib.LOWER_IS_BETTER, name=expected)
+      lower_is_better=metric in results_lib.LOWER_IS_BETTER, name=expected,
+      after=config.get("eval_after_steps", 0))
   train = splits["train"]
   out = engine.train(
       config, workdir, objective=objective, tx=tx, lr_schedule=lr_schedule,
@@ -206,6 +212,8 @@ def finetune(config, workdir, *, source_fn=None):
   state = out["state"]
   params = dev.best_params(state.params)
   test = evaluate_split(params, splits["test"])
+  tests = {config.splits.test: test}
+  tests.update({k: evaluate_split(params, splits[k]) for k in _extra_tests(config)})
   peft_report = peft_objective.report(state.params, state.opt_state, config.optim.trainable)
   if peft_cfg is not None:
     peft_report["final_ranks"] = peft_objective.final_ranks(state.opt_state)
@@ -217,11 +225,77 @@ def finetune(config, workdir, *, source_fn=None):
       dataset=config.data.name, num_outputs=len(vocab),
       chance_accuracy=(1.0 / len(vocab)) if task.kind == "utterance" else None,
       utterances={k: len(v) for k, v in sources_.items()}, best_step=dev.best_step,
-      dev=dev.best_dev, test=test, train_curve=probing.train_curve(workdir),
+      dev=dev.best_dev, test=test, tests=tests, splits=_split_names(config),
+      lexicon={src.report["split"]: lexicon_lib.summary(src.report)
+               for src in sources_.values() if hasattr(src, "report")} or None,
+      train_curve=probing.train_curve(workdir),
       dev_curve=dev.curve, peft=peft_report, seconds=time.perf_counter() - start,
       config=json.loads(config.to_json_best_effort()))
   results_lib.write_results(results, workdir, plot=False)
   return results
+
+
+def _extra_tests(config):
+  """`splits.extra_tests`: more test splits scored with the best dev step (LibriSpeech's
+  test_other beside test_clean)."""
+  names = tuple(config.splits.get("extra_tests", ()) or ())
+  if names and config.splits.by_utterance:
+    raise ValueError("splits.extra_tests needs splits.by_utterance=False (a holdout has one "
+                     "test part).")
+  clash = [n for n in names if n in ("train", "dev", "test")]
+  if clash:
+    raise ValueError(f"splits.extra_tests={names}: {clash} would shadow a split role.")
+  return names
+
+
+def _open_extra_tests(config, source_fn, workdir):
+  """{split name: Source} of `splits.extra_tests`, with lexicon phones when asked."""
+  names = _extra_tests(config)
+  if not names:
+    return {}
+  d = config.data
+  source_fn = source_fn or (lambda split: sources_lib.open_source(d.name, data_dir=d.data_dir,
+                                                                  split=split))
+  return results_lib.with_lexicon(config, {n: source_fn(n) for n in names}, workdir=workdir,
+                                  names={n: n for n in names})
+
+
+def _split_names(config):
+  s = config.splits
+  return dict(train=s.train, dev=s.dev, test=s.test, extra_tests=list(_extra_tests(config)))
+
+
+def dry_run(config, *, source_fn=None):
+  """Opens the config's splits and describes them; builds no model, trains nothing.
+
+  Returns a JSON-able dict: the recipe's steps, learning rate, masking and batch, and per split
+  (train / dev / test / extra tests) its name, utterances, hours and speakers, plus the lexicon
+  report of phone runs. Missing data raises FileNotFoundError naming the split and the build
+  command (`sources.open_source`).
+  """
+  ft = config.finetune
+  if ft.labels not in LABEL_TASKS:
+    raise ValueError(f"finetune.labels={ft.labels!r}: choose from {sorted(LABEL_TASKS)}.")
+  opened = results_lib.open_splits(config, source_fn=source_fn)
+  opened.update(_open_extra_tests(config, source_fn, None))
+  names = _split_names(config)
+  described = {}
+  for role, src in opened.items():
+    meta = src.metadata()
+    entry = dict(split=names.get(role, role), utterances=len(src),
+                 hours=round(float(np.sum(meta["num_samples"])) / 16_000 / 3600, 4),
+                 speakers=len(set(str(x) for x in meta["speaker"])))
+    if hasattr(src, "report"):
+      entry["lexicon"] = lexicon_lib.summary(src.report)
+    described[role] = entry
+  return dict(task=config.task, recipe=config.get("recipe", ""), labels=ft.labels,
+              dataset=config.data.name, total_steps=config.total_steps, lr=config.optim.lr,
+              batch_size=config.data.batch_size, grad_accum_steps=config.optim.grad_accum_steps,
+              freeze_encoder_steps=ft.freeze_encoder_steps,
+              eval_every_steps=config.eval_every_steps,
+              eval_after_steps=config.get("eval_after_steps", 0),
+              masking=config.masking.to_dict(), model=config.model.to_dict(),
+              splits=described)
 
 
 def _check_upstream(upstream, objective):

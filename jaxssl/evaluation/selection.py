@@ -22,20 +22,22 @@ class DevSelection(engine.Callback):
     evaluate: `params -> dict of dev metrics`.
     workdir: the run directory (the params go to workdir/best/<step>).
     every: score every this many steps; also at `total`.
+    after: no scoring before this step, except at `total` (fairseq validate_after_updates).
     total: the run's last step.
     metric: the metric that selects; `lower_is_better` says which way.
     name: the log prefix of the dev scalars ("eval/<name>/dev_<metric>").
   """
   name = "dev_selection"
 
-  def __init__(self, evaluate, workdir, *, every, total, metric, lower_is_better, name="dev"):
-    self.evaluate, self.every, self.total = evaluate, every, total
+  def __init__(self, evaluate, workdir, *, every, total, metric, lower_is_better, name="dev",
+               after=0):
+    self.evaluate, self.every, self.total, self.after = evaluate, every, total, after
     self.metric, self.sign, self.label = metric, 1.0 if lower_is_better else -1.0, name
     self.directory = os.path.join(os.path.abspath(workdir), "best")
     self.best_step, self.best_dev, self.curve = None, None, []
 
   def after_step(self, step, state, writer):
-    if step % self.every and step != self.total:
+    if (step % self.every or step < self.after) and step != self.total:
       return
     dev = self.evaluate(state.params)
     self.curve.append((step, dev))
