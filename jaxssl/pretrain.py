@@ -104,6 +104,10 @@ def dry_run(config, *, objective=None):
   config = feature_stats.fill_config(config, required=False)
   objective = objectives.build(config) if objective is None else objective
   report = objective.dry_run_report()
+  try:  # The data it would train on, when it is there.
+    report["data"] = pipeline.describe(config.data)
+  except (FileNotFoundError, ValueError) as e:
+    report["data"] = f"not opened: {e}"
   if objective.has_constants:
     return report
   return engine.dry_run(abstract_step(config, objective=objective)) | report

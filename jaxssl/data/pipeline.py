@@ -319,6 +319,16 @@ def make_eval_loader(data_cfg, *, split, seed, process_index=0, process_count=1,
                 shape_fn=lambda t: (data_cfg.batch_size, batches[t][0]))
 
 
+def describe(data_cfg, source=None):
+  """What the `data` section opens: dataset, split, records, hours and languages (the training
+  split's metadata; `--dry_run` prints it). Raises what `sources.open_source` raises."""
+  source = _open(data_cfg, data_cfg.split) if source is None else source
+  meta = source.metadata()
+  return dict(dataset=data_cfg.name, split=data_cfg.split, records=int(len(meta["num_samples"])),
+              hours=float(np.sum(meta["num_samples"]) / constants.SAMPLE_RATE / 3600),
+              languages=sorted({str(x) for x in meta["language"]}))
+
+
 def training_languages(data_cfg, source=None):
   """The sorted language names of the training split: what batch["language"] indexes."""
   source = _open(data_cfg, data_cfg.split) if source is None else source
