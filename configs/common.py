@@ -98,6 +98,10 @@ def wav2vec2_model(variant, **overrides):
       mask_token="learned",       # "learned" embedding after the projection; "zeros": MelHuBERT.
       mixer=dict(name="mha"),
       layer_norm_first=False,     # False: post-LN (BASE); True: pre-LN + final LN (LARGE).
+      # "transformer" or "conformer" (models/conformer.py: SpeechBrain's pre-norm Conformer layer
+      # around model.mixer; always pre-LN + final LN, layer_norm_first does not apply).
+      block="transformer",
+      conformer=dict(kernel_size=31, activation="swish"),  # "gelu" in SpeechBrain's BEST-RQ.
       dropout_rate=0.1,
       attention_dropout_rate=0.1,
       activation_dropout_rate=0.0,

@@ -7,6 +7,10 @@ wav2vec 2.0 (https://arxiv.org/abs/2006.11477) / HuBERT encoder, fairseq Transfo
   x = x + Drop(Mixer(LN(x))); x = x + Drop(FFN(LN(x))) -> final LN.
 LayerDrop (Fan et al. 2019) skips whole blocks in training. The block's token mixer is any module
 from `models.mixers`; `nn.scan` over blocks and rematerialisation are switches.
+`block="conformer"` stacks `conformer.ConformerBlock`s instead (Gulati et al. 2020, SpeechBrain's
+pre-norm layer): always pre-LN whatever `layer_norm_first` says (SpeechBrain asserts
+normalize_before for the Conformer, lobes/models/transformer/Transformer.py), x + pos_conv(x) ->
+dropout -> blocks -> final LN with eps 1e-6 (ConformerEncoder.norm).
 """
 import functools
 from typing import Any, Callable
@@ -15,7 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxssl.models import conformer
 from jaxssl.models import layers
+
+BLOCKS = ("transformer", "conformer")
 
 
 class PositionalConv(nn.Module):
@@ -135,6 +142,8 @@ class Encoder(nn.Module):
 
   hidden[0] is the blocks' input (after positional conv, LN in post-LN mode) and hidden[i] the
   output of block i, the s3prl upstream contract (13 hidden states for a 12-layer model).
+  `block` is "transformer" (`EncoderBlock`) or "conformer" (`conformer.ConformerBlock` with
+  `conformer_kernel_size` and `conformer_activation`).
   """
   num_layers: int
   mlp_dim: int
@@ -147,26 +156,40 @@ class Encoder(nn.Module):
   layerdrop_rate: float = 0.0
   scan_layers: bool = False
   remat: bool = False
+  block: str = "transformer"
+  conformer_kernel_size: int = 31
+  conformer_activation: str = "swish"
   dtype: Any = jnp.float32
+
+  def _block(self):
+    """(block class, its keyword arguments) of `self.block`."""
+    if self.block not in BLOCKS:
+      raise ValueError(f"model.block={self.block!r}; choose from {list(BLOCKS)}.")
+    kw = dict(mixer=self.mixer, mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
+              activation_dropout_rate=self.activation_dropout_rate,
+              layerdrop_rate=self.layerdrop_rate, dtype=self.dtype)
+    if self.block == "conformer":
+      return conformer.ConformerBlock, dict(kw, kernel_size=self.conformer_kernel_size,
+                                            activation=self.conformer_activation)
+    return EncoderBlock, dict(kw, layer_norm_first=self.layer_norm_first)
 
   @nn.compact
   def __call__(self, x, *, valid, train: bool):
+    block_cls, block_kw = self._block()
+    pre_ln = self.layer_norm_first or self.block == "conformer"
     x = jnp.where(valid[..., None], x, 0.0)  # fairseq zeroes padded frames before the pos conv.
     x = x + PositionalConv(self.pos_conv_kernel, self.pos_conv_groups, self.dtype,
                            name="pos_conv")(x)
-    final_norm = layers.layer_norm("layer_norm", self.dtype)
-    if not self.layer_norm_first:
+    final_norm = layers.layer_norm("layer_norm", self.dtype,
+                                   epsilon=1e-6 if self.block == "conformer" else 1e-5)
+    if not pre_ln:
       x = final_norm(x)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     hidden = [x]
 
-    block_cls = EncoderBlock
     if self.remat:
       block_cls = nn.remat(block_cls, static_argnums=(3,))
-    block = functools.partial(
-        block_cls, mixer=self.mixer, mlp_dim=self.mlp_dim, layer_norm_first=self.layer_norm_first,
-        dropout_rate=self.dropout_rate, activation_dropout_rate=self.activation_dropout_rate,
-        layerdrop_rate=self.layerdrop_rate, dtype=self.dtype)
+    block = functools.partial(block_cls, **block_kw)
     if self.scan_layers:
       stack = nn.scan(
           block_cls, variable_axes={"params": 0}, in_axes=(nn.broadcast, nn.broadcast),
@@ -178,7 +201,7 @@ class Encoder(nn.Module):
       for i in range(self.num_layers):
         x, _ = block(name=f"layer_{i:02d}")(x, valid, train)
         hidden.append(x)
-    if self.layer_norm_first:
+    if pre_ln:
       x = final_norm(x)
       hidden[-1] = x  # As transformers reports it: the last hidden state is after the final LN.
     return x, tuple(hidden)

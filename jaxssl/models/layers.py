@@ -35,10 +35,10 @@ class Dense(nn.Module):
         name="dense")(x)
 
 
-def layer_norm(name, dtype=jnp.float32, axis_name="norm"):
+def layer_norm(name, dtype=jnp.float32, axis_name="norm", epsilon=1e-5):
   """LayerNorm (eps 1e-5 as in PyTorch) with logically named, replicated scale and bias."""
   return nn.LayerNorm(
-      epsilon=1e-5, dtype=dtype, name=name,
+      epsilon=epsilon, dtype=dtype, name=name,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_name,)))
 
