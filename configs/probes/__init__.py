@@ -5,10 +5,17 @@ learning rate; `:dataset=` picks the corpus:
 
   demo_corpus   the embedded demo corpus (train / dev / test; dev and test speakers are unseen);
   librispeech   train_clean_100 -> dev_clean / test_clean (SUPERB's PR and ASR splits);
-  local_audio   a `python -m jaxssl.data.build --dataset=local_audio` build with train/dev/test.
+  local_audio   a `python -m jaxssl.data.build --dataset=local_audio` build with train/dev/test;
+  voxceleb1     VoxCeleb1's identification split train / dev / test (speaker ID only).
 
-Speaker ID always splits the training speakers' own utterances (`splits.by_utterance`), since the
-corpora above hold out their dev/test speakers. https://arxiv.org/abs/2105.01051
+Speaker ID on the first three splits the training speakers' own utterances
+(`splits.by_utterance`), since those corpora hold out their dev/test speakers; VoxCeleb1's own
+split already has the same 1,251 speakers in train, dev and test. https://arxiv.org/abs/2105.01051
+
+Two s3prl training-time options, off by default: `data.train_crop_samples` (> 0: train on a
+random crop of that many samples of each utterance, new every epoch; s3prl voxceleb1
+`max_timestep`) and `specaug` (s3prl's SpecAug on the weighted layer sum; its values here are
+s3prl asr/config.yaml's, `specaug.enabled` switches it on).
 """
 import ml_collections as mlc
 
@@ -18,6 +25,7 @@ DATASETS = {
     "demo_corpus": ("train", "dev", "test"),
     "librispeech": ("train_clean_100", "dev_clean", "test_clean"),
     "local_audio": ("train", "dev", "test"),
+    "voxceleb1": ("train", "dev", "test"),
 }
 
 
@@ -48,14 +56,30 @@ def probe_config(task, *, dataset="demo_corpus", data_dir="data/tfds", lr, total
   c.total_steps = total_steps
   c.eval_every_steps = eval_every_steps  # Dev evaluation; the best dev step is tested.
   c.log_every_steps = 50
-  c.cache_features = True         # Keep upstream features in memory (False: rerun per epoch).
+  # Keep each utterance's upstream features in memory (False: rerun per epoch); the training
+  # split is never cached with data.train_crop_samples (its crops change every epoch).
+  c.cache_features = True
 
   c.data = common.data(dataset, data_dir=data_dir, batch_size=batch_size)
+  c.data.train_crop_samples = 0   # > 0: random training crops of this many samples, per epoch.
   c.splits = splits(dataset, by_utterance=by_utterance)
   c.probe = dict(projector_dim=projector_dim, head=head, hidden_dim=hidden_dim,
                  num_layers=num_layers, dropout_rate=0.2, layer_norm=False)
   c.optim = dict(lr=lr, clip_norm=clip_norm, weight_decay=0.0)
+  c.specaug = specaug()
   return c
+
+
+def specaug(enabled=False):
+  """The `specaug` section: s3prl asr/config.yaml's SpecAug values (probes.SpecAugment)."""
+  return mlc.ConfigDict(dict(
+      enabled=enabled,
+      time_warp_window=5,           # 0: no time warp.
+      num_time_masks=2,
+      time_mask_width=(0, 40),      # Frames, drawn from [lo, hi) as torch.randint.
+      num_freq_masks=4,             # Over the feature dimension of the weighted sum.
+      freq_mask_width=(0, 50),
+  ))
 
 
 def shrink_for_cpu(c):
