@@ -17,6 +17,23 @@ train, one dev and one test, and each "round" of 10 utterances per language give
 8 / 1 / 1 of them to train / dev / test (80/10/10). Utterance i is a pure
 function of (seed, i), so a build is byte-identical for a seed whatever the
 number of workers.
+
+Corpus variants, for data-efficiency experiments:
+
+  python -m jaxssl.data.demo_corpus --out=/tmp/demo_dirty --dirty_fraction=0.25
+  python -m jaxssl.data.demo_corpus --out=/tmp/demo_imb --language_hours=en:1.0,fr:0.1,de:0.05
+
+A *dirty* build corrupts exactly floor(f * N + 0.5) of the N utterances of each split, picked
+by a seeded permutation, with the kinds of `--corruptions` in turn (noise only, silence, heavy
+clipping, low SNR, music, bad resampling: `jaxssl/data/corruptions.py`), as crawled audio is
+corrupted; every manifest line gets "corruption" (the kind, "" when clean), so a scorer's
+precision / recall can be measured. An *imbalanced* build (`--language_hours`) holds only the
+named languages, each synthesized in its own rounds (one whole round at least, so every split
+has every language) and stopped at the first utterance that reaches its hours: a language gets
+max(its hours, one round ~30 s) plus less than one utterance. Utterance i is the same as in the
+balanced build; meta.json records `language_hours`, `language_utterances` and
+`language_seconds`. XLS-R (https://arxiv.org/abs/2111.09296) pretrains on such a spread
+(MLS, VoxPopuli, BABEL: hundreds of times more English than the rarest languages).
 """
 import functools
 import json
@@ -25,6 +42,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import sys
 import time
 import wave
 from typing import NamedTuple
@@ -36,6 +54,7 @@ import tqdm
 
 from jaxssl import constants
 from jaxssl import cli
+from jaxssl.data import corruptions
 from jaxssl.data import espeak
 
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl")
@@ -61,6 +80,9 @@ _VOICE_POOL = (
 _MODIFIERS = frozenset("ʲʰːˑ")
 # espeak phone names that are not IPA (Italian geminate s).
 _NON_IPA = {"ss": "sː"}
+# The options of a corpus variant (imbalanced, dirty) that make two builds differ.
+_VARIANT_KEYS = ("language_hours", "dirty_fraction", "corruptions")
+DEFAULT_CORRUPTIONS = tuple(corruptions.CORRUPTIONS)
 
 
 class Speaker(NamedTuple):
@@ -195,13 +217,14 @@ def _write_wav(path, samples):
     w.writeframes(samples.astype("<i2").tobytes())
 
 
-def _is_complete(out, seed, hours):
+def _is_complete(out, seed, hours, variant):
   try:
     meta = json.loads((out / "meta.json").read_text())
   except (OSError, ValueError):
     return None
   same = (meta.get("format_version"), meta.get("seed"), meta.get("hours")) == (
       FORMAT_VERSION, seed, hours)
+  same = same and all(meta.get(k) == variant.get(k) for k in _VARIANT_KEYS)
   if same and all((out / f"{s}.jsonl").is_file() for s in SPLITS):
     return meta
   return None
@@ -215,43 +238,69 @@ def _clear_previous(out):
     shutil.rmtree(out / "wav" / split, ignore_errors=True)
 
 
-def _synthesize_rounds(out, seed, target, num_workers):
-  """Writes whole rounds of utterances until `target` samples; returns the tallies."""
+def _round_indices(round_no, languages):
+  """Utterance indices of round `round_no` for `languages` (all: the round's 80, in order)."""
+  return [round_no * _ROUND + LANGUAGES.index(lang) * _ROUND_PER_LANGUAGE + s
+          for lang in languages for s in range(_ROUND_PER_LANGUAGE)]
+
+
+def _synthesize_rounds(out, seed, groups, num_workers):
+  """Writes rounds of utterances until each group has its target; returns the tallies.
+
+  Args:
+    groups: [(languages, target samples, whole_rounds)]. The balanced corpus is one group of
+      every language, stopped at a whole round; a `language_hours` build has one group per
+      language, each stopped at the first utterance that reaches its target (after one round).
+
+  Returns:
+    (utterances per split, samples per split, phone inventory, total samples,
+     {"+".join(group languages): utterances made}).
+  """
   writers = {s: open(out / f"{s}.jsonl.tmp", "w", encoding="utf-8") for s in SPLITS}
   counts = dict.fromkeys(SPLITS, 0)
   split_samples = dict.fromkeys(SPLITS, 0)
   inventory = set()
-  total = round_total = num_rounds = 0
+  total = 0
+  made_counts = {}
   pool = None
   if num_workers > 1:
     # spawn: the parent may run JAX threads, which fork() would copy mid-flight.
     pool = multiprocessing.get_context("spawn").Pool(num_workers)
-  bar = tqdm.tqdm(total=round(target / constants.SAMPLE_RATE), unit="s audio", desc="demo corpus",
+  bar = tqdm.tqdm(total=round(sum(g[1] for g in groups) / constants.SAMPLE_RATE),
+                  unit="s audio", desc="demo corpus",
                   bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} s audio "
                              "[{elapsed}<{remaining}, {rate_fmt}]")
   try:
-    while num_rounds == 0 or total < target:
-      # ~2.9 s per utterance is the measured mean; a batch short of the target
-      # only costs one more (small) batch, an overshoot is cut at the round.
-      batch = max(1, math.ceil((target - total) / (2.9 * constants.SAMPLE_RATE * _ROUND)))
-      jobs = [(seed, i) for i in range(num_rounds * _ROUND, (num_rounds + batch) * _ROUND)]
-      results = (pool.imap(_synthesize_star, jobs, chunksize=4) if pool
-                 else map(_synthesize_star, jobs))
-      for k, (record, samples) in enumerate(results):
-        split = record["path"].split("/")[1]
-        _write_wav(out / record["path"], samples)
-        writers[split].write(json.dumps(record, ensure_ascii=False) + "\n")
-        counts[split] += 1
-        split_samples[split] += record["num_samples"]
-        inventory.update(record["phones"])
-        round_total += record["num_samples"]
-        bar.update(record["num_samples"] / constants.SAMPLE_RATE)
-        bar.total = max(bar.total, math.ceil(bar.n))  # The last round may overshoot.
-        if (k + 1) % _ROUND == 0:  # The stop decision is taken per whole round.
-          num_rounds += 1
-          total, round_total = total + round_total, 0
-          if total >= target:
+    for languages, target, whole_rounds in groups:
+      round_size = _ROUND_PER_LANGUAGE * len(languages)
+      group_total = made = 0
+      while made == 0 or group_total < target:
+        # ~2.9 s per utterance is the measured mean; a batch short of the target
+        # only costs one more (small) batch, an overshoot is cut at the round.
+        batch = max(1, math.ceil((target - group_total) /
+                                 (2.9 * constants.SAMPLE_RATE * round_size)))
+        first = made // round_size
+        jobs = [(seed, i) for r in range(first, first + batch)
+                for i in _round_indices(r, languages)]
+        results = (pool.imap(_synthesize_star, jobs, chunksize=4) if pool
+                   else map(_synthesize_star, jobs))
+        for record, samples in results:
+          split = record["path"].split("/")[1]
+          _write_wav(out / record["path"], samples)
+          writers[split].write(json.dumps(record, ensure_ascii=False) + "\n")
+          counts[split] += 1
+          split_samples[split] += record["num_samples"]
+          inventory.update(record["phones"])
+          group_total += record["num_samples"]
+          made += 1
+          bar.update(record["num_samples"] / constants.SAMPLE_RATE)
+          bar.total = max(bar.total, math.ceil(bar.n))  # The last round may overshoot.
+          # The stop decision is taken per whole round, or per utterance after the first round.
+          at_stop_point = made % round_size == 0 if whole_rounds else made >= round_size
+          if at_stop_point and group_total >= target:
             break
+      total += group_total
+      made_counts["+".join(languages)] = made
   finally:
     bar.close()
     if pool:
@@ -260,10 +309,65 @@ def _synthesize_rounds(out, seed, target, num_workers):
       f.close()
   for split in SPLITS:
     os.replace(out / f"{split}.jsonl.tmp", out / f"{split}.jsonl")
-  return counts, split_samples, inventory, total, num_rounds
+  return counts, split_samples, inventory, total, made_counts
 
 
-def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
+def parse_language_hours(text):
+  """"en:1.0,fr:0.1" -> {"en": 1.0, "fr": 0.1} (the --language_hours flag), checked."""
+  out = {}
+  for item in filter(None, (t.strip() for t in text.split(","))):
+    lang, sep, value = item.partition(":")
+    try:
+      hours = float(value)
+    except ValueError:
+      hours = None
+    if not sep or hours is None:
+      raise ValueError(f"--language_hours: {item!r} is not 'lang:hours' (e.g. en:1.0,fr:0.1).")
+    out[lang.strip()] = hours
+  return _check_language_hours(out)
+
+
+def _check_language_hours(language_hours):
+  if not language_hours:
+    raise ValueError("--language_hours is empty; give e.g. en:1.0,fr:0.1.")
+  for lang, hours in language_hours.items():
+    if lang not in LANGUAGES:
+      raise ValueError(f"--language_hours: unknown language {lang!r}; the demo corpus has "
+                       f"{list(LANGUAGES)}.")
+    if not hours > 0:
+      raise ValueError(f"--language_hours: {lang} needs positive hours, got {hours}.")
+  # LANGUAGES order, so the flag's order does not change the build.
+  return {lang: float(language_hours[lang]) for lang in LANGUAGES if lang in language_hours}
+
+
+def _corrupt(out, seed, fraction, kinds):
+  """The dirty-build pass: corrupts exactly floor(fraction * N + 0.5) utterances of each split
+  (`corruptions.choose`) in place and adds "corruption" ("" when clean) to every manifest line.
+
+  Returns:
+    {split: {kind: count}}.
+  """
+  tallies = {}
+  for split_no, split in enumerate(SPLITS):
+    manifest = out / f"{split}.jsonl"
+    with open(manifest, encoding="utf-8") as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    labels = corruptions.choose(len(records), fraction, kinds, seed, stream=split_no)
+    tallies[split] = {k: labels.count(k) for k in kinds}
+    with open(out / f"{split}.jsonl.tmp", "w", encoding="utf-8") as f:
+      for i, (record, kind) in enumerate(zip(records, labels)):
+        if kind:
+          with wave.open(str(out / record["path"]), "rb") as w:
+            audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+          rng = np.random.default_rng([seed, 24, split_no, i])
+          _write_wav(out / record["path"], corruptions.apply(kind, audio, rng))
+        f.write(json.dumps({**record, "corruption": kind}, ensure_ascii=False) + "\n")
+    os.replace(out / f"{split}.jsonl.tmp", manifest)
+  return tallies
+
+
+def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None, language_hours=None,
+          dirty_fraction=0.0, corruption_kinds=DEFAULT_CORRUPTIONS):
   """Synthesizes the demo corpus into `out_dir` (see the module docstring).
 
   Generation runs in whole rounds (10 utterances per language) until the audio
@@ -272,23 +376,39 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
 
   Args:
     out_dir: output directory, created if needed.
-    hours: target amount of audio, all splits together.
+    hours: target amount of audio, all splits together (ignored with `language_hours`).
     seed: seeds the sentences (and espeak's breath noise); non-negative int.
     num_workers: synthesis processes; defaults to os.cpu_count(). 1 runs inline.
+    language_hours: {language: hours} for an imbalanced build: only these languages, each
+      synthesized in its own rounds (one at least) and stopped at the first utterance that
+      reaches its hours (all splits together). Utterance i is the same as in the balanced build.
+    dirty_fraction: fraction of each split's utterances corrupted (see `_corrupt`).
+    corruption_kinds: names from `corruptions.CORRUPTIONS`, assigned in turn.
 
   Returns:
     The meta.json dict, plus "build_seconds" and "skipped" (True when `out_dir`
     already held a complete build with the same seed and hours).
   """
+  if language_hours is not None:
+    language_hours = _check_language_hours(language_hours)
+    hours = sum(language_hours.values())
   if not hours > 0:
     raise ValueError(f"--hours must be positive, got {hours}.")
   hours = float(hours)  # 1 and 1.0 must give the same meta.json.
+  dirty_fraction = float(dirty_fraction)
+  corruption_kinds = list(corruption_kinds)
+  variant = {}  # Only non-default options go to meta.json, so balanced clean metas stay as is.
+  if language_hours is not None:
+    variant["language_hours"] = language_hours
+  if dirty_fraction > 0:
+    variant.update(dirty_fraction=dirty_fraction, corruptions=corruption_kinds)
   if not isinstance(seed, int) or seed < 0:
     raise ValueError(f"--seed must be a non-negative int, got {seed!r}.")
+  corruptions.choose(0, dirty_fraction, corruption_kinds, seed)  # Checks both flags.
   num_workers = num_workers or os.cpu_count() or 1
   out = pathlib.Path(out_dir)
   t0 = time.time()
-  meta = _is_complete(out, seed, hours)
+  meta = _is_complete(out, seed, hours, variant)
   if meta is not None:
     print(f"{out}: complete demo corpus for seed={seed}, hours={hours}; nothing to do.")
     return {**meta, "build_seconds": time.time() - t0, "skipped": True}
@@ -297,22 +417,42 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
   _clear_previous(out)
   for split in SPLITS:
     (out / "wav" / split).mkdir(parents=True, exist_ok=True)
-  counts, split_samples, inventory, total, num_rounds = _synthesize_rounds(
-      out, seed, hours * 3600 * constants.SAMPLE_RATE, num_workers)
+  to_samples = lambda h: h * 3600 * constants.SAMPLE_RATE
+  if language_hours is None:
+    groups = [(LANGUAGES, to_samples(hours), True)]
+  else:
+    groups = [((lang,), to_samples(h), False) for lang, h in language_hours.items()]
+  counts, split_samples, inventory, total, made = _synthesize_rounds(
+      out, seed, groups, num_workers)
+  languages = [lang for group, _, _ in groups for lang in group]
+  if language_hours is not None:
+    variant["language_utterances"] = {lang: made[lang] for lang in languages}
+  if dirty_fraction > 0:
+    variant["corruption_counts"] = _corrupt(out, seed, dirty_fraction, corruption_kinds)
+  language_samples = dict.fromkeys(languages, 0)
+  for split in SPLITS:
+    with open(out / f"{split}.jsonl", encoding="utf-8") as f:
+      for line in f:
+        record = json.loads(line)
+        language_samples[record["language"]] += record["num_samples"]
   meta = {
       "format_version": FORMAT_VERSION, "seed": seed, "hours": hours,
       "sample_rate": constants.SAMPLE_RATE,
       "engine": {"name": "espeak-ng", "version": espeak.version(),
                  "sample_rate": espeak.sample_rate()},
-      "languages": list(LANGUAGES),
-      "speakers": {s: [p.id for lang in LANGUAGES for p in speakers(lang) if p.split == s]
+      "languages": languages,
+      "speakers": {s: [p.id for lang in languages for p in speakers(lang) if p.split == s]
                    for s in SPLITS},
-      "speaker_info": {p.id: p._asdict() for lang in LANGUAGES for p in speakers(lang)},
-      "num_rounds": num_rounds, "counts": counts,
+      "speaker_info": {p.id: p._asdict() for lang in languages for p in speakers(lang)},
+      "num_rounds": math.ceil(max(made.values()) / (_ROUND_PER_LANGUAGE * len(groups[0][0]))),
+      "counts": counts,
       "seconds": {s: split_samples[s] / constants.SAMPLE_RATE for s in SPLITS},
       "total_seconds": total / constants.SAMPLE_RATE,
       "phone_inventory": sorted(inventory),
+      **variant,
   }
+  if language_hours is not None:
+    meta["language_seconds"] = {k: v / constants.SAMPLE_RATE for k, v in language_samples.items()}
   with open(out / "meta.json.tmp", "w", encoding="utf-8") as f:
     json.dump(meta, f, ensure_ascii=False, indent=1)
   os.replace(out / "meta.json.tmp", out / "meta.json")
@@ -325,8 +465,19 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None):
 
 def main(argv):
   del argv
-  build(flags.FLAGS.out, hours=flags.FLAGS.hours, seed=flags.FLAGS.seed,
-        num_workers=flags.FLAGS.num_workers)
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  language_hours = None
+  try:
+    if FLAGS.language_hours:
+      if FLAGS["hours"].present:
+        raise ValueError("--hours and --language_hours exclude each other: --language_hours "
+                         "sets the hours of each language.")
+      language_hours = parse_language_hours(FLAGS.language_hours)
+    build(FLAGS.out, hours=FLAGS.hours, seed=FLAGS.seed, num_workers=FLAGS.num_workers,
+          language_hours=language_hours, dirty_fraction=FLAGS.dirty_fraction,
+          corruption_kinds=FLAGS.corruptions)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
@@ -336,4 +487,12 @@ if __name__ == "__main__":
   flags.DEFINE_float("hours", DEFAULT_HOURS, "Hours of audio, all splits together.")
   flags.DEFINE_integer("seed", 0, "Seed of the sentences and breath noise.")
   flags.DEFINE_integer("num_workers", None, "Synthesis processes; default os.cpu_count().")
+  flags.DEFINE_string("language_hours", "", "Imbalanced build: 'lang:hours,...' (e.g. "
+                      "en:1.0,fr:0.1); only these languages, each with its own hours. "
+                      "Excludes --hours.")
+  flags.DEFINE_float("dirty_fraction", 0.0, "Dirty build: this fraction of each split's "
+                     "utterances is corrupted (exactly floor(fraction * N + 0.5)), labelled in "
+                     "the manifest's 'corruption' field.")
+  flags.DEFINE_list("corruptions", list(DEFAULT_CORRUPTIONS), "Corruption kinds of a dirty "
+                    f"build, assigned in turn; from {list(DEFAULT_CORRUPTIONS)}.")
   cli.run(main)
