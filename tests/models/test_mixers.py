@@ -24,7 +24,7 @@ from jaxssl.training import partitioning
 
 D = 16
 KWARGS = {"mha": dict(num_heads=2), "summary_mixing": dict(num_heads=2),
-          "fnet": {}, "hyena": dict(max_frames=32)}
+          "fnet": {}, "hyena": dict(max_frames=32), "relpos_mha": dict(num_heads=2)}
 
 
 def _mixer(name, **kw):

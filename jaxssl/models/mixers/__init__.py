@@ -7,6 +7,7 @@ from jaxssl import registry
 from jaxssl.models.mixers import fnet
 from jaxssl.models.mixers import hyena
 from jaxssl.models.mixers import mha
+from jaxssl.models.mixers import relpos_mha
 from jaxssl.models.mixers import summary_mixing
 
 REGISTRY = registry.Registry("mixer", "model.mixer.name", {
@@ -14,5 +15,6 @@ REGISTRY = registry.Registry("mixer", "model.mixer.name", {
     "summary_mixing": summary_mixing.SummaryMixing,
     "fnet": fnet.FourierMixer,
     "hyena": hyena.HyenaMixer,
+    "relpos_mha": relpos_mha.RelPosSelfAttention,
 })
 register, get, names = REGISTRY.register, REGISTRY.get, REGISTRY.names
