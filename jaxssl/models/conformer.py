@@ -63,12 +63,16 @@ def activation_fn(name):
 
 
 def depthwise_conv1d(x, kernel):
-  """y[b, t, c] = sum_j x[b, t + j - k // 2, c] kernel[j, c], zeros outside. [B,T,C],[k,C]."""
+  """y[b, t, c] = sum_j x[b, t + j - k // 2, c] kernel[j, c], zeros outside. [B,T,C],[k,C].
+
+  The k products are summed in float32 (bf16 inputs too), then cast back to x's dtype.
+  """
   k, t = kernel.shape[0], x.shape[1]
   if k % 2 == 0:
     raise ValueError(f"model.conformer.kernel_size={k} must be odd ('same' padding).")
-  xp = jnp.pad(x, ((0, 0), (k // 2, k // 2), (0, 0)))
-  return sum(xp[:, j:j + t] * kernel[j] for j in range(k))
+  xp = jnp.pad(x, ((0, 0), (k // 2, k // 2), (0, 0))).astype(jnp.float32)
+  kernel = kernel.astype(jnp.float32)
+  return sum(xp[:, j:j + t] * kernel[j] for j in range(k)).astype(x.dtype)
 
 
 class FeedForward(nn.Module):

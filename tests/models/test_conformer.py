@@ -455,3 +455,14 @@ def test_relpos_conformer_is_padding_invariant_and_builds_from_the_config():
     c.model.mixer = dict(name="relpos_mha")
   _, _, layer = _loss_shapes(c, _batch(8_000, False))
   assert {"pos_bias_u", "pos_bias_v", "pos"} <= set(layer["self_attn"])
+
+
+def test_bfloat16_conformer_block_keeps_its_dtype_and_stays_close_to_float32():
+  x, valid = _inputs((9, 6), 9)
+  params = _init(_block(), x, valid)
+  y32, _ = jax.jit(functools.partial(_block().apply, train=False))(params, x, valid)
+  bf16 = _block(dtype=jnp.bfloat16)
+  y16, _ = jax.jit(functools.partial(bf16.apply, train=False))(params, x.astype(jnp.bfloat16),
+                                                                valid)
+  assert y16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(y16, np.float32)[valid], y32[valid], atol=0.1)
