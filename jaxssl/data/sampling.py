@@ -185,7 +185,8 @@ def curriculum_length(step, *, final_samples, start_samples, ramp_steps, num_sha
 
 
 def read_scores(score_file):
-  """Reads `id<TAB>score` lines (TSV) or a JSON object {id: score}.
+  """Reads `id<TAB>score` lines (TSV; '#' lines are comments, e.g. the header
+  `python -m jaxssl.score` writes) or a JSON object {id: score}.
 
   Returns:
     dict id -> float score.
@@ -200,7 +201,7 @@ def read_scores(score_file):
       return {str(k): float(v) for k, v in json.loads(text).items()}
     scores = {}
     for line in text.splitlines():
-      if line.strip():
+      if line.strip() and not line.startswith("#"):
         key, score = line.rstrip("\n").split("\t")
         scores[key] = float(score)
     return scores
