@@ -160,7 +160,8 @@ def finetune(config, workdir, *, source_fn=None):
   sources_.update(_open_extra_tests(config, source_fn, workdir))
   tokens = {k: tasks.read_tokens(task, src) for k, src in sources_.items()}
   vocab = tasks.build_vocab(task, tokens["train"])
-  targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in sources_}
+  targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k,
+                                   languages=tasks.languages_of(sources_[k])) for k in sources_}
   label_len = max(8, -(-max(t.max_length() for t in targets.values()) // 8) * 8)
   model_config = _model_config(up_config, config.model)
   splits = {k: _Split(k, sources_[k], targets[k], label_len, model_config.frontend, task.kind)

@@ -114,7 +114,7 @@ def run_pretraining_evals(config, params, *, step, workdir, writer=None, source=
                           source_fn=(lambda _: source) if source is not None else None)
     record[name] = {k: results[k] for k in ("dev", "test", "layer_weights")}
     scalars.update({f"eval/{name}/{split}_{m}": v for split in ("dev", "test")
-                    for m, v in results[split].items()})
+                    for m, v in results_lib.flat_metrics(results[split]).items()})
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "evals.jsonl"), "a") as f:
       f.write(json.dumps(record) + "\n")
@@ -131,7 +131,7 @@ def run_pretraining_evals(config, params, *, step, workdir, writer=None, source=
 def _metric_text(metrics):
   """"PER 70.7%" / "accuracy 54.0%" / "WER 12.3%" from a split's metrics (loss left out)."""
   return ", ".join(f"{k.upper() if k in ('per', 'wer', 'cer') else k} {100 * v:.1f}%"
-                   for k, v in metrics.items() if k != "loss")
+                   for k, v in metrics.items() if k != "loss" and not isinstance(v, dict))
 
 
 def plot_evals(workdir):
@@ -145,7 +145,7 @@ def plot_evals(workdir):
     for name, v in r.items():
       if isinstance(v, dict):
         for m, value in v["test"].items():
-          if m != "loss":
+          if m != "loss" and not isinstance(value, dict):
             series.setdefault(f"{name} test {m}", []).append((x, 100 * value))
   fig, ax = plt.subplots(figsize=(5, 3.2))
   for label, pts in series.items():

@@ -269,10 +269,11 @@ def run(config, workdir, *, upstream=None, source_fn=None, plot=True, checkpoint
   data_cfg = config.data.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.normalize = upstream.normalize  # Waveforms as the upstream was pretrained on.
-  splits = results_lib.open_splits(config, source_fn=source_fn)
+  splits = results_lib.open_splits(config, source_fn=source_fn, workdir=workdir)
   tokens = {k: tasks.read_tokens(task, src) for k, src in splits.items()}
   vocab = tasks.build_vocab(task, tokens["train"])
-  targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k) for k in splits}
+  targets = {k: tasks.make_targets(task, tokens[k], vocab, split=k,
+                                   languages=tasks.languages_of(splits[k])) for k in splits}
   label_len = max(8, -(-max(t.max_length() for t in targets.values()) // 8) * 8)
   specaug = probes.specaug_from_config(config.get("specaug"))
   # Pre-pooling is exact only when nothing acts on the frames between layer sum and pooling.

@@ -70,7 +70,20 @@ def with_lexicon(config, splits, *, workdir=None, names=None):
 
 
 def score(task, vocab, targets, predictions):
-  """Task metrics from {record index: prediction} (frame label lists or class ids)."""
+  """Task metrics from {record index: prediction} (frame label lists or class ids); with more
+  than one language among the scored records, also "per_language": {name: metrics}, keyed by
+  the languages in the data (XLS-R's per-language tables)."""
+  out = _score(task, vocab, targets, predictions)
+  languages = getattr(targets, "languages", ())
+  if languages and len({languages[i] for i in predictions}) > 1:
+    out["per_language"] = {
+        lang: _score(task, vocab, targets,
+                     {i: p for i, p in predictions.items() if languages[i] == lang})
+        for lang in sorted({languages[i] for i in predictions})}
+  return out
+
+
+def _score(task, vocab, targets, predictions):
   index = sorted(predictions)
   if task.kind == "utterance":
     return {"accuracy": metrics_lib.accuracy([predictions[i] for i in index],
@@ -101,9 +114,23 @@ def _percent(name, value):
   return f"{100 * value:.2f}" if name in LOWER_IS_BETTER + ("accuracy",) else f"{value:.4g}"
 
 
+def flat_metrics(metrics, prefix=""):
+  """{"per": 0.3, "per_language": {"de": {"per": 0.2}}} -> {"per": 0.3,
+  "per_language/de/per": 0.2}: scalars for metric writers."""
+  out = {}
+  for k, v in metrics.items():
+    if isinstance(v, dict):
+      out.update(flat_metrics(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = float(v)
+  return out
+
+
 def markdown_table(rows):
-  """A markdown table of probe results (one row per results dict; metrics in %)."""
-  names = sorted({m for r in rows for m in r["test"] if m != "loss"})
+  """A markdown table of probe results (one row per results dict; metrics in %), then the test
+  metrics per language where a split has several."""
+  names = sorted({m for r in rows for m, v in r["test"].items()
+                  if m != "loss" and not isinstance(v, dict)})
   head = ["task", "upstream"] + [f"dev {m} %" for m in names] + [f"test {m} %" for m in names]
   head += ["best step", "train / dev / test utts", "seconds"]
   lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -115,6 +142,10 @@ def markdown_table(rows):
     cells += [str(r["best_step"]), f"{u['train']} / {u['dev']} / {u['test']}",
               f"{r['seconds']:.0f}"]
     lines.append("| " + " | ".join(cells) + " |")
+  for r in rows:
+    for lang, m in sorted(r["test"].get("per_language", {}).items()):
+      lines.append(f"\n{r['task']} test, language {lang}: " + ", ".join(
+          f"{k} {_percent(k, v)} %" for k, v in sorted(m.items()) if k != "loss"))
   return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ import shutil
 import jax
 import orbax.checkpoint as ocp
 
+from jaxssl.evaluation import results as results_lib
 from jaxssl.training import engine
 
 
@@ -41,7 +42,8 @@ class DevSelection(engine.Callback):
       return
     dev = self.evaluate(state.params)
     self.curve.append((step, dev))
-    writer.write(step, {f"eval/{self.label}/dev_{k}": float(v) for k, v in dev.items()})
+    writer.write(step, {f"eval/{self.label}/dev_{k}": v
+                        for k, v in results_lib.flat_metrics(dev).items()})
     if self.best_dev is None or self.sign * dev[self.metric] < self.sign * self.best_dev[
         self.metric]:
       self._save(step, state.params)

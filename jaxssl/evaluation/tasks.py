@@ -110,9 +110,11 @@ class Targets:
   Attributes:
     tokens: N token lists (ctc) or N class strings (utterance), in record order.
     ids: N int32 arrays (ctc) or int32 [N] class ids (utterance), under `vocab`.
+    languages: N language names (the records' metadata), for per-language scores; may be empty.
   """
   tokens: list
   ids: object
+  languages: tuple = ()
 
   def max_length(self):
     """The longest target sequence (0 for utterance-level classes)."""
@@ -153,12 +155,18 @@ def build_vocab(task, train_tokens):
   return Vocabulary(set(train_tokens), ctc=False)
 
 
-def make_targets(task, tokens, vocab, *, split):
-  """Encodes a split's tokens; an utterance class unseen in training names the split."""
+def languages_of(source):
+  """The language name of every record of `source`, in record order."""
+  return tuple(str(x) for x in source.metadata()["language"])
+
+
+def make_targets(task, tokens, vocab, *, split, languages=()):
+  """Encodes a split's tokens; an utterance class unseen in training names the split.
+  `languages`: the records' language names (`languages_of`), for per-language scores."""
   if task.kind == "ctc":
-    return Targets(tokens, [vocab.encode(t) for t in tokens])
+    return Targets(tokens, [vocab.encode(t) for t in tokens], tuple(languages))
   try:
-    return Targets(tokens, vocab.encode(tokens))
+    return Targets(tokens, vocab.encode(tokens), tuple(languages))
   except ValueError as e:
     hint = (" Speaker ID needs the test speakers in training: set splits.by_utterance=True."
             if task.name == "speaker" else "")

@@ -61,7 +61,10 @@ def test_each_probe_learns_and_writes_results(task, mfcc, tmp_path):
   if task == "phone":
     assert results["test"]["per"] < 0.9
   if task == "asr":
-    assert set(results["test"]) == {"wer", "cer", "loss"}
+    assert set(results["test"]) == {"wer", "cer", "loss", "per_language"}
+    # The tone corpus has several languages: each gets its own WER and CER.
+    per_language = results["test"]["per_language"]
+    assert len(per_language) > 1 and all(set(m) == {"wer", "cer"} for m in per_language.values())
   table = open(tmp_path / "results.md").read()
   assert table.startswith("| task | upstream |") and f"| {task} | {up.name} |" in table
 

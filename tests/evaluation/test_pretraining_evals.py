@@ -57,8 +57,10 @@ def test_hook_probes_the_given_params_and_logs_against_cumulative_flops(tmp_path
         config, params, step=step, workdir=str(tmp_path), writer=writer, source=source)
   assert [s for s, _ in writer.written] == [3, 6] and writer.written[1][1] == scalars
   assert writer.excluded > 0  # The probes' time stays out of the throughput readout.
+  # Overall, and per language of the data (the synthetic source speaks en and fr).
   assert set(scalars) == {f"eval/language/{split}_{m}" for split in ("dev", "test")
-                          for m in ("accuracy", "loss")}
+                          for m in ("accuracy", "loss", "per_language/en/accuracy",
+                                    "per_language/fr/accuracy")}
   with open(tmp_path / "evals.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [(r["step"], r["cumulative_flops"]) for r in rows] == [(3, 6e9), (6, 1.2e10)]
