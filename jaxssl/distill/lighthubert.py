@@ -102,6 +102,12 @@ class LightHubertObjective(distill_objective.DistillObjective):
   @property
   def model(self):
     m, s = self.config.model, self.space
+    if m.get("block", "transformer") != "transformer" or m.get("mixer", {}).get("name",
+                                                                                "mha") != "mha":
+      raise ValueError(
+          f"LightHuBERT's supernet is a Transformer with attention (model.block="
+          f"{m.get('block', 'transformer')!r}, model.mixer.name="
+          f"{m.get('mixer', {}).get('name', 'mha')!r}): its subnets slice attention heads.")
     base = wav2vec2_model.speech_encoder_from_config(m).keywords
     v = variants.get(m.variant)
     encoder = masked_lib.masked_encoder(

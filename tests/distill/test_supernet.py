@@ -173,6 +173,11 @@ def test_the_objective_masks_with_the_embedding_and_predicts_the_teacher_width()
   b = dict(tiny.batch(), targets=jnp.zeros((2, 1, 24, 32)))
   metrics = jax.jit(lambda p: obj.loss(p, b, jax.random.key(0), step=0, train=False)[1])(sup)
   assert 0.3 < float(metrics["masked_fraction"]) < 0.95  # p 0.65, spans of 10 on 24 frames.
+  # Subnets slice attention heads: a Conformer or another mixer is refused, not ignored.
+  with config.unlocked():
+    config.model.block = "conformer"
+  with pytest.raises(ValueError, match="model.block='conformer'"):
+    _ = lighthubert.LightHubertObjective(config).model
 
 
 def test_head_attention_equals_self_attention_when_widths_agree():
