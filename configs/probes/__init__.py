@@ -62,6 +62,7 @@ def probe_config(task, *, dataset="demo_corpus", data_dir="data/tfds", lr, total
 
   c.data = common.data(dataset, data_dir=data_dir, batch_size=batch_size)
   c.data.train_crop_samples = 0   # > 0: random training crops of this many samples, per epoch.
+  c.data.eval_batch_size = 0      # Dev / test utterances per batch (0: data.batch_size).
   c.splits = splits(dataset, by_utterance=by_utterance)
   c.probe = dict(projector_dim=projector_dim, head=head, hidden_dim=hidden_dim,
                  num_layers=num_layers, dropout_rate=0.2, layer_norm=False)

@@ -29,6 +29,7 @@ def get_config(arg=None):
     c.data.batch_size = 32  # s3prl: 8 x 4 accumulated (the mean of 4 batch means).
   if arg.dataset == "voxceleb1":
     c.data.train_crop_samples = 128_000  # s3prl max_timestep: 8 s crops, new every epoch.
+    c.data.eval_batch_size = 1  # s3prl scores one whole utterance at a time (up to ~145 s).
   if arg.runlocal:
     probes.shrink_for_cpu(c)
   return c.lock()

@@ -141,13 +141,14 @@ class FeatureStream:
   """
 
   def __init__(self, name, source, targets, upstream, data_cfg, task, *, label_len, pool, cache,
-               seed, crop=0):
+               seed, crop=0, batch_size=0):
     if cache and crop:
       raise ValueError(f"Split {name!r}: crops (data.train_crop_samples={crop}) change every "
                        f"epoch, so their features cannot be cached.")
     self.name, self.source, self.targets, self.upstream = name, source, targets, upstream
     self.data_cfg, self.task = data_cfg, task
     self.label_len, self.pool, self.cache, self.seed, self.crop = label_len, pool, cache, seed, crop
+    self.batch_size = batch_size or data_cfg.batch_size
     self.lengths = np.asarray(source.metadata()["num_samples"], np.int64)
     self.edges = batching.eval_bucket_edges(
         np.minimum(self.lengths, crop) if crop else self.lengths, MAX_BUCKETS)
@@ -155,7 +156,7 @@ class FeatureStream:
 
   def batches(self, e):
     """The plans (record indices, crop offsets, padded length) of epoch `e`."""
-    return epoch_batches(self.lengths, self.edges, self.data_cfg.batch_size, seed=self.seed,
+    return epoch_batches(self.lengths, self.edges, self.batch_size, seed=self.seed,
                          epoch=e, crop=self.crop)
 
   def _encode(self, batch):
@@ -285,7 +286,9 @@ def run(config, workdir, *, upstream=None, source_fn=None, plot=True, checkpoint
   streams = {k: FeatureStream(k, splits[k], targets[k], upstream, data_cfg, task,
                               label_len=label_len, pool=pool, seed=config.seed,
                               cache=config.cache_features and not (k == "train" and crop),
-                              crop=crop if k == "train" else 0) for k in splits}
+                              crop=crop if k == "train" else 0,
+                              batch_size=0 if k == "train" else data_cfg.get("eval_batch_size", 0))
+             for k in splits}
 
   objective = probes.ProbeObjective(probes.Probe(kind=task.kind, num_outputs=len(vocab),
                                                  specaug=specaug, **config.probe))

@@ -56,6 +56,16 @@ def _phone_stream(src, *, cache, crop=0, upstream=None, name="train"):
                                task, label_len=8, pool=False, cache=cache, seed=0, crop=crop)
 
 
+def test_eval_streams_take_their_own_batch_size():
+  src = _varied_source(20)
+  one = probing.FeatureStream("dev", src, None, None, _phone_stream(src, cache=False).data_cfg,
+                              tasks.get("phone"), label_len=8, pool=False, cache=False, seed=0,
+                              batch_size=1)
+  plans = one.batches(0)
+  assert all(len(p["indices"]) == 1 for p in plans) and len(plans) == 20
+  assert {len(p["indices"]) for p in _phone_stream(src, cache=False).batches(0)} != {1}
+
+
 def test_cached_frame_features_give_the_uncached_batches_every_epoch_and_after_a_skip():
   src = _varied_source(20)
   cached, fresh = _phone_stream(src, cache=True), _phone_stream(src, cache=False)
@@ -142,4 +152,5 @@ def test_voxceleb1_speaker_config_is_s3prls():
   assert (c.optim.lr, c.optim.clip_norm, c.total_steps, c.eval_every_steps) == (
       1e-4, 1.0, 200_000, 5_000)
   assert c.data.batch_size == 32 and c.probe.projector_dim == 256  # 8 x 4 accumulated.
+  assert c.data.eval_batch_size == 1  # s3prl scores whole dev / test utterances one at a time.
   assert speaker_config.get_config(None).data.train_crop_samples == 0
