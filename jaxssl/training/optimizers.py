@@ -94,12 +94,34 @@ def constant(lr, total_steps, *, warmup_steps=0):
                                         max(warmup_steps, 1) if warmup_steps else 1.0)
 
 
-SCHEDULES = {"warmup_poly": warmup_poly, "tri_stage": tri_stage, "constant": constant}
+def noam(lr, total_steps, *, warmup_steps):
+  """SpeechBrain's `NoamScheduler` without model_size (speechbrain/nnet/schedulers.py), as the
+  BEST-RQ recipe uses it: lr(t) = lr * sqrt(w) * min(t ** -0.5, t * w ** -1.5), peaking at `lr`
+  at t = w, then inverse square root decay.
+
+  SpeechBrain calls the scheduler after each optimizer step (train.py on_fit_batch_end), so its
+  first update runs at the optimizer's own lr and update k + 1 at noam(k): here count 0 (the
+  first update) gives `lr` and count t >= 1 gives noam(t).
+  """
+  del total_steps
+  _need(warmup_steps > 0, f"schedule.warmup_steps must be > 0 for noam, got {warmup_steps}.")
+
+  def schedule(count):
+    t = jnp.maximum(jnp.asarray(count, jnp.float32), 1.0)
+    scaled = lr * warmup_steps ** 0.5 * jnp.minimum(t ** -0.5, t * warmup_steps ** -1.5)
+    return jnp.where(jnp.asarray(count) == 0, lr, scaled)
+
+  return schedule
+
+
+SCHEDULES = {"warmup_poly": warmup_poly, "tri_stage": tri_stage, "constant": constant,
+             "noam": noam}
 _SCHEDULE_FIELDS = {
     "warmup_poly": ("warmup_steps", "power", "end_lr"),
     "tri_stage": ("phase_ratio", "warmup_steps", "hold_steps", "decay_steps", "init_lr_scale",
                   "final_lr_scale"),
     "constant": ("warmup_steps",),
+    "noam": ("warmup_steps",),
 }
 
 

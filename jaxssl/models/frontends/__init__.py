@@ -8,6 +8,9 @@ any encoder config takes any frontend:
   mel        normalised log-mel at 100 Hz (fields: num_mels, features, stats);
   mel_stack  MelHuBERT's input: normalised 40-d log-mel stacked in pairs, 50 Hz (fields:
              num_mels, stack, features, stats).
+  fbank_conv BEST-RQ's input (SpeechBrain's recipe, `fbank_conv.py`): normalised 80-d fbank,
+             two stride-2 convs, 25 Hz (fields: num_mels, stack, channels, kernel_size,
+             dropout_rate).
 
 `features` picks the log-mel: "librosa" (Hann, Slaney mel, centred frames; the default) or
 "kaldi" (Kaldi's fbank as MelHuBERT computes it, `kaldi_fbank.py`: whole frames only).
@@ -27,6 +30,7 @@ from jaxssl import constants
 from jaxssl import registry
 from jaxssl.models import variants
 from jaxssl.models.frontends import cnn
+from jaxssl.models.frontends import fbank_conv
 from jaxssl.models.frontends import kaldi_fbank
 from jaxssl.models.frontends import mel_stack
 
@@ -95,6 +99,23 @@ for _name in ("mel", "mel_stack"):
       frames_for=lambda fe, n: mel_stack.frames_for(n, _stack(fe), _features(fe)),
       hop=lambda fe: constants.MEL_HOP * _stack(fe),
       centre=_mel_centre))
+
+
+def _fbank_conv_module(fe, v, dtype):
+  del v
+  return functools.partial(
+      fbank_conv.FbankConv, num_mels=fe.get("num_mels", 80), stack=fe.get("stack", 4),
+      channels=tuple(fe.get("channels", (128, 32))), kernel_size=fe.get("kernel_size", 3),
+      dropout_rate=fe.get("dropout_rate", 0.1), dtype=dtype)
+
+
+# 40 ms frames; frame t's conv receptive field is centred on fbank frame 4t, itself centred on
+# sample 640 t (SpeechBrain's centred STFT frames).
+register("fbank_conv", Frontend(
+    module=_fbank_conv_module,
+    frames_for=lambda fe, n: fbank_conv.frames_for(n, fe.get("stack", 4)),
+    hop=lambda fe: fbank_conv.HOP * fe.get("stack", 4),
+    centre=lambda fe: 0))
 
 
 def get(frontend_cfg) -> Frontend:
