@@ -84,7 +84,7 @@ def test_unknown_frontend_is_one_line_with_the_choices():
   with c.unlocked():
     c.model.frontend = dict(name="mfcc")
   with pytest.raises(ValueError, match=r"model.frontend.name='mfcc': unknown frontend; choose "
-                                       r"from \['cnn', 'mel', 'mel_stack'\]"):
+                                       r"from \['cnn', 'fbank_conv', 'mel', 'mel_stack'\]"):
     wav2vec2_model.speech_encoder_from_config(c.model)
 
 
