@@ -14,6 +14,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections.config_flags import config_flags
 import tqdm
 
 _HELP = ("--help", "-h", "--helpfull", "--helpshort", "-?")
@@ -59,7 +60,11 @@ def _unknown_field_message(argv, error: Exception) -> str:
 
 
 def _config_file_problem(argv):
-  """One line when --config names a file that does not exist, else ""."""
+  """One line when --config names a config file that does not exist, else "" (also for programs
+  whose --config is something else, e.g. a dataset builder's config name)."""
+  if "config" not in flags.FLAGS or not isinstance(flags.FLAGS["config"].parser,
+                                                   config_flags.ConfigFileFlagParser):
+    return ""
   for arg in argv:
     if arg.startswith("--config="):
       path = arg.split("=", 1)[1].partition(":")[0]

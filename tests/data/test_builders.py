@@ -252,3 +252,19 @@ def test_cli_builds_and_prints_the_skip_summary(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode != 0
   assert "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_build_command_takes_a_builder_config(tmp_path):
+  """`python -m jaxssl.data.build --config=all`: --config is the builder's config here, not a
+  config file (the CLI's config-file check applies only to programs with a config file flag)."""
+  fx.mls(str(tmp_path / "src"), "german", bad=False)
+  fx.mls(str(tmp_path / "src"), "french", bad=False)
+  out = subprocess.run(
+      [sys.executable, "-m", "jaxssl.data.build", "--dataset=multilingual_librispeech",
+       "--config=all", f"--source={tmp_path / 'src'}", f"--data_dir={tmp_path / 'tfds'}",
+       "--num_workers=1"], capture_output=True, text=True, check=False,
+      cwd=REPO)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert sorted(sources.open_source("multilingual_librispeech/all", data_dir=tmp_path / "tfds",
+                                    split="train").metadata()["language"].tolist()) == [
+                                        "de", "de", "fr", "fr"]
