@@ -1,12 +1,14 @@
 """Objectives: a model plus its loss. A config's `objective.name` is a key of `REGISTRY`.
 
-Built in: wav2vec2, hubert, melhubert, best_rq (here) and distill (registered by `jaxssl.distill`).
+Built in: wav2vec2, hubert, melhubert, best_rq, data2vec2 (here) and distill (registered by
+`jaxssl.distill`).
 A new objective subclasses `jaxssl.training.objective.Objective` and registers itself:
 
   objectives.register("my_objective", MyObjective)  # MyObjective(config) -> objective
 """
 from jaxssl import registry
 from jaxssl.objectives import best_rq
+from jaxssl.objectives import data2vec2
 from jaxssl.objectives import hubert
 from jaxssl.objectives import melhubert
 from jaxssl.objectives import wav2vec2
@@ -38,3 +40,4 @@ register("wav2vec2", wav2vec2.Wav2Vec2Objective)
 register("hubert", hubert.HubertObjective)
 register("melhubert", melhubert.MelHubertObjective)
 register("best_rq", best_rq.BestRqObjective)
+register("data2vec2", data2vec2.Data2Vec2Objective)

@@ -37,8 +37,8 @@ def resolve_implementation(implementation, dtype):
   return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
 
 
-def heads_first_attention(q, k, v, valid, *, dropout_rng=None, dropout_rate=0.0):
-  """softmax(q k^T / sqrt(d) + padding mask) v, with optional dropout on the probabilities.
+def heads_first_attention(q, k, v, valid, *, dropout_rng=None, dropout_rate=0.0, bias=None):
+  """softmax(q k^T / sqrt(d) + bias + padding mask) v, with optional dropout on the probabilities.
 
   The XLA path of `SelfAttention`, numerically the same as `jax.nn.dot_product_attention`
   (no dropout). Dropout draws an independent Bernoulli mask for every batch element, head, query
@@ -54,6 +54,8 @@ def heads_first_attention(q, k, v, valid, *, dropout_rng=None, dropout_rate=0.0)
     valid: [B, T] bool; False keys get no attention.
     dropout_rng: PRNG key of the dropout, or None for no dropout.
     dropout_rate: probability of dropping an attention weight.
+    bias: optional additive logit bias broadcastable to [B, H, T, T] (e.g. ALiBi), added in
+      float32 before the padding mask, as data2vec 2.0's AltAttention does.
 
   Returns:
     [B, T, H, d].
@@ -62,7 +64,12 @@ def heads_first_attention(q, k, v, valid, *, dropout_rng=None, dropout_rate=0.0)
   q = jnp.swapaxes(q, 1, 2) / jnp.sqrt(q.shape[-1]).astype(dtype)  # [B, H, T, d]
   k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
   logits = jnp.einsum("bhqd,bhkd->bhqk", q, k)
-  logits = jnp.where(valid[:, None, None, :], logits, jnp.finfo(dtype).min)
+  if bias is not None:
+    logits = logits.astype(jnp.float32) + bias.astype(jnp.float32)
+    dtype_min = jnp.finfo(jnp.float32).min
+  else:
+    dtype_min = jnp.finfo(dtype).min
+  logits = jnp.where(valid[:, None, None, :], logits, dtype_min)
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
   if dropout_rng is not None and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
@@ -112,6 +119,9 @@ class SelfAttention(nn.Module):
       blocks of this many queries (`chunked_attention`: same values, O(chunk T) memory instead
       of O(T^2)); 0 never chunks. 1024 frames (20 s) leaves pretraining crops untouched.
     dtype: compute dtype.
+
+  `bias` (optional, [B or 1, H, T, T]) is added to the attention logits (data2vec 2.0's ALiBi,
+  from `encoder.Encoder`); with a bias the XLA path never chunks its queries.
   """
   num_heads: int
   attention_dropout_rate: float = 0.0
@@ -120,7 +130,7 @@ class SelfAttention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, valid, train: bool):
+  def __call__(self, x, *, valid, train: bool, bias=None):
     b, t, d = x.shape
     if d % self.num_heads:
       raise ValueError(f"embed_dim {d} is not divisible by num_heads {self.num_heads}.")
@@ -134,16 +144,16 @@ class SelfAttention(nn.Module):
     # Padded keys are never attended to; padded queries produce values nobody reads.
     if train and self.attention_dropout_rate > 0.0:
       out = heads_first_attention(q, k, v, valid, dropout_rng=self.make_rng("dropout"),
-                                  dropout_rate=self.attention_dropout_rate)
+                                  dropout_rate=self.attention_dropout_rate, bias=bias)
     elif resolve_implementation(self.implementation, q.dtype) == "cudnn":
       # cuDNN's flash kernel never materialises the [B, H, T, T] logits; a boolean mask would be
       # turned into a dense [B, 1, T, T] bias, so the padding goes in as lengths instead.
       lengths = jnp.sum(valid, axis=-1, dtype=jnp.int32)
-      out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, key_value_seq_lengths=lengths,
                                          implementation="cudnn")
-    elif 0 < self.query_chunk_size < t:
+    elif 0 < self.query_chunk_size < t and bias is None:
       out = chunked_attention(q, k, v, valid, self.query_chunk_size)
     else:
-      out = heads_first_attention(q, k, v, valid)
+      out = heads_first_attention(q, k, v, valid, bias=bias)
     out = out.reshape(b, t, d)
     return layers.Dense(d, axes=("heads", "embed"), dtype=self.dtype, name="out")(out)
