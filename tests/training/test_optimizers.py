@@ -47,7 +47,7 @@ def test_constant_with_warmup():
 
 
 @pytest.mark.parametrize("cfg,match", [
-    (dict(name="cosine"), "choose from .*constant.*tri_stage.*warmup_poly"),
+    (dict(name="inverse_sqrt"), "choose from .*constant.*cosine.*tri_stage.*warmup_poly"),
     (dict(name="warmup_poly", warmup_step=3), "warmup_step"),
     (dict(name="warmup_poly", warmup_steps=-1), "warmup_steps must be >= 0"),
     (dict(name="tri_stage", phase_ratio=(0.5, 0.6, 0.1)), "phase_ratio"),
