@@ -35,10 +35,13 @@ class ChannelNorm(nn.Module):
     scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (c,))
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)), (c,))
     x = x.astype(jnp.float32)
-    w = valid.astype(jnp.float32)[..., None]
-    n = jnp.maximum(w.sum(1, keepdims=True), 1.0)
-    mean = (x * w).sum(1, keepdims=True) / n
-    var = (jnp.square(x - mean) * w).sum(1, keepdims=True) / n
+    w = valid.astype(jnp.float32)
+    n = jnp.maximum(w.sum(1), 1.0)[:, None, None]
+    # Masked sums over time as contractions with the mask ([B, T] x [B, T, C]): on CPU, XLA
+    # fuses the equivalent (x * w).sum(1) badly (the whole CNN ran 3.3x slower on 10 s).
+    mean = jnp.einsum("bt,btc->bc", w, x, precision=jax.lax.Precision.HIGHEST)[:, None] / n
+    var = jnp.einsum("bt,btc->bc", w, jnp.square(x - mean),
+                     precision=jax.lax.Precision.HIGHEST)[:, None] / n
     return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
