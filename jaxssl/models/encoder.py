@@ -120,6 +120,9 @@ class StackedPositionalConv(nn.Module):
   LayerNorm without affine, GELU). [B, T, D] -> [B, T, D] (fairseq modalities/audio.py).
 
   Convs keep torch's Conv1d init: U(+-1/sqrt(fan_in)) for kernel and bias, fan_in = k * D / G.
+  Padded frames (`valid` False) are zeroed before every conv, so that each layer reads the zeros
+  an unpadded utterance's 'same' padding gives (LayerNorm and GELU make them nonzero again):
+  outputs on real frames do not depend on the padded length.
   """
   num_layers: int = 5
   kernel_size: int = 19
@@ -127,7 +130,7 @@ class StackedPositionalConv(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, valid=None):
     d = x.shape[-1]
     if d % self.groups:
       raise ValueError(f"embed_dim {d} is not divisible by pos_conv_groups {self.groups}.")
@@ -138,6 +141,8 @@ class StackedPositionalConv(nn.Module):
       kernel = self.param(f"kernel_{i}", nn.with_logical_partitioning(
           init, ("conv_kernel", None, "conv_out")), (self.kernel_size, d // self.groups, d))
       bias = self.param(f"bias_{i}", nn.with_logical_partitioning(init, ("conv_out",)), (d,))
+      if valid is not None:
+        x = jnp.where(valid[..., None], x, 0.0)
       x = grouped_conv1d(x.astype(self.dtype), kernel.astype(self.dtype), self.groups)
       if self.kernel_size % 2 == 0:
         x = x[:, :-1]  # fairseq SamePad.
@@ -265,7 +270,7 @@ class Encoder(nn.Module):
     x = jnp.where(valid[..., None], x, 0.0)  # fairseq zeroes padded frames before the pos conv.
     if self.pos_conv_layers:
       pos = StackedPositionalConv(self.pos_conv_layers, self.pos_conv_kernel,
-                                  self.pos_conv_groups, self.dtype, name="pos_conv")(x)
+                                  self.pos_conv_groups, self.dtype, name="pos_conv")(x, valid)
     else:
       pos = PositionalConv(self.pos_conv_kernel, self.pos_conv_groups, self.dtype,
                            name="pos_conv")(x)

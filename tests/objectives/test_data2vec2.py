@@ -187,6 +187,18 @@ def test_clones_share_one_teacher_pass(tiny, monkeypatch):
   assert float(m["ema_decay"]) == pytest.approx(0.99 + 0.009 / 400, rel=1e-6)
 
 
+def test_represent_does_not_depend_on_the_padded_length(tiny):
+  """Probes and extraction pad: every layer's states on real frames equal the unpadded ones
+  (the 5-layer positional encoder zeroes padding before each of its convs)."""
+  _, obj, params, batch = tiny
+  row = dict(audio=batch["audio"][3:, :5_000], valid=batch["valid"][3:, :5_000])
+  _, short, v_short = jax.jit(obj.represent)(params, row)
+  _, padded, _ = jax.jit(obj.represent)(params, {k: x[3:] for k, x in batch.items()})
+  t = int(v_short.sum())
+  for a, b in zip(short, padded):
+    np.testing.assert_allclose(np.asarray(b)[0, :t], np.asarray(a)[0, :t], atol=2e-5)
+
+
 def test_alibi_bias_and_slopes_are_fairseqs():
   # get_slopes(8) = 2^-1 ... 2^-8; 12 heads: the 8 of a power of two, then every other of 16.
   np.testing.assert_allclose(encoder_lib.alibi_slopes(8), [2.0 ** -i for i in range(1, 9)])
