@@ -32,9 +32,14 @@ import time
 
 from absl import flags
 from absl import logging
+import flax
+import jax
 import numpy as np
 
 from jaxssl import cli
+from jaxssl import objectives
+from jaxssl import pretrained
+from jaxssl.data import audio as audio_lib
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import scorers
 from jaxssl.data import sources
@@ -121,9 +126,6 @@ class LossScorer:
   """Per-utterance loss of a pretrained checkpoint (see the module docstring)."""
 
   def __init__(self, checkpoint, *, seed=0, pad_multiple=8000, metric="", label_set=None):
-    import jax  # pylint: disable=g-import-not-at-top
-    from jaxssl import objectives  # pylint: disable=g-import-not-at-top
-    from jaxssl import pretrained  # pylint: disable=g-import-not-at-top
     if not checkpoint:
       raise ValueError("--scorer=loss needs --checkpoint: a jaxssl training workdir (e.g. from "
                        "`python -m jaxssl.main --config=configs/wav2vec2/demo.py "
@@ -157,8 +159,6 @@ class LossScorer:
     self._loss = jax.jit(loss)
 
   def _check_params(self, checkpoint):
-    import flax  # pylint: disable=g-import-not-at-top
-    from jaxssl import pretrained  # pylint: disable=g-import-not-at-top
     want = set(flax.traverse_util.flatten_dict(pretrained.abstract_params(self.config),
                                                sep="/"))
     have = set(flax.traverse_util.flatten_dict(self.params, sep="/"))
@@ -169,7 +169,6 @@ class LossScorer:
                        "pretraining heads, which converted encoders do not have.")
 
   def __call__(self, audio, utt_id=None):
-    from jaxssl.data import audio as audio_lib  # pylint: disable=g-import-not-at-top
     x = np.asarray(audio)
     n = len(x)
     padded = max(self.pad_multiple, -(-n // self.pad_multiple) * self.pad_multiple)
@@ -230,7 +229,6 @@ def score_split(scorer, source, *, seed=0, checkpoint="", labels="", target_spli
   elif scorer == "loss":
     label_set = None
     if checkpoint and os.path.exists(checkpoint):
-      from jaxssl import pretrained  # pylint: disable=g-import-not-at-top
       name = labels or pretrained.config_json(checkpoint).data.get("labels", "")
       label_set = _label_set(name, source, split, dataset_hint) if name else None
     fn = LossScorer(checkpoint, seed=seed, pad_multiple=pad_multiple, metric=loss_metric,

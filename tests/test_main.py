@@ -23,7 +23,7 @@ def test_mistyped_override_names_the_field_and_its_closest_names():
   proc = _main("--config.optim.lrr=1e-3", "--dry_run")
   assert proc.returncode == 2
   assert "unknown config field 'optim.lrr'" in proc.stderr
-  assert "Did you mean 'lr'?" in proc.stderr
+  assert "Did you mean 'lr' or 'lr_groups'?" in proc.stderr
   assert "Traceback" not in proc.stderr
 
 

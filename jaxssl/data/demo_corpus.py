@@ -18,22 +18,9 @@ train, one dev and one test, and each "round" of 10 utterances per language give
 function of (seed, i), so a build is byte-identical for a seed whatever the
 number of workers.
 
-Corpus variants, for data-efficiency experiments:
-
-  python -m jaxssl.data.demo_corpus --out=/tmp/demo_dirty --dirty_fraction=0.25
-  python -m jaxssl.data.demo_corpus --out=/tmp/demo_imb --language_hours=en:1.0,fr:0.1,de:0.05
-
-A *dirty* build corrupts exactly floor(f * N + 0.5) of the N utterances of each split, picked
-by a seeded permutation, with the kinds of `--corruptions` in turn (noise only, silence, heavy
-clipping, low SNR, music, bad resampling: `jaxssl/data/corruptions.py`), as crawled audio is
-corrupted; every manifest line gets "corruption" (the kind, "" when clean), so a scorer's
-precision / recall can be measured. An *imbalanced* build (`--language_hours`) holds only the
-named languages, each synthesized in its own rounds (one whole round at least, so every split
-has every language) and stopped at the first utterance that reaches its hours: a language gets
-max(its hours, one round ~30 s) plus less than one utterance. Utterance i is the same as in the
-balanced build; meta.json records `language_hours`, `language_utterances` and
-`language_seconds`. XLS-R (https://arxiv.org/abs/2111.09296) pretrains on such a spread
-(MLS, VoxPopuli, BABEL: hundreds of times more English than the rarest languages).
+Variants for data-efficiency experiments (`demo_variants.py`): `--dirty_fraction=0.25` (a
+labelled fraction of corrupted utterances) and `--language_hours=en:1.0,fr:0.1` (an imbalanced
+multilingual build).
 """
 import functools
 import json
@@ -55,6 +42,7 @@ import tqdm
 from jaxssl import constants
 from jaxssl import cli
 from jaxssl.data import corruptions
+from jaxssl.data import demo_variants
 from jaxssl.data import espeak
 
 LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl")
@@ -75,13 +63,6 @@ _VOICE_POOL = (
     ("m5", 35, 170), ("f1", 55, 160), ("m7", 45, 190), ("f3", 65, 155),
     ("m2", 30, 180), ("f5", 75, 165), ("m4", 55, 200), ("m6", 40, 145),
 )
-# Characters that espeak prints as separate "phones" but that only modify the
-# previous one (palatalisation in Polish, length).
-_MODIFIERS = frozenset("ʲʰːˑ")
-# espeak phone names that are not IPA (Italian geminate s).
-_NON_IPA = {"ss": "sː"}
-# The options of a corpus variant (imbalanced, dirty) that make two builds differ.
-_VARIANT_KEYS = ("language_hours", "dirty_fraction", "corruptions")
 DEFAULT_CORRUPTIONS = tuple(corruptions.CORRUPTIONS)
 
 
@@ -146,33 +127,6 @@ def _words(language):
   return tuple(load_words(language))
 
 
-def normalize_phones(phones):
-  """Cleans espeak's IPA phone names; keeps alignments consistent.
-
-  Stress marks (ˈ ˌ) are dropped: stress is a property of the syllable and would
-  double the vowel inventory. espeak's '-' suffix (an unstressed-vowel tag in its
-  French tables, not IPA) is dropped, Italian "ss" becomes "sː". A phone made only
-  of modifier letters (ʲ, ː) is merged into the previous phone when they touch.
-
-  Args:
-    phones: [(ipa, start, end)] as returned by `espeak.synthesize`.
-
-  Returns:
-    The cleaned [(ipa, start, end)] list, still ordered and non-overlapping.
-  """
-  out = []
-  for name, start, end in phones:
-    name = name.replace("ˈ", "").replace("ˌ", "").replace("-", "")
-    name = _NON_IPA.get(name, name)
-    if not name:
-      continue
-    if out and set(name) <= _MODIFIERS and out[-1][2] == start:
-      out[-1] = (out[-1][0] + name, out[-1][1], end)
-    else:
-      out.append((name, start, end))
-  return out
-
-
 def synthesize_utterance(seed, index):
   """Renders utterance `index` at 16 kHz.
 
@@ -190,7 +144,7 @@ def synthesize_utterance(seed, index):
   n = len(samples)
   # Integer rounding of the boundaries (monotone, so order and disjointness survive).
   scale = lambda s: min(n, (s * constants.SAMPLE_RATE + rate // 2) // rate)
-  phones = [(p, scale(s), scale(e)) for p, s, e in normalize_phones(phones)]
+  phones = [(p, scale(s), scale(e)) for p, s, e in espeak.normalize_phones(phones)]
   phones = [p for p in phones if p[2] > p[1]]
   if not phones:
     raise RuntimeError(f"espeak produced no phones for utterance {index}: {text!r}")
@@ -224,7 +178,7 @@ def _is_complete(out, seed, hours, variant):
     return None
   same = (meta.get("format_version"), meta.get("seed"), meta.get("hours")) == (
       FORMAT_VERSION, seed, hours)
-  same = same and all(meta.get(k) == variant.get(k) for k in _VARIANT_KEYS)
+  same = same and all(meta.get(k) == variant.get(k) for k in demo_variants.KEYS)
   if same and all((out / f"{s}.jsonl").is_file() for s in SPLITS):
     return meta
   return None
@@ -312,60 +266,6 @@ def _synthesize_rounds(out, seed, groups, num_workers):
   return counts, split_samples, inventory, total, made_counts
 
 
-def parse_language_hours(text):
-  """"en:1.0,fr:0.1" -> {"en": 1.0, "fr": 0.1} (the --language_hours flag), checked."""
-  out = {}
-  for item in filter(None, (t.strip() for t in text.split(","))):
-    lang, sep, value = item.partition(":")
-    try:
-      hours = float(value)
-    except ValueError:
-      hours = None
-    if not sep or hours is None:
-      raise ValueError(f"--language_hours: {item!r} is not 'lang:hours' (e.g. en:1.0,fr:0.1).")
-    out[lang.strip()] = hours
-  return _check_language_hours(out)
-
-
-def _check_language_hours(language_hours):
-  if not language_hours:
-    raise ValueError("--language_hours is empty; give e.g. en:1.0,fr:0.1.")
-  for lang, hours in language_hours.items():
-    if lang not in LANGUAGES:
-      raise ValueError(f"--language_hours: unknown language {lang!r}; the demo corpus has "
-                       f"{list(LANGUAGES)}.")
-    if not hours > 0:
-      raise ValueError(f"--language_hours: {lang} needs positive hours, got {hours}.")
-  # LANGUAGES order, so the flag's order does not change the build.
-  return {lang: float(language_hours[lang]) for lang in LANGUAGES if lang in language_hours}
-
-
-def _corrupt(out, seed, fraction, kinds):
-  """The dirty-build pass: corrupts exactly floor(fraction * N + 0.5) utterances of each split
-  (`corruptions.choose`) in place and adds "corruption" ("" when clean) to every manifest line.
-
-  Returns:
-    {split: {kind: count}}.
-  """
-  tallies = {}
-  for split_no, split in enumerate(SPLITS):
-    manifest = out / f"{split}.jsonl"
-    with open(manifest, encoding="utf-8") as f:
-      records = [json.loads(line) for line in f if line.strip()]
-    labels = corruptions.choose(len(records), fraction, kinds, seed, stream=split_no)
-    tallies[split] = {k: labels.count(k) for k in kinds}
-    with open(out / f"{split}.jsonl.tmp", "w", encoding="utf-8") as f:
-      for i, (record, kind) in enumerate(zip(records, labels)):
-        if kind:
-          with wave.open(str(out / record["path"]), "rb") as w:
-            audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-          rng = np.random.default_rng([seed, 24, split_no, i])
-          _write_wav(out / record["path"], corruptions.apply(kind, audio, rng))
-        f.write(json.dumps({**record, "corruption": kind}, ensure_ascii=False) + "\n")
-    os.replace(out / f"{split}.jsonl.tmp", manifest)
-  return tallies
-
-
 def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None, language_hours=None,
           dirty_fraction=0.0, corruption_kinds=DEFAULT_CORRUPTIONS):
   """Synthesizes the demo corpus into `out_dir` (see the module docstring).
@@ -382,7 +282,7 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None, language_ho
     language_hours: {language: hours} for an imbalanced build: only these languages, each
       synthesized in its own rounds (one at least) and stopped at the first utterance that
       reaches its hours (all splits together). Utterance i is the same as in the balanced build.
-    dirty_fraction: fraction of each split's utterances corrupted (see `_corrupt`).
+    dirty_fraction: fraction of each split's utterances corrupted (`demo_variants.corrupt`).
     corruption_kinds: names from `corruptions.CORRUPTIONS`, assigned in turn.
 
   Returns:
@@ -390,7 +290,7 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None, language_ho
     already held a complete build with the same seed and hours).
   """
   if language_hours is not None:
-    language_hours = _check_language_hours(language_hours)
+    language_hours = demo_variants.check_language_hours(language_hours, LANGUAGES)
     hours = sum(language_hours.values())
   if not hours > 0:
     raise ValueError(f"--hours must be positive, got {hours}.")
@@ -428,7 +328,8 @@ def build(out_dir, *, hours=DEFAULT_HOURS, seed=0, num_workers=None, language_ho
   if language_hours is not None:
     variant["language_utterances"] = {lang: made[lang] for lang in languages}
   if dirty_fraction > 0:
-    variant["corruption_counts"] = _corrupt(out, seed, dirty_fraction, corruption_kinds)
+    variant["corruption_counts"] = demo_variants.corrupt(
+        out, seed, dirty_fraction, corruption_kinds, splits=SPLITS, write_wav=_write_wav)
   language_samples = dict.fromkeys(languages, 0)
   for split in SPLITS:
     with open(out / f"{split}.jsonl", encoding="utf-8") as f:
@@ -472,7 +373,7 @@ def main(argv):
       if FLAGS["hours"].present:
         raise ValueError("--hours and --language_hours exclude each other: --language_hours "
                          "sets the hours of each language.")
-      language_hours = parse_language_hours(FLAGS.language_hours)
+      language_hours = demo_variants.parse_language_hours(FLAGS.language_hours, LANGUAGES)
     build(FLAGS.out, hours=FLAGS.hours, seed=FLAGS.seed, num_workers=FLAGS.num_workers,
           language_hours=language_hours, dirty_fraction=FLAGS.dirty_fraction,
           corruption_kinds=FLAGS.corruptions)

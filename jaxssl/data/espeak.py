@@ -295,3 +295,37 @@ def synthesize(text, *, voice="en", variant="m3", rate=175, pitch=50, seed=0):
     finally:
       session.close()
   return Synthesis(samples, session.sample_rate, _phone_segments(events, samples))
+
+
+# Characters that espeak prints as separate "phones" but that only modify the
+# previous one (palatalisation in Polish, length).
+_MODIFIERS = frozenset("ʲʰːˑ")
+# espeak phone names that are not IPA (Italian geminate s).
+_NON_IPA = {"ss": "sː"}
+
+
+def normalize_phones(phones):
+  """Cleans espeak's IPA phone names; keeps alignments consistent.
+
+  Stress marks (ˈ ˌ) are dropped: stress is a property of the syllable and would
+  double the vowel inventory. espeak's '-' suffix (an unstressed-vowel tag in its
+  French tables, not IPA) is dropped, Italian "ss" becomes "sː". A phone made only
+  of modifier letters (ʲ, ː) is merged into the previous phone when they touch.
+
+  Args:
+    phones: [(ipa, start, end)] as returned by `espeak.synthesize`.
+
+  Returns:
+    The cleaned [(ipa, start, end)] list, still ordered and non-overlapping.
+  """
+  out = []
+  for name, start, end in phones:
+    name = name.replace("ˈ", "").replace("ˌ", "").replace("-", "")
+    name = _NON_IPA.get(name, name)
+    if not name:
+      continue
+    if out and set(name) <= _MODIFIERS and out[-1][2] == start:
+      out[-1] = (out[-1][0] + name, out[-1][1], end)
+    else:
+      out.append((name, start, end))
+  return out

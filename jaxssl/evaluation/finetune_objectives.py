@@ -47,9 +47,11 @@ class FinetuneModel(nn.Module):
   @nn.compact
   def __call__(self, audio, *, valid, masked=None, audio_valid=None, train: bool,
                freeze_encoder: bool = False, channel_masked=None):
+    # Channel masks go only to encoders asked for them (fine-tuning with masking.channel_prob).
+    extra = {} if channel_masked is None else dict(channel_masked=channel_masked)
     x = self.speech_encoder(name="speech_encoder")(audio, valid=valid, masked=masked,
                                                    audio_valid=audio_valid, train=train,
-                                                   channel_masked=channel_masked)["x"]
+                                                   **extra)["x"]
     if freeze_encoder:
       x = jax.lax.stop_gradient(x)
     if self.pool:

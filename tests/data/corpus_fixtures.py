@@ -3,8 +3,10 @@
 Every generator returns the labels it wrote, keyed by utterance id, so tests
 can compare what `open_source` reads back with what went in.
 """
+import hashlib
 import json
 import os
+import pathlib
 
 import numpy as np
 import soundfile as sf
@@ -132,3 +134,13 @@ def common_voice(root, lang="fr", *, ext="mp3", bad=True):
     with open(os.path.join(d, f"{split}.tsv"), "w") as f:
       f.write("\n".join(lines) + "\n")
   return out
+
+
+def tree_hash(root):
+  """sha256 over the relative paths and bytes of every file below `root`."""
+  h = hashlib.sha256()
+  for p in sorted(pathlib.Path(root).rglob("*")):
+    if p.is_file():
+      h.update(str(p.relative_to(root)).encode())
+      h.update(p.read_bytes())
+  return h.hexdigest()

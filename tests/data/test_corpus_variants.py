@@ -1,7 +1,6 @@
 """Tests of the demo corpus variants: dirty builds (labelled corruptions) and imbalanced
 multilingual builds (--language_hours), and the scorers on a dirty build end to end."""
 import collections
-import hashlib
 import json
 import pathlib
 import subprocess
@@ -15,7 +14,9 @@ from jaxssl import constants
 from jaxssl.data import build as build_lib
 from jaxssl.data import corruptions
 from jaxssl.data import demo_corpus
+from jaxssl.data import demo_variants
 from jaxssl.data import sampling
+from tests.data import corpus_fixtures as fx
 
 _TINY_HOURS = 0.01  # One round: 80 utterances (64 / 8 / 8).
 _FRACTION = 0.25
@@ -29,15 +30,6 @@ def _records(root, split):
 def _audio(root, record):
   with wave.open(str(pathlib.Path(root) / record["path"]), "rb") as w:
     return np.frombuffer(w.readframes(w.getnframes()), "<i2")
-
-
-def _tree_hash(root):
-  h = hashlib.sha256()
-  for p in sorted(pathlib.Path(root).rglob("*")):
-    if p.is_file():
-      h.update(str(p.relative_to(root)).encode())
-      h.update(p.read_bytes())
-  return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +101,7 @@ def test_dirty_build_is_deterministic_for_a_seed(corpora, tmp_path):
   again = demo_corpus.build(tmp_path / "a", hours=_TINY_HOURS, seed=0, num_workers=2,
                             dirty_fraction=_FRACTION)
   assert again["skipped"] is False
-  assert _tree_hash(tmp_path / "a") == _tree_hash(dirty)
+  assert fx.tree_hash(tmp_path / "a") == fx.tree_hash(dirty)
   # Another fraction is another build (not "already complete").
   other = demo_corpus.build(tmp_path / "a", hours=_TINY_HOURS, seed=0, num_workers=1,
                             dirty_fraction=0.5, corruption_kinds=["silence", "clipping"])
@@ -189,17 +181,17 @@ def test_imbalanced_build_hours_per_language(tmp_path):
     assert (speaker.id, speaker.language, text) == (r["speaker"], r["language"], r["text"])
   again = demo_corpus.build(tmp_path / "imb2", seed=0, num_workers=2,
                             language_hours={"en": 0.1, "fr": 0.01})
-  assert _tree_hash(tmp_path / "imb2") == _tree_hash(tmp_path / "imb")
+  assert fx.tree_hash(tmp_path / "imb2") == fx.tree_hash(tmp_path / "imb")
   assert again["skipped"] is False
 
 
 def test_language_hours_flag_parsing_and_errors(tmp_path):
-  assert demo_corpus.parse_language_hours("fr:0.1, en:1") == {"en": 1.0, "fr": 0.1}
+  assert demo_variants.parse_language_hours("fr:0.1, en:1", demo_corpus.LANGUAGES) == {"en": 1.0, "fr": 0.1}
   for bad, match in [("en", "not 'lang:hours'"), ("en:x", "not 'lang:hours'"),
                      ("xx:1", "unknown language 'xx'"), ("en:0", "positive hours"),
                      ("", "empty")]:
     with pytest.raises(ValueError, match=match):
-      demo_corpus.parse_language_hours(bad)
+      demo_variants.parse_language_hours(bad, demo_corpus.LANGUAGES)
   result = subprocess.run(
       [sys.executable, "-m", "jaxssl.data.demo_corpus", f"--out={tmp_path}", "--hours=1",
        "--language_hours=en:1"], capture_output=True, text=True, timeout=120, check=False)

@@ -1,7 +1,6 @@
 """Tests for the eSpeak NG binding and the synthetic multilingual demo corpus."""
 import _ctypes
 import ctypes
-import hashlib
 import json
 import pathlib
 import subprocess
@@ -14,18 +13,9 @@ import pytest
 from jaxssl import constants
 from jaxssl.data import demo_corpus
 from jaxssl.data import espeak
+from tests.data import corpus_fixtures as fx
 
 _TINY_HOURS = 0.01  # Rounded up to one round: 80 utterances, ~4 min of audio.
-
-
-def _tree_hash(root):
-  """sha256 over the relative paths and bytes of every file below `root`."""
-  h = hashlib.sha256()
-  for p in sorted(pathlib.Path(root).rglob("*")):
-    if p.is_file():
-      h.update(str(p.relative_to(root)).encode())
-      h.update(p.read_bytes())
-  return h.hexdigest()
 
 
 def _records(root, split):
@@ -133,7 +123,7 @@ def test_linked_words_leave_no_sounding_gap():
 def test_normalize_phones():
   phones = [("ˈa", 0, 10), ("p", 10, 20), ("ʲ", 20, 25), ("ə-", 25, 30), ("ss", 30, 40),
             ("ː", 45, 50)]
-  assert demo_corpus.normalize_phones(phones) == [
+  assert espeak.normalize_phones(phones) == [
       ("a", 0, 10), ("pʲ", 10, 25), ("ə", 25, 30), ("sː", 30, 40), ("ː", 45, 50)]
 
 
@@ -211,7 +201,7 @@ def test_same_seed_same_bytes_other_seed_differs(corpus, tmp_path, capsys):
   out, _ = corpus
   inline = tmp_path / "inline"
   demo_corpus.build(inline, hours=_TINY_HOURS, seed=0, num_workers=1)
-  assert _tree_hash(inline) == _tree_hash(out)  # Pool of 2 == inline.
+  assert fx.tree_hash(inline) == fx.tree_hash(out)  # Pool of 2 == inline.
   # Same seed and hours again: a no-op that leaves the files alone.
   mtime = (inline / "meta.json").stat().st_mtime_ns
   again = demo_corpus.build(inline, hours=_TINY_HOURS, seed=0, num_workers=1)
@@ -220,7 +210,7 @@ def test_same_seed_same_bytes_other_seed_differs(corpus, tmp_path, capsys):
   # Another seed into the same directory rebuilds it completely.
   other = demo_corpus.build(inline, hours=_TINY_HOURS, seed=1, num_workers=1)
   assert other["skipped"] is False and other["seed"] == 1
-  assert _tree_hash(inline) != _tree_hash(out)
+  assert fx.tree_hash(inline) != fx.tree_hash(out)
   assert _records(inline, "train")[0]["text"] != _records(out, "train")[0]["text"]
   num_wavs = len(list((inline / "wav").rglob("*.wav")))
   assert num_wavs == sum(other["counts"].values())  # No stale files from seed 0.
@@ -247,4 +237,4 @@ def test_cli_entry_point(corpus, tmp_path):
       capture_output=True, text=True, timeout=120, check=False,
       cwd=pathlib.Path(demo_corpus.__file__).parents[2])
   assert result.returncode == 0, result.stderr[-2000:]
-  assert _tree_hash(tmp_path) == _tree_hash(out)
+  assert fx.tree_hash(tmp_path) == fx.tree_hash(out)

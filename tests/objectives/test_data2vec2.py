@@ -3,13 +3,11 @@ schedule, the targets against NumPy, the student's blindness to masked frames, o
 shared by the clones, ALiBi, the base config's parameter count, a resume with the teacher state
 and a short run of the real trainer."""
 import math
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from configs import common
@@ -267,17 +265,6 @@ def _source():
   return sources.SyntheticSource(32, seed=0, min_samples=6_000, max_samples=12_000)
 
 
-def _item(workdir, step, name):
-  item = os.path.join(workdir, "ckpt", str(step), "state")
-  meta = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree[name]
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = {name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                                              sharding=device), meta)}
-  return jax.device_get(ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))[name])
-
-
 def test_demo_trains_two_steps_and_resumes_with_its_teacher(tmp_path, monkeypatch):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   out = pretrain.train_and_evaluate(_config(2), straight, source=_source())
@@ -290,10 +277,10 @@ def test_demo_trains_two_steps_and_resumes_with_its_teacher(tmp_path, monkeypatc
   again = pretrain.train_and_evaluate(_config(2), resumed, source=_source())
   assert again["origin"] == "resume" and again["step"] == 2
   for name in ("params", "objective_state"):
-    jax.tree.map(np.testing.assert_array_equal, _item(straight, 2, name), _item(resumed, 2, name))
+    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 2, name), standin.saved_item(resumed, 2, name))
   # The teacher after step 2 (update_state at step 1, tau(2)) from the saved step 1.
-  t1, t2 = _item(straight, 1, "objective_state"), _item(straight, 2, "objective_state")
-  p2 = _item(straight, 2, "params")
+  t1, t2 = standin.saved_item(straight, 1, "objective_state"), standin.saved_item(straight, 2, "objective_state")
+  p2 = standin.saved_item(straight, 2, "params")
   tau = 0.99 + 0.009 * 2 / 400
   want = jax.tree.map(lambda e, p: tau * e + (1 - tau) * p, t1["teacher"], p2["encoder"])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),

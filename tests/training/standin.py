@@ -109,6 +109,19 @@ def setup(kind):
   return c, objectives.build(c), src
 
 
+def saved_item(workdir, step, name):
+  """One field of the TrainState saved at ckpt/<step> ("params", "objective_state", ...), as
+  numpy on one device."""
+  item = os.path.join(workdir, "ckpt", str(step), "state")
+  meta = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree[name]
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = {name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                              sharding=device), meta)}
+  return jax.device_get(ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))[name])
+
+
 def latest_params(workdir):
   """(step, params as numpy) of the newest checkpoint in `workdir`, whatever topology wrote it."""
   ckpt = checkpointing.Checkpointer(workdir, common.ckpt())

@@ -58,18 +58,6 @@ def _toy_config(total_steps=3):
   return c
 
 
-def _item(workdir, step, name):
-  """One field of the TrainState saved at ckpt/<step>, as numpy."""
-  item = os.path.join(workdir, "ckpt", str(step), "state")
-  meta = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree[name]
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = {name: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                                              sharding=device), meta)}
-  return jax.device_get(ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))[name])
-
-
 def test_registered_objective_keeps_its_own_state_through_a_resume(tmp_path, monkeypatch):
   with pytest.raises(TypeError, match="must subclass"):
     objectives.register("not_an_objective", object)
@@ -84,10 +72,10 @@ def test_registered_objective_keeps_its_own_state_through_a_resume(tmp_path, mon
   again = pretrain.train_and_evaluate(_toy_config(), resumed, source=standin.source())
   assert again["origin"] == "resume" and again["step"] == 3
   for name in ("params", "objective_state"):
-    jax.tree.map(np.testing.assert_array_equal, _item(straight, 3, name), _item(resumed, 3, name))
+    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 3, name), standin.saved_item(resumed, 3, name))
   # The hook ran after the optimizer update, on the updated params: ema_3 = d ema_2 + (1-d) p_3.
-  ema2, ema3 = _item(straight, 2, "objective_state")["ema"], _item(straight, 3, "objective_state")
-  want = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, ema2, _item(straight, 3, "params"))
+  ema2, ema3 = standin.saved_item(straight, 2, "objective_state")["ema"], standin.saved_item(straight, 3, "objective_state")
+  want = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, ema2, standin.saved_item(straight, 3, "params"))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ema3["ema"], want)
   # Sharded by the params' logical axes on the (2, 2, 2) mesh.
   mesh = partitioning.make_mesh(common.mesh(2, 2, 2))
