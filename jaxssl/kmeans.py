@@ -90,9 +90,9 @@ def label_split(source, extractor, centroids, *, framing, mesh=None, batch_size=
 
 
 def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, stats="",
-        num_clusters=100, fit_split="train", splits=("train", "dev"), fraction=0.1, name="", out="", seed=0,
-        batch_size=10_000, max_epochs=100, num_init=20, max_no_improvement=100, refine_steps=0,
-        overwrite=False, log=print):
+        num_clusters=100, fit_split="train", splits=("train", "dev"), fraction=0.1, name="",
+        out="", seed=0, batch_size=10_000, max_epochs=100, num_init=20, max_no_improvement=100,
+        refine_steps=0, overwrite=False, log=print):
   """The CLI's work, callable from scripts (experiments/hubert_demo/run.py). Returns meta."""
   fit_source = sources.open_source(dataset, data_dir=data_dir, split=fit_split)
   directory = out or labels_lib.resolve(name or _default_name(features, num_clusters, layer),

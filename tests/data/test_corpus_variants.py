@@ -186,7 +186,8 @@ def test_imbalanced_build_hours_per_language(tmp_path):
 
 
 def test_language_hours_flag_parsing_and_errors(tmp_path):
-  assert demo_variants.parse_language_hours("fr:0.1, en:1", demo_corpus.LANGUAGES) == {"en": 1.0, "fr": 0.1}
+  assert demo_variants.parse_language_hours("fr:0.1, en:1", demo_corpus.LANGUAGES) == {
+      "en": 1.0, "fr": 0.1}
   for bad, match in [("en", "not 'lang:hours'"), ("en:x", "not 'lang:hours'"),
                      ("xx:1", "unknown language 'xx'"), ("en:0", "positive hours"),
                      ("", "empty")]:

@@ -277,9 +277,11 @@ def test_demo_trains_two_steps_and_resumes_with_its_teacher(tmp_path, monkeypatc
   again = pretrain.train_and_evaluate(_config(2), resumed, source=_source())
   assert again["origin"] == "resume" and again["step"] == 2
   for name in ("params", "objective_state"):
-    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 2, name), standin.saved_item(resumed, 2, name))
+    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 2, name),
+                 standin.saved_item(resumed, 2, name))
   # The teacher after step 2 (update_state at step 1, tau(2)) from the saved step 1.
-  t1, t2 = standin.saved_item(straight, 1, "objective_state"), standin.saved_item(straight, 2, "objective_state")
+  t1 = standin.saved_item(straight, 1, "objective_state")
+  t2 = standin.saved_item(straight, 2, "objective_state")
   p2 = standin.saved_item(straight, 2, "params")
   tau = 0.99 + 0.009 * 2 / 400
   want = jax.tree.map(lambda e, p: tau * e + (1 - tau) * p, t1["teacher"], p2["encoder"])

@@ -72,10 +72,13 @@ def test_registered_objective_keeps_its_own_state_through_a_resume(tmp_path, mon
   again = pretrain.train_and_evaluate(_toy_config(), resumed, source=standin.source())
   assert again["origin"] == "resume" and again["step"] == 3
   for name in ("params", "objective_state"):
-    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 3, name), standin.saved_item(resumed, 3, name))
+    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 3, name),
+                 standin.saved_item(resumed, 3, name))
   # The hook ran after the optimizer update, on the updated params: ema_3 = d ema_2 + (1-d) p_3.
-  ema2, ema3 = standin.saved_item(straight, 2, "objective_state")["ema"], standin.saved_item(straight, 3, "objective_state")
-  want = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, ema2, standin.saved_item(straight, 3, "params"))
+  ema2 = standin.saved_item(straight, 2, "objective_state")["ema"]
+  ema3 = standin.saved_item(straight, 3, "objective_state")
+  want = jax.tree.map(lambda e, p: 0.75 * e + 0.25 * p, ema2,
+                      standin.saved_item(straight, 3, "params"))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ema3["ema"], want)
   # Sharded by the params' logical axes on the (2, 2, 2) mesh.
   mesh = partitioning.make_mesh(common.mesh(2, 2, 2))
