@@ -117,19 +117,11 @@ def noam(lr, total_steps, *, warmup_steps):
 def cosine(lr, total_steps, *, warmup_steps=0, end_lr=0.0):
   """fairseq `cosine` (t_mult 1, one period, warmup_init_lr = min_lr = end_lr; data2vec 2.0):
   linear end_lr -> lr over warmup_steps, then end_lr + (lr - end_lr)(1 + cos(pi t / P)) / 2 with
-  t = count - warmup_steps and P = total_steps - warmup_steps."""
+  t = count - warmup_steps and P = total_steps - warmup_steps: optax's warmup cosine schedule."""
   _need(0 <= warmup_steps < total_steps, f"schedule.warmup_steps={warmup_steps} must be in "
         f"[0, total_steps={total_steps}).")
-  period = total_steps - warmup_steps
-
-  def schedule(count):
-    t = jnp.asarray(count, jnp.float32)
-    warm = end_lr + (lr - end_lr) * t / max(warmup_steps, 1)
-    frac = jnp.clip((t - warmup_steps) / period, 0.0, 1.0)
-    decay = end_lr + 0.5 * (lr - end_lr) * (1.0 + jnp.cos(jnp.pi * frac))
-    return jnp.where(t < warmup_steps, warm, decay)
-
-  return schedule
+  return optax.warmup_cosine_decay_schedule(end_lr, lr, warmup_steps, total_steps,
+                                            end_value=end_lr)
 
 
 SCHEDULES = {"warmup_poly": warmup_poly, "tri_stage": tri_stage, "constant": constant,
