@@ -148,6 +148,21 @@ def masked_std(y, masked):
   return jnp.sqrt(var + 1e-6).mean()
 
 
+def time_variance_share(x, valid):
+  """A collapse monitor for [B, T, D] features: the mean over utterances and channels of the
+  variance over an utterance's valid frames, over the variance across all valid frames.
+  ~1 when frames differ within utterances; 0 when every frame of an utterance is one vector
+  (the local encoder collapsed: the targets then carry only position)."""
+  x = x.astype(jnp.float32)
+  w = valid.astype(jnp.float32)[..., None]
+  n_t = jnp.maximum(w.sum(1, keepdims=True), 1.0)
+  mean_t = (x * w).sum(1, keepdims=True) / n_t
+  within = (jnp.square(x - mean_t) * w).sum((0, 1)) / jnp.maximum(w.sum((0, 1)), 1.0)
+  mean_all = (x * w).sum((0, 1)) / jnp.maximum(w.sum((0, 1)), 1.0)
+  total = (jnp.square(x - mean_all) * w).sum((0, 1)) / jnp.maximum(w.sum((0, 1)), 1.0)
+  return within.mean() / jnp.maximum(total.mean(), 1e-12)
+
+
 def _torch_conv_init(fan_in):
   bound = fan_in ** -0.5
   return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
@@ -335,7 +350,8 @@ class Data2Vec2Objective(objective_lib.Objective):
     metrics = dict(
         loss_regression=loss, target_var=masked_std(targets_c, masked),
         pred_var=masked_std(pred, masked), ema_decay=1.0 - self.ema_rate(step + 1),
-        masked_fraction=masked.sum() / jnp.maximum(valid_c.sum(), 1))
+        masked_fraction=masked.sum() / jnp.maximum(valid_c.sum(), 1),
+        local_time_var=time_variance_share(jax.lax.stop_gradient(feats), valid))
     return loss, metrics
 
   def represent(self, params, batch):
