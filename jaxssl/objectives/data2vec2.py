@@ -149,18 +149,17 @@ def masked_std(y, masked):
 
 
 def time_variance_share(x, valid):
-  """A collapse monitor for [B, T, D] features: the mean over utterances and channels of the
-  variance over an utterance's valid frames, over the variance across all valid frames.
-  ~1 when frames differ within utterances; 0 when every frame of an utterance is one vector
-  (the local encoder collapsed: the targets then carry only position)."""
+  """A collapse monitor for [B, T, D] features: the variance over an utterance's valid frames
+  (summed over channels, averaged over utterances) over the mean squared norm of a frame.
+  About 0.5-0.8 for a random CNN; near 0 when every frame is nearly the same vector (the local
+  encoder collapsed: the teacher's targets then carry position only)."""
   x = x.astype(jnp.float32)
   w = valid.astype(jnp.float32)[..., None]
   n_t = jnp.maximum(w.sum(1, keepdims=True), 1.0)
   mean_t = (x * w).sum(1, keepdims=True) / n_t
-  within = (jnp.square(x - mean_t) * w).sum((0, 1)) / jnp.maximum(w.sum((0, 1)), 1.0)
-  mean_all = (x * w).sum((0, 1)) / jnp.maximum(w.sum((0, 1)), 1.0)
-  total = (jnp.square(x - mean_all) * w).sum((0, 1)) / jnp.maximum(w.sum((0, 1)), 1.0)
-  return within.mean() / jnp.maximum(total.mean(), 1e-12)
+  within = (jnp.square(x - mean_t) * w).sum() / jnp.maximum(w.sum(), 1.0)
+  power = (jnp.square(x) * w).sum() / jnp.maximum(w.sum(), 1.0)
+  return within / jnp.maximum(power, 1e-12)
 
 
 def _torch_conv_init(fan_in):

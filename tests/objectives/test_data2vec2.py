@@ -290,3 +290,21 @@ def test_demo_trains_two_steps_and_resumes_with_its_teacher(tmp_path, monkeypatc
   assert jax.tree.structure(t2["teacher"]) == jax.tree.structure(p2["encoder"])
   assert any(np.abs(a - b).max() > 0 for a, b in zip(jax.tree.leaves(t2["teacher"]),
                                                       jax.tree.leaves(p2["encoder"])))
+
+
+def test_local_time_var_is_the_within_utterance_share_and_ignores_padding():
+  rs = np.random.default_rng(0)
+  x = rs.standard_normal((2, 40, 6)).astype(np.float32)
+  valid = np.ones((2, 40), bool)
+  valid[1, 25:] = False
+  w = valid[..., None]
+  within = sum(((x[b, valid[b]] - x[b, valid[b]].mean(0)) ** 2).sum() for b in range(2))
+  expected = within / (np.square(x) * w).sum()
+  got = data2vec2.time_variance_share(jnp.asarray(x), jnp.asarray(valid))
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  # Padding does not count; a collapsed encoder (one vector + tiny noise per frame) reads ~0.
+  x2 = np.where(w, x, 1e3)
+  np.testing.assert_allclose(data2vec2.time_variance_share(jnp.asarray(x2), jnp.asarray(valid)),
+                             expected, rtol=1e-5)
+  collapsed = 5.0 + 0.01 * x
+  assert data2vec2.time_variance_share(jnp.asarray(collapsed), jnp.asarray(valid)) < 1e-4
