@@ -43,6 +43,7 @@ def sections(c, *, clone_batch=8, top_k=8, ema=(0.999, 0.99999, 75_000)):
       clone_batch=clone_batch,          # Masks (student copies) per utterance.
       average_top_k_layers=top_k,       # Targets: mean of the top-K instance-normed FFN outputs.
       ema=dict(decay=ema[0], end_decay=ema[1], anneal_end_step=ema[2]),
+      ema_local_encoder=False,          # The audio recipe's: the teacher reads the student's CNN.
       loss_scale=0.0,                   # loss_scale null: 1 / sqrt(embed_dim).
       mask_noise_std=0.01,              # The decoder's mask tokens: N(0, 0.01).
       # D2vDecoderConfig as overridden by the yaml: 4 layers of 384, kernel 7, 16 groups.

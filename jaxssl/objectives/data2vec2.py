@@ -13,6 +13,9 @@ One step, per batch of B utterances:
 2. Teacher, once per utterance: the EMA copy of `encoder` (positional convs, LayerNorm, ALiBi
    scales, blocks; ema_encoder_only false with ema_local_encoder false: the teacher reads the
    student's local features, without gradient) encodes all frames unmasked, in eval mode.
+   `objective.ema_local_encoder=True` (fairseq's switch of the same name, true in its image
+   recipes) gives the teacher an EMA copy of the local encoder too, which then reads the audio
+   itself: the targets no longer move with the student's CNN from step to step.
    Targets = the mean over the top `average_top_k_layers` blocks of their FFN outputs (before the
    residual and LayerNorm: AltBlock ffn_targets), each instance-normalised over time
    (instance_norm_target_layer); the recipe normalises nothing after the mean.
@@ -294,7 +297,10 @@ class Data2Vec2Objective(objective_lib.Objective):
     return {"local_encoder": local, "encoder": enc, "decoder": dec}
 
   def init_state(self, params):
-    return {"teacher": jax.tree.map(jnp.copy, params["encoder"])}  # Boxed: same logical axes.
+    state = {"teacher": jax.tree.map(jnp.copy, params["encoder"])}  # Boxed: same logical axes.
+    if self.config.objective.get("ema_local_encoder", False):
+      state["teacher_local"] = jax.tree.map(jnp.copy, params["local_encoder"])
+    return state
 
   def ema_rate(self, num_updates):
     e = self.config.objective.ema
@@ -302,7 +308,11 @@ class Data2Vec2Objective(objective_lib.Objective):
 
   def update_state(self, state, params, step):
     # fairseq steps the EMA in set_num_updates(step + 1), after the optimizer update.
-    return {"teacher": ema_update(state["teacher"], params["encoder"], self.ema_rate(step + 1))}
+    rate = self.ema_rate(step + 1)
+    out = {"teacher": ema_update(state["teacher"], params["encoder"], rate)}
+    if "teacher_local" in state:
+      out["teacher_local"] = ema_update(state["teacher_local"], params["local_encoder"], rate)
+    return out
 
   def local_features(self, params, batch):
     """[B, T, D] projected CNN features of the student."""
@@ -335,8 +345,11 @@ class Data2Vec2Objective(objective_lib.Objective):
     valid = self.frame_valid(batch["valid"])
     feats = self.local_features(params, batch)
     teacher = state["teacher"] if state else params["encoder"]  # No state: teacher = student.
+    teacher_feats = feats
+    if state and "teacher_local" in state:  # ema_local_encoder: the teacher's own CNN.
+      teacher_feats = self.local_features({"local_encoder": state["teacher_local"]}, batch)
     targets = self.teacher_targets(jax.lax.stop_gradient(teacher),
-                                   jax.lax.stop_gradient(feats), valid)
+                                   jax.lax.stop_gradient(teacher_feats), valid)
     c = obj.clone_batch
     clone = lambda a: jnp.repeat(a, c, axis=0)  # repeat_interleave: the clones of a row adjoin.
     valid_c, targets_c = clone(valid), clone(targets)

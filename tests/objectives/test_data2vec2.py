@@ -1,7 +1,7 @@
 """data2vec 2.0 (jaxssl/objectives/data2vec2.py, configs/data2vec2): the EMA teacher and its tau
 schedule, the targets against NumPy, the student's blindness to masked frames, one teacher pass
-shared by the clones, ALiBi, the base config's parameter count, a resume with the teacher state
-and a short run of the real trainer."""
+shared by the clones, ALiBi and the base config's parameter count (the real sharded trainer and a
+resume with the teacher state: test_sharded_equality.py)."""
 import math
 
 import flax.linen as nn
@@ -10,18 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
 from configs.data2vec2 import base
 from configs.data2vec2 import demo
 from jaxssl import objectives
-from jaxssl import pretrain
 from jaxssl.data import batching
-from jaxssl.data import sources
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import layers
 from jaxssl.objectives import data2vec2
 from jaxssl.training import optimizers
-from tests.training import standin
 
 
 @pytest.fixture(scope="module")
@@ -250,61 +246,3 @@ def test_base_parameter_count_and_config():
     c.objective.average_top_k_layers = 13
   with pytest.raises(ValueError, match="objective.average_top_k_layers=13"):
     objectives.build(c)
-
-
-def _config(total_steps):
-  c = demo.get_config("runlocal")
-  with c.unlocked():
-    c.total_steps, c.log_every_steps, c.data.name = total_steps, 1, "synthetic"
-    c.mesh = common.mesh(2, 2, 2)
-    c.ckpt = common.ckpt(every_steps=1, keep=3)
-  return c
-
-
-def _source():
-  return sources.SyntheticSource(32, seed=0, min_samples=6_000, max_samples=12_000)
-
-
-def test_demo_trains_two_steps_and_resumes_with_its_teacher(tmp_path, monkeypatch):
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  out = pretrain.train_and_evaluate(_config(2), straight, source=_source())
-  assert out["step"] == 2 and out["train/skipped_steps"] == 0
-  assert np.isfinite(out["train/loss"]) and out["train/target_var"] > 0.3
-  assert 0.3 < out["train/masked_fraction"] < 0.5
-  standin.sigterm_after_logging(monkeypatch, at_step=1)
-  assert pretrain.train_and_evaluate(_config(2), resumed, source=_source())["preempted"]
-  monkeypatch.undo()
-  again = pretrain.train_and_evaluate(_config(2), resumed, source=_source())
-  assert again["origin"] == "resume" and again["step"] == 2
-  for name in ("params", "objective_state"):
-    jax.tree.map(np.testing.assert_array_equal, standin.saved_item(straight, 2, name),
-                 standin.saved_item(resumed, 2, name))
-  # The teacher after step 2 (update_state at step 1, tau(2)) from the saved step 1.
-  t1 = standin.saved_item(straight, 1, "objective_state")
-  t2 = standin.saved_item(straight, 2, "objective_state")
-  p2 = standin.saved_item(straight, 2, "params")
-  tau = 0.99 + 0.009 * 2 / 400
-  want = jax.tree.map(lambda e, p: tau * e + (1 - tau) * p, t1["teacher"], p2["encoder"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               t2["teacher"], want)
-  assert jax.tree.structure(t2["teacher"]) == jax.tree.structure(p2["encoder"])
-  assert any(np.abs(a - b).max() > 0 for a, b in zip(jax.tree.leaves(t2["teacher"]),
-                                                      jax.tree.leaves(p2["encoder"])))
-
-
-def test_local_time_var_is_the_within_utterance_share_and_ignores_padding():
-  rs = np.random.default_rng(0)
-  x = rs.standard_normal((2, 40, 6)).astype(np.float32)
-  valid = np.ones((2, 40), bool)
-  valid[1, 25:] = False
-  w = valid[..., None]
-  within = sum(((x[b, valid[b]] - x[b, valid[b]].mean(0)) ** 2).sum() for b in range(2))
-  expected = within / (np.square(x) * w).sum()
-  got = data2vec2.time_variance_share(jnp.asarray(x), jnp.asarray(valid))
-  np.testing.assert_allclose(got, expected, rtol=1e-5)
-  # Padding does not count; a collapsed encoder (one vector + tiny noise per frame) reads ~0.
-  x2 = np.where(w, x, 1e3)
-  np.testing.assert_allclose(data2vec2.time_variance_share(jnp.asarray(x2), jnp.asarray(valid)),
-                             expected, rtol=1e-5)
-  collapsed = 5.0 + 0.01 * x
-  assert data2vec2.time_variance_share(jnp.asarray(collapsed), jnp.asarray(valid)) < 1e-4
