@@ -21,6 +21,16 @@ eps 1e-8, no weight decay, constant lr 1e-4, clip 10, batches of 4 x 8 accumulat
 750-frame (15 s) crops of utterances longer than 320 fbank frames (3.2 s), 200 epochs of the
 104k utterances (~650k updates). `:runlocal` shrinks it for a CPU smoke run (each utterance
 normalised by its own statistics: no statistics pass).
+
+`:demo` is the same recipe on the embedded demo corpus at the HuBERT demo's size and optimizer
+(configs/hubert/demo.py: `demo` variant, pre-LN, no dropout, AdamW 2e-3, warmup 100, 1,200
+steps of 8 x 2 s crops, K = 100 on the demo corpus's own statistics):
+
+  python -m jaxssl.feature_stats --dataset=demo_corpus --data_dir=data/tfds --split=train \
+      --features=fbank --num_mels=40
+  python -m jaxssl.kmeans --dataset=demo_corpus --data_dir=data/tfds --features=fbank \
+      --stats=fbank40 --num_clusters=100 --fraction=0.5
+  python -m jaxssl.main --config=configs/hubert/melhubert.py:demo --workdir=workdir/melhubert_demo
 """
 import ml_collections as mlc
 
@@ -28,7 +38,7 @@ from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False)
+  arg = common.parse_arg(arg, demo=False, runlocal=False)
   c = mlc.ConfigDict()
   c.seed = 0
   c.total_steps = 650_000
@@ -53,7 +63,27 @@ def get_config(arg=None):
   c.distributed = common.distributed()
   c.mesh = common.mesh(data=-1)
   c.ckpt = common.ckpt(every_steps=5_000, keep=3)
+  if arg.demo:
+    _demo(c)
   if arg.runlocal:
     common.shrink_for_cpu(c)
     c.model.frontend.stats = ""
   return c.lock()
+
+
+def _demo(c):
+  """The demo corpus at the HuBERT demo's size, schedule and batch (configs/hubert/demo.py)."""
+  c.total_steps = 1_200
+  c.log_every_steps = 25
+  c.data = common.data("demo_corpus", crop_samples=32_000, batch_size=8)
+  c.data.labels = "km100_fbank"
+  c.data.label_rate = 100
+  c.model.variant = "demo"
+  c.model.layer_norm_first = True
+  for rate in ("dropout_rate", "attention_dropout_rate", "activation_dropout_rate"):
+    c.model[rate] = 0.0
+  c.objective.num_clusters = 100
+  c.optim = common.adamw(lr=2e-3, weight_decay=0.01, clip_norm=10.0)
+  c.schedule = dict(name="warmup_poly", warmup_steps=100, power=1.0, end_lr=0.0)
+  c.mesh = common.mesh()
+  c.ckpt = common.ckpt(every_steps=200, keep=2)

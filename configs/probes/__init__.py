@@ -94,17 +94,33 @@ def shrink_for_cpu(c):
   c.probe.num_layers = 1
 
 
+def unseen_speakers(c):
+  """Speaker ID on the voices pretraining never heard: the dev and test splits joined, split by
+  utterance (70 / 10 / 20% of every speaker's utterances) like the seen-speaker probe."""
+  _, dev, test = DATASETS[c.data.name or "demo_corpus"]
+  c.splits.train = f"{dev}+{test}"
+  c.splits.by_utterance = True
+  return c
+
+
 def pretraining_eval(task, *, every_steps, dataset="demo_corpus", total_steps=500,
-                     eval_every_steps=250, lr=1e-2, max_train_utterances=384, batch_size=16):
+                     eval_every_steps=250, lr=1e-2, max_train_utterances=384, batch_size=16,
+                     speakers="seen"):
   """One entry of a pretraining config's `evals` section: a probe run every `every_steps`.
 
   data.name / data.data_dir left empty mean the pretraining data's (so --config.data.data_dir
   reaches the evals too). A subset of the training utterances and a short probe keep each eval
-  to well under a minute on the demo corpus.
+  to well under a minute on the demo corpus. `speakers="unseen"` (speaker task): the dev + test
+  speakers (`unseen_speakers`) instead of the training speakers' own utterances.
   """
+  if speakers not in ("seen", "unseen") or (speakers == "unseen" and task != "speaker"):
+    raise ValueError(f"speakers={speakers!r} for task {task!r}: 'unseen' is a speaker-task "
+                     "option; choose 'seen' or 'unseen'.")
   c = probe_config(task, dataset=dataset, data_dir="", lr=lr, total_steps=total_steps,
                    eval_every_steps=eval_every_steps, batch_size=batch_size,
                    by_utterance=task == "speaker")
+  if speakers == "unseen":
+    unseen_speakers(c)
   c.data.name = ""
   c.splits.max_train_utterances = max_train_utterances
   c.every_steps = every_steps

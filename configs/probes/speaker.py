@@ -14,14 +14,15 @@ read (voxceleb1/dataset.py; shorter utterances whole), dev and test on whole utt
 the same 1,251 speakers). Dev and test speakers of the demo corpus and LibriSpeech are unseen in
 training, so there the probe trains on 70% of every training speaker's utterances and selects /
 tests on 10% / 20% of them (`splits.by_utterance`). The demo run uses lr 1e-3 and 2,000 steps
-(32 speakers, ~760 training utterances).
+(32 speakers, ~760 training utterances). `:unseen=True` probes the voices pretraining never
+heard instead: the dev + test splits joined and split by utterance the same way.
 """
 from configs import common
 from configs import probes
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, dataset="demo_corpus", runlocal=False)
+  arg = common.parse_arg(arg, dataset="demo_corpus", unseen=False, runlocal=False)
   c = probes.probe_config("speaker", dataset=arg.dataset, lr=1e-3, total_steps=2_000,
                           eval_every_steps=250, by_utterance=arg.dataset != "voxceleb1")
   if arg.dataset != "demo_corpus":
@@ -30,6 +31,11 @@ def get_config(arg=None):
   if arg.dataset == "voxceleb1":
     c.data.train_crop_samples = 128_000  # s3prl max_timestep: 8 s crops, new every epoch.
     c.data.eval_batch_size = 1  # s3prl scores one whole utterance at a time (up to ~145 s).
+  if arg.unseen:
+    if arg.dataset == "voxceleb1":
+      raise ValueError("configs/probes/speaker.py: unseen=True needs held-out speakers; "
+                       "VoxCeleb1's identification split has none.")
+    probes.unseen_speakers(c)
   if arg.runlocal:
     probes.shrink_for_cpu(c)
   return c.lock()
