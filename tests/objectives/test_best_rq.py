@@ -1,7 +1,7 @@
 """BEST-RQ (jaxssl/objectives/best_rq.py, jaxssl/models/frontends/fbank_conv.py, configs/best_rq):
 the frozen random-projection quantizer, SpeechBrain's masking with noise, the conv frontend's
-frames and padding, the loss at init, the base config's parameter count, Noam's schedule and a
-2-step run of the real trainer."""
+frames and padding, the loss at init, the base config's parameter count and Noam's schedule (the
+real sharded trainer: test_sharded_equality.py)."""
 import math
 
 import flax.linen as nn
@@ -9,20 +9,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from configs import common
 from configs.best_rq import base
 from configs.best_rq import demo
 from jaxssl import objectives
-from jaxssl import pretrain
 from jaxssl.data import batching
-from jaxssl.data import sources
 from jaxssl.models import frontends
 from jaxssl.models.frontends import fbank_conv
 from jaxssl.objectives import best_rq
-from jaxssl.training import checkpointing
 from jaxssl.training import optimizers
 
 
@@ -232,40 +227,3 @@ def test_base_parameter_count_and_config():
     c.model.frontend.name = "mel"
   with pytest.raises(ValueError, match="model.frontend.name='fbank_conv'"):
     objectives.build(c)
-
-
-def _latest(workdir, keys):
-  ckpt = checkpointing.Checkpointer(workdir, common.ckpt())
-  step = ckpt.latest_step()
-  ckpt.close()
-  item = ckpt.directory / str(step) / "state"
-  tree = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = {k: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                            tree[k]) for k in keys}
-  restored = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
-  return step, jax.device_get(restored)
-
-
-def test_two_steps_of_the_demo_recipe_through_the_sharded_trainer(tmp_path):
-  c = demo.get_config("runlocal")
-  with c.unlocked():
-    c.total_steps, c.log_every_steps, c.data.name = 2, 1, "synthetic"
-    c.mesh = common.mesh(2, 2, 2)
-  src = sources.SyntheticSource(32, seed=0, min_samples=6_000, max_samples=12_000)
-  final = pretrain.train_and_evaluate(c, str(tmp_path / "w"), source=src)
-  assert final["step"] == 2 and final["train/skipped_steps"] == 0
-  assert abs(final["train/loss_masked"] - (np.log(8192) + 1 / 6)) < 0.5
-  assert 0.3 < final["train/masked_fraction"] < 0.9
-  step, saved = _latest(str(tmp_path / "w"), ("params", "objective_state"))
-  assert step == 2
-  # The quantizer was saved with the state and no step changed it; the params did change.
-  want = best_rq.make_quantizer(c.objective.quantizer_seed)
-  for k in ("projection", "codebook"):  # (Up to the last bit of the jitted normalisation.)
-    np.testing.assert_allclose(saved["objective_state"]["quantizer"][k], want[k], rtol=1e-6,
-                               atol=1e-7)
-  init = nn.unbox(jax.jit(objectives.build(c).init)(
-      jax.random.key(0), batching.dummy_batch(8_000)))
-  assert jax.tree.structure(init) == jax.tree.structure(saved["params"])
