@@ -38,6 +38,11 @@ state mean-pooled over valid frames, one linear layer onto the classes, cross-en
 the targets and the speaker holdout are the probes', jaxssl/evaluation/tasks.py). Everything else
 (optimizer groups, schedule, frozen CNN, delayed encoder, PEFT, best-dev selection, outputs) is
 shared.
+
+A data2vec 2.0 upstream (`objective.name="data2vec2"`) fine-tunes its student encoder without the
+decoder and teacher (`models.data2vec2.SpeechEncoder`: masked frames zeroed, no mask embedding),
+read from the checkpoint's local_encoder/ and encoder/ (`ckpt.init_from_rename`); model/ is then
+written in that layout too (local_encoder/, encoder/ and the output layer).
 """
 import dataclasses
 import json
@@ -168,8 +173,10 @@ def finetune(config, workdir, *, source_fn=None):
             for k in sources_}
   make_objective = (finetune_objectives.UtteranceObjective if task.kind == "utterance"
                     else finetune_objectives.CTCObjective)
+  make_encoder, rename = finetune_objectives.upstream_encoder(up_config)
   objective = make_objective(model_config, config.masking, len(vocab), ft.final_dropout_rate,
-                             freeze_encoder_steps=ft.freeze_encoder_steps)
+                             freeze_encoder_steps=ft.freeze_encoder_steps,
+                             make_encoder=make_encoder)
   tx, lr_schedule = optimizers.make_finetune_optimizer(
       config.optim, config.schedule, config.total_steps, heads=finetune_objectives.HEADS,
       freeze_encoder_steps=ft.freeze_encoder_steps)
@@ -179,10 +186,12 @@ def finetune(config, workdir, *, source_fn=None):
     objective = peft_objective.wrap(objective, peft_cfg, model_config)
     tx = peft_objective.wrap_optimizer(tx, peft_cfg, config.total_steps)
   if not scratch:  # The encoder comes from the upstream (the engine's init_from).
-    _check_upstream(config.upstream, objective)
+    _check_upstream(config.upstream, objective, rename)
     config = config.copy_and_resolve_references()
     with config.unlocked():
       config.ckpt.init_from = config.upstream
+      if rename:  # The upstream keeps the encoder under other names (data2vec 2.0).
+        config.ckpt.init_from_rename = rename
 
   predict = jax.jit(objective.predict)
 
@@ -218,9 +227,10 @@ def finetune(config, workdir, *, source_fn=None):
   peft_report = peft_objective.report(state.params, state.opt_state, config.optim.trainable)
   if peft_cfg is not None:
     peft_report["final_ranks"] = peft_objective.final_ranks(state.opt_state)
-    params = objective.export(params)  # LoRA / AdaLoRA: merged, a plain model.
+    if hasattr(objective, "export"):  # peft=full: `wrap` left the plain objective.
+      params = objective.export(params)  # LoRA / AdaLoRA: merged, a plain model.
   native.save(os.path.join(workdir, "model"), _model_checkpoint_config(up_config, model_config),
-              jax.device_get(params), overwrite=True)
+              jax.device_get(checkpointing.rename_params(params, rename)), overwrite=True)
   results = dict(
       task=expected, labels=ft.labels, upstream=config.upstream,
       dataset=config.data.name, num_outputs=len(vocab),
@@ -299,10 +309,11 @@ def dry_run(config, *, source_fn=None):
               splits=described)
 
 
-def _check_upstream(upstream, objective):
-  """Raises ValueError unless the upstream checkpoint holds every encoder parameter."""
+def _check_upstream(upstream, objective, rename=()):
+  """Raises ValueError unless the upstream checkpoint holds every encoder parameter (under the
+  `rename` pairs of `upstream_encoder`)."""
   shapes = jax.eval_shape(objective.init, jax.random.PRNGKey(0), batching.dummy_batch())
-  report = checkpointing.compare_params(upstream, nn.unbox(shapes))
+  report = checkpointing.compare_params(upstream, nn.unbox(shapes), rename=rename)
   lost = [p for p in report["missing"] + report["shape_mismatch"]
           if p.startswith("speech_encoder/")]
   if lost:

@@ -8,6 +8,11 @@ updates, a `variant` of its own) the encoder's output is detached, so those upda
 the forward pass plus the output layer. Time masks use the model's learned mask embedding;
 channel masks (masking.channel_prob / channel_span: fairseq's mask_channel_prob / length) zero the
 same channels of the projected features in every frame of an utterance, training only.
+
+The encoder is wav2vec 2.0's SpeechEncoder (wav2vec 2.0, HuBERT, BEST-RQ, MelHuBERT upstreams)
+or, for a data2vec 2.0 upstream, `models.data2vec2.SpeechEncoder` (no mask embedding: masked
+frames are zeroed), its params read from the checkpoint's local_encoder/ and encoder/
+(`upstream_encoder`: the constructor and the `ckpt.init_from_rename` pairs).
 """
 import dataclasses
 from typing import Any, ClassVar
@@ -19,6 +24,7 @@ import optax
 
 from jaxssl import masking
 from jaxssl.evaluation import probes
+from jaxssl.models import data2vec2 as d2v2_model
 from jaxssl.models import frontends
 from jaxssl.models import layers
 from jaxssl.models import variants
@@ -27,6 +33,22 @@ from jaxssl.training import objective as objective_lib
 
 # The output layers: they train from the first update (the rest waits freeze_encoder_steps).
 HEADS = ("ctc_proj", "classifier")
+
+# Upstream objectives whose encoder is not wav2vec 2.0's SpeechEncoder under "speech_encoder":
+# objective.name -> (the encoder's constructor from a `model` section, (prefix in the fine-tuning
+# model, prefix in the upstream's checkpoint) pairs).
+UPSTREAM_ENCODERS = {
+    "data2vec2": (d2v2_model.speech_encoder_from_config,
+                  (("speech_encoder/encoder/", "encoder/"), ("speech_encoder/", "local_encoder/"))),
+}
+
+
+def upstream_encoder(upstream_config):
+  """(`model` section -> encoder constructor, `ckpt.init_from_rename` pairs) for an upstream's
+  (pretraining) config; wav2vec 2.0's SpeechEncoder and no renaming unless UPSTREAM_ENCODERS
+  names its objective."""
+  name = upstream_config.get("objective", {}).get("name", "")
+  return UPSTREAM_ENCODERS.get(name, (wav2vec2_model.speech_encoder_from_config, ()))
 
 
 class FinetuneModel(nn.Module):
@@ -84,14 +106,16 @@ class CTCObjective(objective_lib.Objective):
   # (speech_encoder, vocab_size, *, final_dropout_rate, head, pool) -> module.
   make_model: Any = FinetuneModel
   freeze_encoder_steps: int = 0  # The first updates train the output layer only.
+  # `model` section -> encoder constructor (`upstream_encoder`).
+  make_encoder: Any = wav2vec2_model.speech_encoder_from_config
   head: ClassVar[str] = "ctc_proj"  # The output layer's name (the ladder model's too).
   pooled: ClassVar[bool] = False  # Frame-level logits.
 
   @property
   def model(self):
-    return self.make_model(wav2vec2_model.speech_encoder_from_config(self.model_config),
-                           self.vocab_size, final_dropout_rate=self.final_dropout_rate,
-                           head=self.head, pool=self.pooled)
+    return self.make_model(self.make_encoder(self.model_config), self.vocab_size,
+                           final_dropout_rate=self.final_dropout_rate, head=self.head,
+                           pool=self.pooled)
 
   def init(self, rng, batch):
     valid = frontends.frame_valid(self.model_config.frontend, batch["valid"])

@@ -41,11 +41,12 @@ trimmed or topped up with random frames to exactly floor(f * L + 0.5) masked fra
 frames per row: the unmasked ones, then padding (attention-masked). `mask_prob_adjust` of the
 yaml is read only by the image modality (compute_block_mask_2d), so it is not a field here.
 Padding (fairseq's recipe has none): the instance norm takes its statistics over valid frames.
+Fine-tuning (evaluation/finetune.py) keeps `local_encoder` and `encoder` (the student's, not the
+teacher's) as one `models.data2vec2.SpeechEncoder`; the decoder and the teacher are dropped.
 """
 import dataclasses
-import functools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -53,6 +54,7 @@ import jax.numpy as jnp
 
 from jaxssl import masking
 from jaxssl import validate
+from jaxssl.models import data2vec2 as d2v2_model
 from jaxssl.models import encoder as encoder_lib
 from jaxssl.models import frontends
 from jaxssl.models import layers
@@ -171,22 +173,6 @@ def _torch_conv_init(fan_in):
                                                                   bound)
 
 
-class LocalEncoder(nn.Module):
-  """Audio -> [B, T, D]: frontend -> (grad mult) -> LayerNorm -> Linear (project_features)."""
-  make_frontend: Any
-  embed_dim: int
-  feature_grad_mult: float = 1.0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, audio, audio_valid=None):
-    feats = self.make_frontend(name="feature_extractor")(audio, audio_valid)
-    feats = layers.grad_multiply(feats, self.feature_grad_mult)
-    feats = layers.layer_norm("layer_norm", self.dtype)(feats)
-    return layers.Dense(self.embed_dim, axes=("conv_out", "embed"), dtype=self.dtype,
-                        kernel_init=layers.torch_linear_init, name="post_extract_proj")(feats)
-
-
 class Decoder1d(nn.Module):
   """fairseq modules.py Decoder1d: `num_layers` x (grouped conv `kernel_size` to `dim`, SamePad,
   LayerNorm without affine, GELU, + residual where the widths match), then Linear back to the
@@ -230,6 +216,8 @@ class Data2Vec2Objective(objective_lib.Objective):
   """Model + loss + EMA teacher state. Params: {"local_encoder", "encoder", "decoder"}; state:
   {"teacher": EMA of params["encoder"]}. batch: "audio" [B, S] float, "valid" [B, S] bool."""
   config: Any
+  # Params no upstream reads (`pretrained.load_checkpoint`): a fine-tuned model/ has none.
+  pretraining_heads: ClassVar[tuple[str, ...]] = ("decoder",)
 
   def __post_init__(self):
     cfg, obj = self.config, self.config.objective
@@ -254,27 +242,14 @@ class Data2Vec2Objective(objective_lib.Objective):
 
   # --- modules --------------------------------------------------------------------------------
 
-  @property
-  def _speech_kw(self):
-    return wav2vec2_model.speech_encoder_from_config(self.config.model).keywords
-
   def local_encoder(self):
-    kw = self._speech_kw
-    return LocalEncoder(kw["make_frontend"], kw["embed_dim"], kw["feature_grad_mult"],
-                        dtype=kw["dtype"])
+    kw = wav2vec2_model.speech_encoder_from_config(self.config.model).keywords
+    return d2v2_model.LocalEncoder(kw["make_frontend"], kw["embed_dim"], kw["feature_grad_mult"],
+                                   dtype=kw["dtype"])
 
   def encoder(self, ffn_targets=True):
     """The student's / teacher's Encoder (the same params; `ffn_targets` only picks hidden)."""
-    m = self.config.model
-    v = variants.get(m.variant)
-    extra = dict(ffn_targets=ffn_targets)
-    pos = m.get("pos_conv", None)
-    if pos and pos.depth:
-      extra |= dict(pos_conv_layers=pos.depth,
-                    pos_conv_kernel=max(3, pos.width // pos.depth))  # AudioEncoder's k.
-    if m.get("alibi", False):
-      extra |= dict(alibi_heads=self.config.model.mixer.get("num_heads", v.num_heads))
-    return functools.partial(self._speech_kw["make_encoder"], **extra)()
+    return d2v2_model.make_encoder(self.config.model, ffn_targets=ffn_targets)()
 
   def decoder(self):
     d = self.config.objective.decoder

@@ -6,6 +6,9 @@ A run's initial state comes from, in this order (decided once, in `restore_or_in
   2. init_from: `config.ckpt.init_from`, another run's checkpoint: params only, partially
                 (params present in both with equal shapes are taken, the rest keep their init),
                 e.g. a pretrained encoder into a fine-tuning model. Optimizer and step start fresh.
+                `ckpt.init_from_rename` ((prefix here, prefix in the checkpoint) pairs, the first
+                matching one applies) reads params stored under other names (data2vec 2.0's
+                local_encoder/ + encoder/ as a fine-tuning model's speech_encoder/).
   3. scratch:   a fresh init from `config.seed`.
 
 Each step directory holds three items: "state" (`ocp.args.StandardSave` of the TrainState, global
@@ -237,7 +240,8 @@ def restore_or_init(checkpointer, ckpt_cfg, abstract_state, init_fn):
     return state, data_state, "resume"
   state = init_fn()
   if ckpt_cfg.get("init_from", ""):
-    params, _ = load_params(ckpt_cfg.init_from, state.params)
+    params, _ = load_params(ckpt_cfg.init_from, state.params,
+                            rename=ckpt_cfg.get("init_from_rename", ()))
     return state.replace(params=params), None, "init_from"
   return state, None, "scratch"
 
@@ -259,21 +263,41 @@ def _resolve(path):
   return root / str(step)
 
 
-def compare_params(path, params):
+def compare_params(path, params, *, rename=()):
   """Which of `params` a checkpoint holds, from its metadata only (nothing is read).
 
   Args:
     path: a workdir, its ckpt/ dir, or one step directory.
     params: a nested dict of arrays or ShapeDtypeStructs.
+    rename: (prefix in `params`, prefix in the checkpoint) pairs: a path of `params` starting
+      with the first is looked up with it replaced by the second (the first matching pair).
 
   Returns:
-    A dict of '/'-path lists: "taken" (same path and shape in the checkpoint), "shape_mismatch"
-    and "missing" (in `params` but not in the checkpoint).
+    A dict of '/'-path lists (paths of `params`): "taken" (same path, after `rename`, and shape
+    in the checkpoint), "shape_mismatch" and "missing" (in `params` but not in the checkpoint).
   """
-  return _compare(_resolve(_absolute(path)) / "state", params)[0]
+  return _compare(_resolve(_absolute(path)) / "state", params, rename)[0]
 
 
-def _compare(item, params):
+def _saved_name(name, rename):
+  """`name`'s path in the checkpoint under the `rename` pairs (see `compare_params`)."""
+  for ours, theirs in rename:
+    if name.startswith(ours):
+      return theirs + name[len(ours):]
+  return name
+
+
+def rename_params(params, rename):
+  """`params` with each path renamed by the `rename` pairs (see `compare_params`): the layout of
+  the checkpoint those pairs read, e.g. a fine-tuned data2vec 2.0 model written as its upstream."""
+  if not rename:
+    return params
+  flat = traverse_util.flatten_dict(params, sep="/")
+  return traverse_util.unflatten_dict({_saved_name(k, rename): v for k, v in flat.items()},
+                                      sep="/")
+
+
+def _compare(item, params, rename=()):
   meta = ocp.PyTreeCheckpointer().metadata(item)
   meta = getattr(meta, "item_metadata", meta)  # StepMetadata -> tree metadata.
   meta = getattr(meta, "tree", meta)
@@ -283,25 +307,28 @@ def _compare(item, params):
   ours = traverse_util.flatten_dict(params, sep="/")
   report = dict(taken=[], shape_mismatch=[], missing=[])
   for name, x in ours.items():
-    if name not in saved:
+    source = _saved_name(name, rename)
+    if source not in saved:
       report["missing"].append(name)
-    elif tuple(saved[name].shape) != tuple(x.shape):
-      report["shape_mismatch"].append(f"{name}: {tuple(saved[name].shape)} vs {tuple(x.shape)}")
+    elif tuple(saved[source].shape) != tuple(x.shape):
+      report["shape_mismatch"].append(f"{name}: {tuple(saved[source].shape)} vs "
+                                      f"{tuple(x.shape)}")
     else:
       report["taken"].append(name)
   return report, ours
 
 
-def load_params(path, params):
+def load_params(path, params, *, rename=()):
   """Partially restores params from another run's checkpoint into `params`.
 
-  A parameter is taken when the same '/'-path exists in the checkpoint with the same shape;
-  the others keep their values in `params`.
+  A parameter is taken when the same '/'-path (after `rename`) exists in the checkpoint with the
+  same shape; the others keep their values in `params`.
 
   Args:
     path: a workdir, its ckpt/ dir, or one step directory.
     params: the freshly initialised (sharded) params, a nested dict; their shardings place the
       restored arrays.
+    rename: (prefix in `params`, prefix in the checkpoint) pairs (see `compare_params`).
 
   Returns:
     (params, report): params with the matching leaves replaced, and the report of
@@ -309,9 +336,11 @@ def load_params(path, params):
   """
   step_dir = _resolve(_absolute(path))
   item = step_dir / "state"
-  report, ours = _compare(item, params)
-  wanted = {name: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype,
-                                       sharding=ours[name].sharding) for name in report["taken"]}
+  report, ours = _compare(item, params, rename)
+  sources = {name: _saved_name(name, rename) for name in report["taken"]}
+  wanted = {sources[name]: jax.ShapeDtypeStruct(ours[name].shape, ours[name].dtype,
+                                                sharding=ours[name].sharding)
+            for name in report["taken"]}
   logging.info("init_from %s: took %d of %d params; kept the init of missing %s and "
                "shape-mismatched %s.", step_dir, len(wanted), len(ours), report["missing"],
                report["shape_mismatch"])
@@ -322,7 +351,8 @@ def load_params(path, params):
   restored = ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
-  ours.update(traverse_util.flatten_dict(restored["params"], sep="/"))
+  restored = traverse_util.flatten_dict(restored["params"], sep="/")
+  ours.update({name: restored[source] for name, source in sources.items()})
   return traverse_util.unflatten_dict(ours, sep="/"), report
 
 
