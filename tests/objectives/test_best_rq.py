@@ -2,6 +2,7 @@
 the frozen random-projection quantizer, SpeechBrain's masking with noise, the conv frontend's
 frames and padding, the loss at init, the base config's parameter count and Noam's schedule (the
 real sharded trainer: test_sharded_equality.py)."""
+import functools
 import math
 
 import flax.linen as nn
@@ -136,11 +137,17 @@ _MODULE = fbank_conv.FbankConv()
 _apply = jax.jit(lambda p, a, v: _MODULE.apply({"params": p}, a, v))
 
 
+@functools.cache
+def _conv_params():
+  """FbankConv's params (their shapes do not depend on the audio's length)."""
+  return nn.unbox(jax.jit(_MODULE.init)(jax.random.key(0), jnp.zeros((1, 3_200)))["params"])
+
+
 def _conv_apply(num_samples, seed, params=None, pad_to=None):
   """(params, FbankConv output) of `num_samples` samples of noise, zero-padded to `pad_to`."""
   audio = jnp.asarray(np.random.default_rng(seed).standard_normal((1, num_samples)), jnp.float32)
   if params is None:
-    params = nn.unbox(_MODULE.init(jax.random.key(0), audio)["params"])
+    params = _conv_params()
   if pad_to:
     audio = jnp.pad(audio, ((0, 0), (0, pad_to - num_samples)))
   valid = jnp.arange(audio.shape[1])[None] < num_samples
