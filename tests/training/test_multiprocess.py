@@ -3,6 +3,7 @@
 This is how the multi-host code paths (process-local batches -> global arrays, orbax saves of
 global arrays from every process, the preemption all-gather) are tested without a pod.
 """
+import json
 import os
 import subprocess
 import sys
@@ -12,20 +13,21 @@ import numpy as np
 import portpicker
 import pytest
 
+from configs.best_rq import demo as best_rq_demo
 from jaxssl.training import metrics as metrics_lib
 from jaxssl import pretrain
+from jaxssl.objectives import best_rq
 from tests.training import standin
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run_two_processes(workdir, kind, timeout=300):
+def _run_two_processes(workdir, *args, timeout=300, worker="multiprocess_worker"):
   port = portpicker.pick_unused_port()
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # No forced 8 devices.
   env["JAX_PLATFORMS"] = "cpu"
   procs = [subprocess.Popen(
-      [sys.executable, "-m", "tests.training.multiprocess_worker", str(i), str(port), workdir,
-       kind],
+      [sys.executable, "-m", f"tests.training.{worker}", str(i), str(port), workdir, *args],
       cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   outputs = []
@@ -91,3 +93,24 @@ def test_a_two_process_checkpoint_resumes_in_one_process_exactly(tmp_path):
   for a, b in zip(*rows):
     for k in ("train/loss", "train/grad_norm"):
       np.testing.assert_allclose(a[k], b[k], rtol=1e-5, err_msg=f"{k} at step {a['step']}")
+
+
+def test_best_rq_quantizer_is_bit_identical_on_two_processes(tmp_path):
+  """Every host builds BEST-RQ's frozen quantizer itself (nothing is broadcast): from the same
+  objective.quantizer_seed the two processes' replicas are bitwise equal, and another seed gives
+  another quantizer (tests/training/multiprocess_quantizer_worker.py)."""
+  outputs = _run_two_processes(str(tmp_path), worker="multiprocess_quantizer_worker")
+  assert "process 1 wrote 4 digests" in outputs[1]
+  digests = [json.loads((tmp_path / f"digests_{i}.json").read_text()) for i in range(2)]
+  seed = best_rq_demo.get_config("runlocal").objective.quantizer_seed
+  names = [f"{s}/{k}" for s in (seed, seed + 1) for k in ("projection", "codebook")]
+  assert sorted(digests[0]) == sorted(digests[1]) == sorted(names)
+  assert digests[0] == digests[1]  # Bit-identical across the processes, for both seeds.
+  for k in ("projection", "codebook"):
+    assert digests[0][f"{seed}/{k}"] != digests[0][f"{seed + 1}/{k}"]
+  with np.load(tmp_path / "quantizers.npz") as saved:
+    for s in (seed, seed + 1):
+      want = best_rq.make_quantizer(s)
+      for k in ("projection", "codebook"):  # The seed's quantizer (up to the jitted last bit).
+        np.testing.assert_allclose(saved[f"{s}/{k}"], want[k], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(saved[f"{seed}/codebook"], saved[f"{seed + 1}/codebook"])
