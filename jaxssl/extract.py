@@ -6,12 +6,13 @@
 s3prl's upstreams return all hidden states (the Transformer's input and every block's output,
 L+1 of them, the last one after the final LayerNorm in pre-LN models) and their frame rate, and
 probes learn a softmax-weighted sum over them (https://arxiv.org/abs/2105.01051). `load` builds
-an `Upstream` from any jaxssl checkpoint (converted, or a wav2vec 2.0 / HuBERT training workdir);
-`extract` runs it over waveforms; the CLI reads a file or a list of files (one path per line,
-relative to the list, or a fairseq .tsv manifest whose first line is the root directory) and
-writes one .npz: `hidden_00000` ... [L+1, T_i, D] float32, `paths`, `num_frames`, `frame_rate`,
-`sample_rate`. Waveforms are normalised per utterance when the checkpoint's config says so
-(data.normalize, the LARGE / XLS-R recipes).
+an `Upstream` from any jaxssl checkpoint (converted, or a training workdir of wav2vec 2.0, HuBERT,
+MelHuBERT, BEST-RQ or data2vec 2.0, whose student encoder is read from its local_encoder/ and
+encoder/ params); `extract` runs it over waveforms; the CLI reads a file or a list of files (one
+path per line, relative to the list, or a fairseq .tsv manifest whose first line is the root
+directory) and writes one .npz: `hidden_00000` ... [L+1, T_i, D] float32, `paths`, `num_frames`,
+`frame_rate`, `sample_rate`. Waveforms are normalised per utterance when the checkpoint's config
+says so (data.normalize: the LARGE / XLS-R and data2vec 2.0 recipes).
 """
 import os
 import sys
@@ -19,6 +20,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,11 +28,11 @@ import numpy as np
 from jaxssl import constants
 from jaxssl import cli
 from jaxssl.data import audio as audio_lib
+from jaxssl.evaluation import finetune_objectives
 from jaxssl.interop import ConversionError
 from jaxssl.interop import native
 from jaxssl.models import frontends
 from jaxssl.models import variants
-from jaxssl.models import wav2vec2 as wav2vec2_model
 
 _AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".sph")
 
@@ -40,7 +42,8 @@ class Upstream:
 
   Attributes:
     config: the checkpoint's config.
-    params: the SpeechEncoder's params.
+    encoder: the SpeechEncoder module (wav2vec 2.0's, or `models.data2vec2.SpeechEncoder`).
+    params: its params.
     num_hidden: L + 1 hidden states.
     frame_rate: frames per second (50 for the CNN frontend).
     normalize: whether waveforms are standardised per utterance before encoding.
@@ -50,14 +53,17 @@ class Upstream:
   """
 
   def __init__(self, config, params):
-    if "speech_encoder" not in params:
-      raise ConversionError(f"the checkpoint's params have no 'speech_encoder' (top level: "
-                            f"{sorted(params)}).")
+    make_encoder, rename = finetune_objectives.upstream_encoder(config)
+    encoder_params = speech_encoder_params(params, rename)
+    if encoder_params is None:
+      names = sorted({theirs.split("/")[0] for _, theirs in rename} or {"speech_encoder"})
+      raise ConversionError(f"the checkpoint's params have no {' / '.join(map(repr, names))} "
+                            f"(top level: {sorted(params)}).")
     try:
-      self.encoder = wav2vec2_model.speech_encoder_from_config(config.model)()
+      self.encoder = make_encoder(config.model)()
     except ValueError as e:
       raise ConversionError(f"cannot build the checkpoint's encoder: {e}") from None
-    self.config, self.params = config, params["speech_encoder"]
+    self.config, self.params = config, encoder_params
     self.num_hidden = variants.get(config.model.variant).num_layers + 1
     self.normalize = bool(config.get("data", {}).get("normalize", False))
     self.frame_rate = constants.SAMPLE_RATE / frontends.hop(config.model.frontend)
@@ -78,6 +84,22 @@ class Upstream:
 
   def __call__(self, audio, valid_samples):
     return self._jitted(self.params, jnp.asarray(audio, jnp.float32), jnp.asarray(valid_samples))
+
+
+def speech_encoder_params(params, rename=()):
+  """The SpeechEncoder's params in a checkpoint's `params`: params["speech_encoder"], or, with
+  `rename` ((prefix in a fine-tuning model, prefix in the checkpoint) pairs:
+  `finetune_objectives.upstream_encoder`), the checkpoint's params under those prefixes, renamed
+  (data2vec 2.0: local_encoder/* and encoder/*; its decoder is left out). None if there are none.
+  """
+  if not rename:
+    return params.get("speech_encoder")
+  ours = {}
+  for path, value in flax.traverse_util.flatten_dict(params, sep="/").items():
+    found = next(((o, t) for o, t in rename if path.startswith(t)), None)
+    if found:
+      ours[found[0] + path[len(found[1]):]] = value
+  return flax.traverse_util.unflatten_dict(ours, sep="/").get("speech_encoder")
 
 
 def load(checkpoint):

@@ -1,22 +1,34 @@
-"""jaxssl.extract: all hidden states of audio files, against transformers and padding-exactness."""
+"""jaxssl.extract: all hidden states of audio files, against transformers and padding-exactness,
+and from BEST-RQ / data2vec 2.0 training workdirs against their objectives' `represent`."""
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
 
+from configs import common
+from configs.best_rq import demo as best_rq_demo
+from configs.data2vec2 import demo as data2vec2_demo
 from jaxssl import convert
 from jaxssl import extract
+from jaxssl import objectives
+from jaxssl.data import audio as audio_lib
 from jaxssl.interop import ConversionError
+from jaxssl.models import frontends
 from jaxssl.models import variants
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from jaxssl.training import checkpointing
+from jaxssl.training import optimizers
+from jaxssl.training import partitioning
+from jaxssl.training import train_state
 
 
 def tiny_hf(large):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
   kw = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             conv_dim=(16,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
             layerdrop=0.0)
@@ -29,6 +41,7 @@ def tiny_hf(large):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
   """large -> (transformers model, converted jaxssl checkpoint); LARGE-like ones normalise."""
+  transformers = pytest.importorskip("transformers")
   root = tmp_path_factory.mktemp("extract")
   out = {}
   for large in (False, True):
@@ -50,6 +63,7 @@ def waves(lengths, seed=0):
 def reference(model, wave, normalize):
   """transformers' hidden states of one utterance, in our convention (last one after the final
   LayerNorm in pre-LN models: `last_hidden_state`)."""
+  torch = pytest.importorskip("torch")
   x = np.asarray(wave, np.float32)
   if normalize:  # The same standardisation as jaxssl.data.audio.normalize (eps 1e-5).
     x = (x - x.mean()) / np.sqrt(x.var() + 1e-5)
@@ -153,3 +167,64 @@ def test_bad_inputs_fail_clearly(checkpoints, tmp_path):
   sf.write(root / "a.flac", waves([800])[0], 16_000)
   (tmp_path / "train.tsv").write_text(f"{root}\na.flac\t800\n")
   assert extract.read_input_list(tmp_path / "train.tsv") == [str(root / "a.flac")]
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+  """objective name -> (training workdir, config, params): the `:runlocal` demo recipe's fresh
+  TrainState saved by the trainer's Checkpointer at step 1 (config.json beside it), the data2vec
+  2.0 teacher moved off the student, so that reading it instead would show."""
+  out = {}
+  for name, demo in (("best_rq", best_rq_demo), ("data2vec2", data2vec2_demo)):
+    config = demo.get_config("runlocal")
+    with config.unlocked():
+      config.mesh = common.mesh(1, 1, 1)
+    mesh = partitioning.make_mesh(config.mesh, devices=jax.devices()[:1])
+    spec = {k: jax.ShapeDtypeStruct((8, 8_000), d, sharding=partitioning.batch_sharding(mesh))
+            for k, d in (("audio", jnp.float32), ("valid", jnp.bool_))}
+    tx, _ = optimizers.make_optimizer(config.optim, config.schedule, config.total_steps)
+    state, _ = train_state.create(objectives.build(config), tx, spec, 0, mesh)
+    if name == "data2vec2":
+      state = state.replace(objective_state={"teacher": jax.tree.map(
+          lambda x: x + 0.5, state.objective_state["teacher"])})
+    workdir = str(tmp_path_factory.mktemp(name))
+    checkpointing.save_config(config, workdir)
+    ckpt = checkpointing.Checkpointer(workdir, config.ckpt)
+    ckpt.save(1, state, {"step": 1}, force=True)
+    ckpt.wait()
+    ckpt.close()
+    out[name] = workdir, config, jax.device_get(state.params)
+  return out
+
+
+# BEST-RQ: ceil((1 + S // 160) / 4) stacked fbank frames; data2vec 2.0: (S - 400) // 320 + 1.
+@pytest.mark.parametrize("name,frame_rate,frames", [("best_rq", 25.0, (15, 9)),
+                                                    ("data2vec2", 50.0, (27, 17))])
+def test_extract_files_of_best_rq_and_data2vec2_workdirs_equal_represent(workdirs, tmp_path, name,
+                                                                         frame_rate, frames):
+  """The CLI's path (a list of wavs -> .npz) on a training workdir: every hidden state of each
+  utterance, [L+1, T, D] at the frontend's frame rate, equals the objective's `represent` of that
+  utterance alone (extract pads both into one batch of 16,000 samples)."""
+  workdir, config, params = workdirs[name]
+  lengths = [9_000, 5_555]
+  (tmp_path / "wavs").mkdir()
+  for i, w in enumerate(waves(lengths, 7)):
+    sf.write(tmp_path / "wavs" / f"u{i}.wav", w, 16_000, subtype="PCM_16")
+  (tmp_path / "list.txt").write_text("wavs/u0.wav\nwavs/u1.wav\n")
+  extract.extract_files(workdir, tmp_path / "list.txt", tmp_path / "out.npz", batch_size=2)
+  objective = objectives.build(config)
+  represent = jax.jit(objective.represent)
+  v = variants.get(config.model.variant)
+  with np.load(tmp_path / "out.npz") as f:
+    assert float(f["frame_rate"]) == frame_rate
+    for i, (n, wave, t) in enumerate(zip(lengths, waves(lengths, 7), frames)):
+      assert frontends.frames_for(config.model.frontend, n) == t
+      h = f[f"hidden_{i:05d}"]
+      assert h.shape == (v.num_layers + 1, t, v.embed_dim) and h.dtype == np.float32
+      assert int(f["num_frames"][i]) == t
+      x = wave.astype(np.float32)
+      x = audio_lib.normalize(x) if config.data.normalize else x
+      _, hidden, valid = represent(params, {"audio": x[None], "valid": np.ones((1, n), bool)})
+      assert int(valid.sum()) == t
+      want = np.stack([np.asarray(y)[0] for y in hidden])
+      np.testing.assert_allclose(h, want, rtol=1e-5, atol=1e-5)
