@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from configs import pods
+from configs.pods import best_rq_base
+from configs.pods import data2vec2_base
 from configs.pods import hubert_base
 from configs.pods import wav2vec2_base
 from configs.pods import wav2vec2_large
@@ -191,7 +193,7 @@ def test_accelerator_types_of_topologies():
 
 
 @pytest.mark.parametrize("module", [wav2vec2_base, hubert_base, wav2vec2_large, xlsr_1b,
-                                    xlsr_2b])
+                                    xlsr_2b, best_rq_base, data2vec2_base])
 def test_pod_recipes_agree_with_their_topology(module):
   c = module.get_config()
   devices = aot.topology_devices(c.tpu.topology)
@@ -204,6 +206,31 @@ def test_pod_recipes_agree_with_their_topology(module):
   local = module.get_config("runlocal")  # Back to one CPU process (8 forced devices here).
   assert local.distributed.coordinator == "" and local.model.variant == "tiny"
   validate.validate(local, num_devices=8, num_processes=1)
+
+
+# (pod, objective-state values, batch at the longest crop, frames through forward + backward).
+@pytest.mark.parametrize("module,state_values,batch,frames", [
+    # The frozen quantizer (projection 320 x 16, codebook 8192 x 16); 16 batches of 400 s at
+    # 35 s crops, ceil((1 + 560,000 // 160) / 4) = 876 frames each.
+    (best_rq_base, lambda p: (320 + 8192) * 16, (176, 560_000), 176 * 876),
+    # The EMA teacher (a copy of the encoder); 8 x 62.5 s at 20 s crops, each masked 8 times,
+    # the student keeping 999 - floor(0.4095 x 999 + 0.5) = 590 frames of every copy.
+    (data2vec2_base, lambda p: sum(math.prod(x.shape) for x in jax.tree.leaves(p["encoder"])),
+     (24, 320_000), 24 * 8 * 590),
+])
+def test_nocompile_plans_count_the_objective_state(module, state_values, batch, frames):
+  """BEST-RQ's quantizer and data2vec 2.0's EMA teacher are train state: a pod plan traces their
+  step and counts them, replicated, beside the f32 params and two Adam moments."""
+  c = module.get_config()
+  p = aot.plan(c, c.tpu.topology, compile_step=False)
+  assert not p["compiled"] and p["mesh"] == {"data": p["num_devices"], "fsdp": 1, "tensor": 1}
+  assert tuple(p["batch_shape"]) == batch
+  params = jax.eval_shape(objectives.build(c).init, jax.random.key(0),
+                          {"audio": np.zeros((1, 16_000), np.float32),
+                           "valid": np.ones((1, 16_000), bool)})
+  want = 4 * (3 * p["num_params"] + state_values(params))
+  assert want <= p["state_bytes"] < want + 1024  # (+ step, rng and optimizer counters.)
+  assert p["flops_per_step"] > 6 * p["num_params"] * frames
 
 
 def test_xlsr_variants_match_hf_parameter_counts():

@@ -35,6 +35,8 @@ RECIPES = (
     ("wav2vec2_large", "wav2vec2_large", None),
     ("xlsr_1b", "xlsr_1b", None),
     ("xlsr_2b", "xlsr_2b", None),
+    ("best_rq_base", "best_rq_base", None),
+    ("data2vec2_base", "data2vec2_base", None),
 )
 
 
