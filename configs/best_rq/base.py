@@ -19,7 +19,9 @@ bf16 (precision), 300k updates (optimizer_step_limit), utterances of 2 to 60 s
 Batches: dynamic batches of max_batch_len 400 s per GPU and grad_accumulation_factor 2; the yaml
 asks for ~2 h of audio per update (400 s x GPUs x 2); `:gpus=8` (the default, 6,400 s) sets the
 GPU count, each 400 s batch is one data.batch_groups block with its own mask (SpeechBrain draws
-one mask per batch). Departures: jaxssl's dynamic batches crop each batch to its shortest
+one mask per batch). The 2 accumulated batches of a GPU are 2 of the update's 16 blocks, trained
+side by side (optim.grad_accum_steps 1): jaxssl's microbatches take every A-th row, which would
+cut each block in two (and fail when a block has an odd number of rows). Departures: jaxssl's dynamic batches crop each batch to its shortest
 utterance (fairseq's batching) where SpeechBrain pads; the encoder's positional information is
 jaxssl's conv positional embedding (no RelPosMHAXL); no streaming / dynamic-chunk attention
 (`streaming: True` in the yaml, whose comment finds offline accuracy about equal).
@@ -44,10 +46,9 @@ def get_config(arg=None):
                        crop_samples=560_000)  # LibriSpeech's longest utterances: ~35 s.
   c.data.min_samples = 32_000  # avoid_if_shorter_than: 2.0 s.
   common.fairseq_batches(c.data, gpus=arg.gpus * accum, max_tokens=400 * 16_000, buckets=16)
-  c.model = best_rq.model(dict(best_rq.BASE_DIMS), dtype="bfloat16")
+  c.model = best_rq.model("tiny" if arg.runlocal else dict(best_rq.BASE_DIMS), dtype="bfloat16")
   best_rq.sections(c)
   c.optim = common.adamw(lr=8e-4, b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.01, clip_norm=10.0)
-  c.optim.grad_accum_steps = accum
   c.schedule = dict(name="noam", warmup_steps=25_000)  # NoamScheduler n_warmup_steps.
   c.distributed = common.distributed()
   c.mesh = common.mesh(data=-1)
@@ -55,6 +56,5 @@ def get_config(arg=None):
   if arg.runlocal:
     common.shrink_for_cpu(c)
     c.model.conformer.kernel_size = 7  # 31 shifted copies make a slow CPU compile.
-    c.optim.grad_accum_steps = 1
     c.model.dtype = "float32"
   return c.lock()

@@ -7,11 +7,9 @@
 
 configs/best_rq/base.py unchanged in model, objective, optimizer schedule and batches: SpeechBrain's
 8 GPU batches of 400 s x grad_accumulation_factor 2, i.e. 6,400 s per update in 16 batches with a
-mask each (data.batch_groups). Here those 16 batches run side by side, one per chip, on a pure
-data-parallel mesh, and the update takes no accumulation (optim.grad_accum_steps 1, the recipe's
-2): at the longest crop (35 s) the update's 176 utterances are 11 per chip, one GPU's 400 s batch.
-(With 2 microbatches of 88 rows the 16 mask groups do not divide them: best_rq.chunk_mask refuses
-the recipe's own step.) The 93M parameters and their Adam moments fit on every chip unsharded;
+mask each (data.batch_groups), side by side (no accumulation). Here they run one per chip, on a
+pure data-parallel mesh: at the longest crop (35 s) the update's 176 utterances are 11 per chip,
+one GPU's 400 s batch. The 93M parameters and their Adam moments fit on every chip unsharded;
 remat on, as the other BASE pods.
 """
 from configs import common
@@ -24,7 +22,6 @@ def get_config(arg=None):
   c = base.get_config()
   with c.unlocked():
     pods.on_pod(c, "v5e:4x4", data=-1, remat=True)
-    c.optim.grad_accum_steps = 1  # The 16 batches of an update side by side (see above).
     if arg.runlocal:
       del c.model["variant"]  # BASE's sizes as a dict (best_rq.BASE_DIMS): the tiny one instead.
       pods.runlocal(c)

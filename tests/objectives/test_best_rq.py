@@ -15,6 +15,7 @@ import pytest
 from configs.best_rq import base
 from configs.best_rq import demo
 from jaxssl import objectives
+from jaxssl import validate
 from jaxssl.data import batching
 from jaxssl.models import frontends
 from jaxssl.models.frontends import fbank_conv
@@ -227,10 +228,15 @@ def test_base_parameter_count_and_config():
   assert c.model.block == "conformer" and c.model.conformer.activation == "gelu"
   assert (c.optim.lr, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (8e-4, 0.98, 1e-9, 0.01)
   assert c.schedule.name == "noam" and c.schedule.warmup_steps == 25_000
-  assert c.total_steps == 300_000 and c.optim.grad_accum_steps == 2
+  # SpeechBrain's 8 GPUs x 2 accumulated 400 s batches: 16 mask blocks of one update, side by
+  # side (strided microbatches would split each block).
+  assert c.total_steps == 300_000 and c.optim.grad_accum_steps == 1
   assert c.data.dynamic_batch_sec == 400 * 8 * 2 and c.data.batch_groups == 16
   assert c.data.split == "train_clean_100+train_clean_360+train_other_500"
   with c.unlocked():
     c.model.frontend.name = "mel"
   with pytest.raises(ValueError, match="model.frontend.name='fbank_conv'"):
     objectives.build(c)
+  small = base.get_config("runlocal")  # Builds (a dict variant once broke shrink_for_cpu).
+  validate.validate(small, num_devices=1, num_processes=1)
+  assert small.model.variant == "tiny" and small.model.block == "conformer"
