@@ -15,7 +15,8 @@ Label i of an utterance describes the audio around sample i * hop + center_offse
 hop = 16000 / label_rate. With `data.labels` set, the pipeline snaps each crop start to a whole
 label frame, so labels are cropped in step with the audio, and adds to every batch
 "labels" int32 [B, T_labels] and "labels_valid" bool [B, T_labels], T_labels = crop // hop + 1.
-An utterance whose label count differs from its audio's duration by more than one frame is an
+An utterance whose label count does not fit its audio's duration (`count_range`: from whole
+25 ms windows, as Kaldi fbank or the CNN frame it, to centred frames, as librosa does, +-0) is an
 error that names the utterance and both lengths (fairseq only warns, #5097).
 """
 import json
@@ -172,20 +173,29 @@ class LabelSet:
     return rows
 
 
+def count_range(num_samples, label_rate, window=400):
+  """(fewest, most) labels an utterance of `num_samples` samples may have: from frames of a
+  `window`-sample window kept whole (Kaldi fbank's snip_edges, the CNN's receptive field:
+  1 + (S - window) // hop) to centred frames (librosa: round(S / hop) + 1)."""
+  num_samples = np.asarray(num_samples, np.int64)
+  fewest = 1 + np.maximum(num_samples - window, 0) // hop_for(label_rate)
+  return fewest, expected_count(num_samples, label_rate) + 1
+
+
 def check_lengths(ids, num_samples, num_labels, label_rate, *, where="labels"):
-  """Raises LabelError for the first utterance whose label and audio durations differ by
-  more than one label frame, naming it and both lengths."""
+  """Raises LabelError for the first utterance whose label count is outside `count_range`,
+  naming it and both lengths."""
   num_samples = np.asarray(num_samples, np.int64)
   num_labels = np.asarray(num_labels, np.int64)
-  bad = np.nonzero(np.abs(num_labels - expected_count(num_samples, label_rate)) > 1)[0]
+  fewest, most = count_range(num_samples, label_rate)
+  bad = np.nonzero((num_labels < fewest) | (num_labels > most))[0]
   if len(bad):
     i = bad[0]
     raise LabelError(
         f"{where}: utterance {str(ids[i])!r} has {num_labels[i]} labels at {label_rate} Hz "
         f"({num_labels[i] / label_rate:.3f} s) but {num_samples[i]} audio samples "
-        f"({num_samples[i] / constants.SAMPLE_RATE:.3f} s, "
-        f"{expected_count(num_samples[i], label_rate)} "
-        f"+-1 labels expected); {len(bad)} utterance(s) disagree. Is data.label_rate right "
+        f"({num_samples[i] / constants.SAMPLE_RATE:.3f} s, {fewest[i]} to {most[i]} labels "
+        f"expected); {len(bad)} utterance(s) disagree. Is data.label_rate right "
         f"(100 for MFCC labels, 50 for model-layer labels)?")
 
 

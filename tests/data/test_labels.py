@@ -110,18 +110,25 @@ def test_eval_loader_gets_whole_utterance_labels_and_padding_rows_have_none(tmp_
 
 def test_durations_that_differ_by_more_than_one_frame_name_the_utterance(tmp_path):
   lengths = [4_000, 6_400, 8_000]
-  # utt1 gets 3 labels fewer than its 6,400 samples at 100 Hz need (40 +- 1).
+  # utt1 gets 3 labels fewer than its 6,400 samples at 100 Hz need (38 whole 25 ms windows to
+  # 41 centred frames).
   directory = _write(str(tmp_path / "km"), lengths,
                      count=lambda n: n // 160 - (3 if n == 6_400 else 0))
   with pytest.raises(labels_lib.LabelError) as e:
     pipeline.make_train_loader(_cfg(directory), seed=0, source=RampSource(lengths))
   msg = str(e.value)
   assert "'utt1'" in msg and "37 labels" in msg and "6400 audio samples" in msg
-  assert "40 +-1 labels expected" in msg and "label_rate" in msg
-  # One frame off either way is fine (framing conventions differ by a frame).
-  for delta in (-1, 1):
-    ok = _write(str(tmp_path / f"ok{delta}"), lengths, count=lambda n, d=delta: n // 160 + d)
+  assert "38 to 41 labels expected" in msg and "label_rate" in msg
+  # Every framing convention fits: one frame off either way, and Kaldi fbank's whole 25 ms
+  # windows (snip_edges: 1 + (S - 400) // 160, MelHuBERT's stage-1 units), 2 short of S / 160.
+  counts = {"m1": lambda n: n // 160 - 1, "p1": lambda n: n // 160 + 1,
+            "kaldi": lambda n: 1 + (n - 400) // 160}
+  for name, count in counts.items():
+    ok = _write(str(tmp_path / name), lengths, count=count)
     pipeline.make_train_loader(_cfg(ok), seed=0, source=RampSource(lengths))
+  one_more = _write(str(tmp_path / "over"), lengths, count=lambda n: n // 160 + 2)
+  with pytest.raises(labels_lib.LabelError, match="'utt0' has 27 labels"):
+    pipeline.make_train_loader(_cfg(one_more), seed=0, source=RampSource(lengths))
 
 
 def test_wrong_label_rate_missing_set_and_missing_utterances_are_clear_errors(tmp_path):
