@@ -144,7 +144,8 @@ def train(workdir, recipe, steps, phone_every, seed, final=True, extra=()):
   done = os.path.join(workdir, "DONE")
   if not os.path.exists(done):
     spec = recipe_spec(recipe, steps=steps, phone_every=phone_every, seed=seed, final=final)
-    sh(sys.executable, "-m", "jaxssl.main", f"--config={spec}", f"--workdir={workdir}", f"--config.data.data_dir={_DATA_DIR.value}", *extra)
+    sh(sys.executable, "-m", "jaxssl.main", f"--config={spec}", f"--workdir={workdir}",
+       f"--config.data.data_dir={_DATA_DIR.value}", *extra)
     if plots.read_metrics(workdir)[-1]["step"] < steps:
       raise SystemExit(f"[per_flop] {workdir} stopped early; re-run the command to resume.")
     with open(done, "w") as f:
