@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxssl import constants
 from jaxssl import distill  # pylint: disable=unused-import (students load as upstreams)
+from jaxssl import feature_stats
 from jaxssl import objectives
 from jaxssl import pretrained
 from jaxssl.data import audio as audio_lib
@@ -206,7 +207,8 @@ def load(spec, *, arch="configs/wav2vec2/demo.py", seed=0) -> Upstream:
   if spec in BASELINES:
     return baseline(spec)
   if spec == "random_init":
-    config = pretrained.load_config(arch)
+    # A mel recipe's normalisation (MelHuBERT's training-set statistics), as its run would.
+    config = feature_stats.fill_config(pretrained.load_config(arch))
     return from_params(config, pretrained.init_params(config, seed), name="random_init")
   config, params = pretrained.load_checkpoint(spec)
   return from_params(config, params, name=os.fspath(spec))

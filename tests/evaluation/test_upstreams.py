@@ -154,3 +154,20 @@ def test_checkpoint_errors_name_the_problem(tiny_run, tmp_path):
     json.dump(saved, f)
   with pytest.raises(ValueError, match="encoder parameters missing or misshapen"):
     upstreams.load(run)
+
+
+def test_random_init_of_a_mel_recipe_reads_its_training_statistics(tmp_path):
+  # MelHuBERT normalises by its training set's statistics, which a run copies into its config;
+  # random_init of the recipe file must do the same (it once failed: "not filled in").
+  stats = {"features": "fbank", "num_mels": 40, "mean": [1.0] * 40, "std": [2.0] * 40}
+  path = tmp_path / "fbank40.json"
+  path.write_text(json.dumps(stats))
+  arch = tmp_path / "mel.py"
+  arch.write_text("from configs.hubert import melhubert\n\n\ndef get_config(arg=None):\n"
+                  "  c = melhubert.get_config('demo').unlock()\n"
+                  f"  c.model.frontend.stats = {str(path)!r}\n  c.model.variant = 'tiny'\n"
+                  "  return c.lock()\n")
+  up = upstreams.load("random_init", arch=str(arch), seed=0)
+  assert up.name == "random_init"
+  np.testing.assert_allclose(up.config.model.frontend.mean, [1.0] * 40)
+  np.testing.assert_allclose(up.config.model.frontend.std, [2.0] * 40)
