@@ -21,8 +21,9 @@ asks for ~2 h of audio per update (400 s x GPUs x 2); `:gpus=8` (the default, 6,
 GPU count, each 400 s batch is one data.batch_groups block with its own mask (SpeechBrain draws
 one mask per batch). The 2 accumulated batches of a GPU are 2 of the update's 16 blocks, trained
 side by side (optim.grad_accum_steps 1): jaxssl's microbatches take every A-th row, which would
-cut each block in two (and fail when a block has an odd number of rows). Departures: jaxssl's dynamic batches crop each batch to its shortest
-utterance (fairseq's batching) where SpeechBrain pads; the encoder's positional information is
+cut each block in two (and fail when a block has an odd number of rows). Departures: jaxssl's
+dynamic batches crop each batch to its shortest utterance (fairseq's batching) where SpeechBrain
+pads; the encoder's positional information is
 jaxssl's conv positional embedding (no RelPosMHAXL); no streaming / dynamic-chunk attention
 (`streaming: True` in the yaml, whose comment finds offline accuracy about equal).
 `:runlocal` shrinks it for a CPU smoke run.
