@@ -20,7 +20,6 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +32,7 @@ from jaxssl.interop import ConversionError
 from jaxssl.interop import native
 from jaxssl.models import frontends
 from jaxssl.models import variants
+from jaxssl.training import checkpointing
 
 _AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".sph")
 
@@ -87,19 +87,12 @@ class Upstream:
 
 
 def speech_encoder_params(params, rename=()):
-  """The SpeechEncoder's params in a checkpoint's `params`: params["speech_encoder"], or, with
-  `rename` ((prefix in a fine-tuning model, prefix in the checkpoint) pairs:
-  `finetune_objectives.upstream_encoder`), the checkpoint's params under those prefixes, renamed
-  (data2vec 2.0: local_encoder/* and encoder/*; its decoder is left out). None if there are none.
-  """
-  if not rename:
-    return params.get("speech_encoder")
-  ours = {}
-  for path, value in flax.traverse_util.flatten_dict(params, sep="/").items():
-    found = next(((o, t) for o, t in rename if path.startswith(t)), None)
-    if found:
-      ours[found[0] + path[len(found[1]):]] = value
-  return flax.traverse_util.unflatten_dict(ours, sep="/").get("speech_encoder")
+  """The SpeechEncoder's params in a checkpoint's `params`: params["speech_encoder"], after
+  reading the checkpoint's prefixes back through `rename` ((prefix in a fine-tuning model, prefix
+  in the checkpoint) pairs: `finetune_objectives.upstream_encoder`; data2vec 2.0: local_encoder/*
+  and encoder/*, its decoder left out). None if there are none."""
+  back = tuple((theirs, ours) for ours, theirs in rename)
+  return checkpointing.rename_params(params, back).get("speech_encoder")
 
 
 def load(checkpoint):
