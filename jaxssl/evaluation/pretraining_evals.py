@@ -88,8 +88,8 @@ def run_pretraining_evals(config, params, *, step, workdir, writer=None, source=
     step: the current step.
     workdir: the pretraining run directory.
     writer: the trainer's MetricsWriter: gets "eval/<name>/<split>_<metric>" scalars, and the
-      probe's time is left out of its throughput window. Its `flops_per_step` (XLA's count of one
-      train step on all devices) times `step` is the cumulative compute.
+      probe's time is left out of its throughput window. Its `flops_total` (XLA's count of each
+      train step's program on all devices, summed) is the cumulative compute.
     source: a Source to use for every split instead of opening the data (the trainer's, in
       tests with synthetic data).
 
@@ -105,7 +105,7 @@ def run_pretraining_evals(config, params, *, step, workdir, writer=None, source=
     return {}
   start = time.perf_counter()
   upstream = upstreams.from_params(config, params, name=f"step_{step}")
-  flops = float(getattr(writer, "flops_per_step", 0.0) or 0.0) * step
+  flops = float(getattr(writer, "flops_total", 0.0) or 0.0)
   record, scalars = {"step": int(step), "cumulative_flops": flops}, {}
   for name in names:
     out = os.path.join(workdir, "evals", name, f"step_{step:07d}")

@@ -225,13 +225,14 @@ class RunAccounting:
     """Continues the device time of the run's last logged metrics row (a dict, or None)."""
     self._device_seconds = float((last_row or {}).get("perf/device_hours", 0.0)) * 3600.0
 
-  def scalars(self, *, step, flops_per_step, window_steps, window_sec):
-    """The "perf/..." cost scalars at `step`.
+  def scalars(self, *, flops_per_step, flops_total, window_flops, window_sec):
+    """The "perf/..." cost scalars now.
 
     Args:
-      step: the global step just finished (cumulative FLOPs = step * flops_per_step).
-      flops_per_step: FLOPs of one step on all devices (0: unknown, then no FLOP figures).
-      window_steps: steps since the previous call.
+      flops_per_step: FLOPs of the latest step on all devices (0: unknown, then no FLOP
+        figures).
+      flops_total: the run's cumulative training FLOPs (each step's own program counted).
+      window_flops: FLOPs of the steps since the previous call.
       window_sec: their compute time (compiles excluded), for MFU.
 
     Returns:
@@ -247,9 +248,9 @@ class RunAccounting:
            "perf/co2e_kg": co2}
     if flops_per_step:
       out["perf/flops_per_step"] = float(flops_per_step)
-      out["perf/flops_total"] = float(flops_per_step) * step
-      if window_steps > 0 and window_sec > 0 and self.peak_flops > 0:
-        out["perf/mfu"] = flops_per_step * window_steps / window_sec / self.peak_flops
+      out["perf/flops_total"] = float(flops_total)
+      if window_flops > 0 and window_sec > 0 and self.peak_flops > 0:
+        out["perf/mfu"] = window_flops / window_sec / self.peak_flops
     return out
 
 

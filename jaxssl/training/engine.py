@@ -194,7 +194,7 @@ class _CompiledSteps:
     self._make = lambda obj: train_step.make_train_step(
         mesh, state_sharding, batch_sharding, rules=rules, constants_sharding=consts_sharding,
         objective=obj, **static)
-    self._jitted, self._compiled = {}, {}
+    self._jitted, self._compiled, self._flops = {}, {}, {}
 
   def __len__(self):
     return len(self._compiled)
@@ -209,12 +209,13 @@ class _CompiledSteps:
       traced = self._jitted[variant].trace(self.abstract_state, self.consts, batch)
       self._compiled[key] = traced.lower().compile()
       seconds = time.perf_counter() - start
-      self.writer.flops_per_step = flops.program_flops(traced, self._compiled[key],
-                                                       num_devices=self.mesh.size)
+      self._flops[key] = flops.program_flops(traced, self._compiled[key],
+                                             num_devices=self.mesh.size)
       self.writer.exclude_time(seconds)  # Throughput readouts leave compile time out.
       logging.info("Compiled the train step (variant %s) for batch %s in %.1fs (%.3g "
                    "FLOPs/step).", variant, {k: s for k, s, _ in key[1:]}, seconds,
-                   self.writer.flops_per_step)
+                   self._flops[key])
+    self.writer.flops_per_step = self._flops[key]  # This step's program: its FLOPs count.
     return self._compiled[key]
 
 

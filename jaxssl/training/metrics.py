@@ -27,7 +27,10 @@ class MetricsWriter:
     total_steps: the run's last step (for the bar and its ETA).
     start_step: the step the run starts at (> 0 when resuming).
     enabled: False on processes other than 0: every method is then a no-op.
-    flops_per_step: FLOPs of one step on all devices (0: unknown), for a TFLOP/s readout.
+    flops_per_step: FLOPs of the step program about to run, on all devices (0: unknown). The
+      trainer sets it before each step (a curriculum or dynamic batching runs programs of
+      several shapes); `step_done` adds it to `flops_total`, the run's cumulative training
+      FLOPs, which a resumed run continues from its last logged row.
     accounting: optional `accounting.RunAccounting`; its cost scalars (MFU, FLOPs, device-hours,
       energy) join every write.
     progress: show the progress bar (off for the probes that pretraining evals train).
@@ -37,14 +40,20 @@ class MetricsWriter:
                accounting=None, progress=True):
     self.enabled = enabled
     self.flops_per_step = flops_per_step
+    self.flops_total = 0.0
     self.accounting = accounting
-    self._window = (time.perf_counter(), start_step, 0.0)  # (time, step, audio seconds)
+    self._window = (time.perf_counter(), start_step, 0.0, 0.0)  # (time, step, audio s, FLOPs)
     self._audio_sec = 0.0
+    self._unlogged_steps = start_step  # Resumed steps no logged row counts (filled at step 1).
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     kept = _truncate_after(self.jsonl_path, start_step)
+    if kept:
+      self.flops_total = float(kept[-1].get("perf/flops_total", 0.0))
+      self._unlogged_steps = start_step - kept[-1]["step"] if self.flops_total else start_step
+    self._window = self._window[:3] + (self.flops_total,)
     if accounting is not None and kept:
       accounting.resume(kept[-1])  # Device-hours and energy continue the resumed run's totals.
     self._jsonl = open(self.jsonl_path, "a")
@@ -55,15 +64,22 @@ class MetricsWriter:
                           smoothing=0.1, disable=not progress)
 
   def step_done(self, audio_seconds):
-    """Per-step host bookkeeping (no device sync): advances the bar, counts audio seconds."""
+    """Per-step host bookkeeping (no device sync): advances the bar, counts audio seconds and
+    the step's FLOPs."""
     self._audio_sec += audio_seconds
+    # Steps of a resumed run after its last logged row are counted at the first program's size.
+    self.flops_total += self.flops_per_step * (1 + self._unlogged_steps)
+    if self._unlogged_steps:
+      t0, step0, audio0, flops0 = self._window
+      self._window = (t0, step0, audio0, flops0 + self.flops_per_step * self._unlogged_steps)
+      self._unlogged_steps = 0
     if self.enabled:
       self._bar.update(1)
 
   def exclude_time(self, seconds):
     """Leaves `seconds` (e.g. a compile) out of the current throughput window."""
-    t0, step0, audio0 = self._window
-    self._window = (t0 + seconds, step0, audio0)
+    t0, step0, audio0, flops0 = self._window
+    self._window = (t0 + seconds, step0, audio0, flops0)
 
   def write(self, step, scalars):
     """Logs `scalars` (host floats) at `step`, adding throughput since the previous call.
@@ -73,18 +89,19 @@ class MetricsWriter:
       flops_per_step is known) "perf/tflops_per_sec" added.
     """
     now = time.perf_counter()
-    t0, step0, audio0 = self._window
+    t0, step0, audio0, flops0 = self._window
     elapsed = max(now - t0, 1e-9)
     scalars = dict(scalars)
     if step > step0:
       scalars["perf/steps_per_sec"] = (step - step0) / elapsed
       scalars["perf/audio_hours_per_sec"] = (self._audio_sec - audio0) / 3600.0 / elapsed
       if self.flops_per_step:
-        scalars["perf/tflops_per_sec"] = self.flops_per_step * (step - step0) / elapsed / 1e12
+        scalars["perf/tflops_per_sec"] = (self.flops_total - flops0) / elapsed / 1e12
     if self.accounting is not None:
-      scalars.update(self.accounting.scalars(step=step, flops_per_step=self.flops_per_step,
-                                             window_steps=step - step0, window_sec=elapsed))
-    self._window = (now, step, self._audio_sec)
+      scalars.update(self.accounting.scalars(
+          flops_per_step=self.flops_per_step, flops_total=self.flops_total,
+          window_flops=self.flops_total - flops0, window_sec=elapsed))
+    self._window = (now, step, self._audio_sec, self.flops_total)
     if not self.enabled:
       return scalars
     for name, value in scalars.items():

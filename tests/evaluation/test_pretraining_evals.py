@@ -23,7 +23,7 @@ def test_demo_config_probes_phones_every_500_steps():
 
 class _Writer:
   """The MetricsWriter calls the hook makes."""
-  flops_per_step = 2e9
+  flops_total = 0.0  # The trainer's sum of every step's FLOPs; the tests set it.
 
   def __init__(self):
     self.excluded, self.written = 0.0, []
@@ -53,6 +53,7 @@ def test_hook_probes_the_given_params_and_logs_against_cumulative_flops(tmp_path
   assert pretraining_evals.run_pretraining_evals(  # Not due.
       config, params, step=4, workdir=str(tmp_path), writer=writer, source=source) == {}
   for step in (3, 6):
+    writer.flops_total = 2e9 * step
     scalars = pretraining_evals.run_pretraining_evals(
         config, params, step=step, workdir=str(tmp_path), writer=writer, source=source)
   assert [s for s, _ in writer.written] == [3, 6] and writer.written[1][1] == scalars
@@ -86,7 +87,7 @@ def test_evals_run_during_pretraining_and_log_quality_against_compute(tmp_path):
   with open(tmp_path / "evals.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [r["step"] for r in rows] == [2, 4]
-  # Cumulative compute: XLA's FLOPs of one train step times the step.
+  # Cumulative compute: XLA's FLOPs of each train step (one shape here), summed.
   assert rows[0]["cumulative_flops"] > 0
   assert rows[1]["cumulative_flops"] == pytest.approx(2 * rows[0]["cumulative_flops"])
   weights = rows[1]["language"]["layer_weights"]

@@ -104,7 +104,7 @@ def test_run_accounting_mfu_device_time_and_energy(monkeypatch):
   acc = accounting.RunAccounting(num_devices=4, peak_flops_per_device=1e12, watts=500.0,
                                  pue=1.2, grid_gco2_per_kwh=400.0)
   clock.t += 20.0
-  out = acc.scalars(step=10, flops_per_step=2e12, window_steps=10, window_sec=16.0)
+  out = acc.scalars(flops_per_step=2e12, flops_total=2e13, window_flops=2e13, window_sec=16.0)
   assert out["perf/mfu"] == pytest.approx(2e12 * 10 / 16.0 / 4e12)
   assert out["perf/flops_total"] == 2e13 and out["perf/flops_per_step"] == 2e12
   # Device time is wall time (compiles included) x devices; energy follows from it.
@@ -112,11 +112,12 @@ def test_run_accounting_mfu_device_time_and_energy(monkeypatch):
   assert out["perf/energy_kwh"] == pytest.approx(80.0 * 500.0 * 1.2 / 3.6e6)
   assert out["perf/co2e_kg"] == pytest.approx(out["perf/energy_kwh"] * 0.4)
   clock.t += 10.0
-  out = acc.scalars(step=15, flops_per_step=2e12, window_steps=5, window_sec=10.0)
+  out = acc.scalars(flops_per_step=2e12, flops_total=3e13, window_flops=1e13, window_sec=10.0)
   assert out["perf/device_hours"] == pytest.approx(120.0 / 3600)  # Cumulative.
   assert out["perf/flops_total"] == 3e13
   # Unknown FLOPs: no FLOP figures, but time and energy still count.
-  assert set(acc.scalars(step=16, flops_per_step=0.0, window_steps=1, window_sec=1.0)) == {
+  assert set(acc.scalars(flops_per_step=0.0, flops_total=0.0, window_flops=0.0,
+                         window_sec=1.0)) == {
       "perf/device_hours", "perf/energy_kwh", "perf/co2e_kg"}
 
 
@@ -142,6 +143,43 @@ def test_writer_logs_costs_and_a_resumed_run_continues_them(monkeypatch, tmp_pat
   row = writer.write(3, {"train/loss": 1.0})
   writer.close()
   assert row["perf/device_hours"] == pytest.approx((16.0 + 8.0) / 3600)
+  assert row["perf/flops_total"] == 3e12
+
+
+def test_cumulative_flops_count_each_steps_own_program(tmp_path):
+  """A curriculum or dynamic batching runs programs of several sizes: each step adds its own."""
+  writer = metrics_lib.MetricsWriter(str(tmp_path), total_steps=10)
+  for step, flops in ((1, 1e12), (2, 1e12), (3, 4e12), (4, 2e12)):
+    writer.flops_per_step = flops  # As the trainer sets it before each step.
+    writer.step_done(1.0)
+    if step % 2 == 0:
+      row = writer.write(step, {"train/loss": 1.0})
+  writer.close()
+  # Steps 3 and 4 ran 6e12 FLOPs in the window: 3 TFLOPs per step, whatever the latest size.
+  assert row["perf/tflops_per_sec"] == pytest.approx(3 * row["perf/steps_per_sec"], rel=1e-6)
+  assert writer.flops_total == 8e12
+  # Resumed at step 5 whose last logged row is step 4: the total goes on from that row; the
+  # step between (5, saved unlogged by a SIGTERM) is counted at the first program's size.
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 4, "perf/flops_total": 8e12}) + "\n")
+  writer = metrics_lib.MetricsWriter(str(tmp_path), total_steps=10, start_step=5)
+  writer.flops_per_step = 3e12
+  writer.step_done(1.0)
+  writer.close()
+  assert writer.flops_total == 8e12 + 2 * 3e12
+
+
+def test_a_curriculum_runs_cumulative_flops_are_the_sum_of_its_steps(tmp_path):
+  config = standin.config(total_steps=6)
+  with config.unlocked():
+    config.data.curriculum = dict(name="crop_length", start_samples=0, ramp_steps=4)
+    config.log_every_steps = 1
+  pretrain.train_and_evaluate(config, str(tmp_path), source=standin.source(),
+                             objective=standin.StandInObjective())
+  rows = metrics_lib.read_jsonl(tmp_path / "metrics.jsonl")
+  per_step = [r["perf/flops_per_step"] for r in rows]
+  assert len(set(per_step)) >= 3  # Crops of 1/4, 2/4, 3/4 (and 4/4) of the final length.
+  np.testing.assert_allclose([r["perf/flops_total"] for r in rows], np.cumsum(per_step))
 
 
 def test_for_run_counts_a_cpu_host_once_and_takes_overrides(monkeypatch):
