@@ -2,8 +2,10 @@
 
   python -m jaxssl.training.plots --workdir=workdir/w2v2_demo [--out=curves.png]
 
-Plots the loss, the contrastive accuracy (with chance level 1/(K+1) when the config is saved beside
-the run) and the two codebook perplexities against the step.
+Plots, against the step, each panel the run logged: the losses, the accuracies (a contrastive
+run's with chance level 1/(K+1) when the config is saved beside the run), wav2vec 2.0's two
+codebook perplexities, and the in-training probes of `evals.jsonl` (test split), so a HuBERT,
+MelHuBERT, BEST-RQ or data2vec 2.0 run gets the panels it has.
 """
 import json
 import os
@@ -17,10 +19,11 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 from jaxssl import cli
 
 PANELS = (
-    ("Loss (nats)", ("train/loss", "train/loss_contrastive")),
-    ("Contrastive accuracy", ("train/accuracy",)),
+    ("Loss (nats)", ("train/loss", "train/loss_contrastive", "train/loss_unmasked")),
+    ("Accuracy", ("train/accuracy", "train/accuracy_masked", "train/accuracy_unmasked")),
     ("Codebook perplexity", ("train/code_perplexity", "train/prob_perplexity")),
 )
+PROBE_METRICS = ("per", "accuracy")  # The first an eval's test results hold is plotted.
 
 
 def read_metrics(workdir):
@@ -49,17 +52,44 @@ def _chance(workdir):
   return None
 
 
+def read_evals(workdir):
+  """{probe name: [(step, metric name, test value)]} from workdir/evals.jsonl ({} if none)."""
+  path = os.path.join(workdir, "evals.jsonl")
+  out = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for row in map(json.loads, filter(str.strip, f)):
+        for name, res in row.items():
+          if isinstance(res, dict) and "test" in res:
+            metric = next((m for m in PROBE_METRICS if m in res["test"]), None)
+            if metric is not None:
+              out.setdefault(name, []).append((row["step"], metric, res["test"][metric]))
+  return out
+
+
+def panels(workdir):
+  """[(title, {line name: [(step, value)]})]: the panels of PANELS the run logged, then its
+  probes."""
+  rows = read_metrics(workdir)
+  out = [(label, {k.split("/", 1)[1]: [(r["step"], r[k]) for r in rows if k in r]
+                  for k in keys if any(k in r for r in rows)}) for label, keys in PANELS]
+  out = [(label, lines) for label, lines in out if lines]
+  probes = read_evals(workdir)
+  if probes:
+    out.append(("Probes (test)", {f"{name} {pts[0][1]}": [(s, v) for s, _, v in pts]
+                                  for name, pts in probes.items()}))
+  return out
+
+
 def plot_curves(workdir, out=None, title=None):
   """Writes the PNG (default workdir/curves.png) and returns its path."""
-  rows = read_metrics(workdir)
   out = out or os.path.join(workdir, "curves.png")
-  fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
-  for ax, (label, keys) in zip(axes, PANELS):
-    for key in keys:
-      pts = [(r["step"], r[key]) for r in rows if key in r]
-      if pts:
-        ax.plot(*zip(*pts), label=key.split("/", 1)[1])
-    if label.startswith("Contrastive") and (chance := _chance(workdir)):
+  shown = panels(workdir)
+  fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.4), squeeze=False)
+  for ax, (label, lines) in zip(axes[0], shown):
+    for name, pts in lines.items():
+      ax.plot(*zip(*pts), label=name, marker="o" if label.startswith("Probes") else None)
+    if label == "Accuracy" and "accuracy" in lines and (chance := _chance(workdir)):
       ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
     ax.set_title(label)
     ax.set_xlabel("step")
