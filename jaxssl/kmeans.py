@@ -92,12 +92,21 @@ def label_split(source, extractor, centroids, *, framing, mesh=None, batch_size=
 def run(*, dataset, data_dir, features="mfcc", checkpoint="", layer=0, stats="",
         num_clusters=100, fit_split="train", splits=("train", "dev"), fraction=0.1, name="",
         out="", seed=0, batch_size=10_000, max_epochs=100, num_init=20, max_no_improvement=100,
-        refine_steps=0, overwrite=False, log=print):
-  """The CLI's work, callable from scripts (experiments/hubert_demo/run.py). Returns meta."""
+        refine_steps=0, overwrite=False, keep_existing=False, log=print):
+  """The CLI's work, callable from scripts (experiments/hubert_demo/run.py). Returns meta.
+
+  A complete label set (one with its meta.json) already at the destination is an error, unless
+  `overwrite` (fit again) or `keep_existing` (return its meta untouched: a pipeline such as
+  scripts/quickstart.sh re-runs without refitting).
+  """
   fit_source = sources.open_source(dataset, data_dir=data_dir, split=fit_split)
   directory = out or labels_lib.resolve(name or _default_name(features, num_clusters, layer),
                                         fit_source.path)
   if os.path.exists(os.path.join(directory, labels_lib.META)) and not overwrite:
+    if keep_existing:
+      log(f"kept the existing label set {directory}")
+      with open(os.path.join(directory, labels_lib.META)) as f:
+        return dict(json.load(f), directory=directory)
     raise FileExistsError(f"Label set {directory!r} exists (meta.json); pass --overwrite to "
                           "replace it.")
   norm = None
@@ -173,7 +182,7 @@ def main(argv):
              fraction=f.fraction, name=f.name, out=f.out, seed=f.seed, batch_size=f.batch_size,
              max_epochs=f.max_epochs, num_init=f.num_init,
              max_no_improvement=f.max_no_improvement, refine_steps=f.refine_steps,
-             overwrite=f.overwrite)
+             overwrite=f.overwrite, keep_existing=f.keep_existing)
   print(json.dumps(dict(directory=meta["directory"], quality=meta["quality"])))
 
 
@@ -199,4 +208,5 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_no_improvement", 100, "Early stop patience (steps; 0 = off).")
   flags.DEFINE_integer("refine_steps", 0, "Full Lloyd passes after the mini-batch steps.")
   flags.DEFINE_bool("overwrite", False, "Replace an existing label set.")
+  flags.DEFINE_bool("keep_existing", False, "An existing label set is kept, not an error.")
   cli.run(main)

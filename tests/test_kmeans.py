@@ -180,6 +180,10 @@ def test_cli_fits_one_codebook_labels_every_split_and_scores_it(tmp_path):
   with pytest.raises(FileExistsError, match="--overwrite"):
     kmeans_cli.run(dataset="demo_corpus", data_dir=str(tmp_path / "tfds"), name="km2",
                    num_clusters=2, log=lambda _: None)
+  kept = kmeans_cli.run(dataset="demo_corpus", data_dir=str(tmp_path / "tfds"), name="km2",
+                        num_clusters=2, keep_existing=True, log=lambda _: None)
+  assert kept["quality"] == json.loads(json.dumps(meta["quality"]))  # Read back, not refitted.
+  np.testing.assert_array_equal(np.load(os.path.join(directory, "codebook.npy")), centroids)
 
 
 def test_fit_indices_take_the_fraction_deterministically():
