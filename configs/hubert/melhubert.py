@@ -35,6 +35,7 @@ steps of 8 x 2 s crops, K = 100 on the demo corpus's own statistics):
 import ml_collections as mlc
 
 from configs import common
+from configs import probes
 
 
 def get_config(arg=None):
@@ -87,3 +88,4 @@ def _demo(c):
   c.schedule = dict(name="warmup_poly", warmup_steps=100, power=1.0, end_lr=0.0)
   c.mesh = common.mesh()
   c.ckpt = common.ckpt(every_steps=200, keep=2)
+  c.evals = dict(phone=probes.pretraining_eval("phone", every_steps=400))  # PER vs compute.
