@@ -204,8 +204,8 @@ def main(argv):
   path = os.path.join(_WORKDIR.value, "results.json")
   results = json.load(open(path)) if os.path.exists(path) else {}
   results.setdefault("runs", {})
-  results.update(steps=_STEPS.value, rows={r: list(ALL_ROWS[r][:2]) + [ALL_ROWS[r][2]]
-                                           for r in ALL_ROWS})
+  results["steps"] = _STEPS.value
+  results.setdefault("rows", {}).update({r: list(ALL_ROWS[r]) for r in ALL_ROWS})
 
   def save():
     with open(path, "w") as f:
