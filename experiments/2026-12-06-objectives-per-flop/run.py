@@ -21,7 +21,6 @@ FLOPs and against training device-hours).
 import json
 import os
 import signal
-import subprocess
 import sys
 
 from absl import app
@@ -33,14 +32,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(HERE))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import stages
 from jaxssl import feature_stats
 from jaxssl import kmeans
 from jaxssl.data import labels as labels_lib
 from jaxssl.data import sources
-from jaxssl.training import plots
 
 _WORKDIR = flags.DEFINE_string("workdir", "workdir/per_flop", "Where everything goes.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data_dir (built if missing).")
@@ -67,18 +65,7 @@ def log(msg):
 
 
 def sh(*cmd, capture=False):
-  """Runs a stage; SIGTERM or Ctrl-C reach the child (a training saves a checkpoint) first."""
-  log(" ".join(cmd))
-  child = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE if capture else None, text=True)
-  try:
-    out, _ = child.communicate()
-  except BaseException:
-    child.send_signal(signal.SIGTERM)
-    child.wait()
-    raise
-  if child.returncode:
-    raise subprocess.CalledProcessError(child.returncode, cmd)
-  return out
+  return stages.sh(*cmd, capture=capture, prefix="per_flop")
 
 
 def recipe_spec(recipe, **args):
@@ -141,32 +128,10 @@ def kmeans_flops(meta, forward_flops_per_frame=0.0):
 
 def train(workdir, recipe, steps, phone_every, seed, final=True, extra=()):
   """A training run with recipe.py's probes; resumes from its checkpoint, skipped when done."""
-  done = os.path.join(workdir, "DONE")
-  if not os.path.exists(done):
-    spec = recipe_spec(recipe, steps=steps, phone_every=phone_every, seed=seed, final=final)
-    sh(sys.executable, "-m", "jaxssl.main", f"--config={spec}", f"--workdir={workdir}",
-       f"--config.data.data_dir={_DATA_DIR.value}", *extra)
-    if plots.read_metrics(workdir)[-1]["step"] < steps:
-      raise SystemExit(f"[per_flop] {workdir} stopped early; re-run the command to resume.")
-    with open(done, "w") as f:
-      f.write("finished\n")
-  return read_run(workdir)
-
-
-def read_run(workdir):
-  """Its evals.jsonl rows (one per eval step) with the training device-hours at that step."""
-  hours = {r["step"]: r.get("perf/device_hours", 0.0) for r in plots.read_metrics(workdir)
-           if "perf/device_hours" in r}
-  rows = {}
-  with open(os.path.join(workdir, "evals.jsonl")) as f:
-    for line in f:
-      r = json.loads(line)
-      rows.setdefault(r["step"], {"step": r["step"], "flops": r["cumulative_flops"]})
-      rows[r["step"]].update({k: v["test"] for k, v in r.items() if isinstance(v, dict)})
-  for step, r in rows.items():
-    r["device_hours"] = hours.get(step, max([h for s, h in hours.items() if s <= step],
-                                            default=0.0))
-  return [rows[s] for s in sorted(rows)]
+  spec = recipe_spec(recipe, steps=steps, phone_every=phone_every, seed=seed, final=final)
+  stages.train_once(workdir, spec, steps, f"--config.data.data_dir={_DATA_DIR.value}", *extra,
+                    prefix="per_flop")
+  return stages.read_evals(workdir)
 
 
 def finished(name, seed):
