@@ -7,6 +7,7 @@ import ml_collections as mlc
 import numpy as np
 import pytest
 
+from configs.hubert import melhubert
 from configs.wav2vec2 import demo as w2v_demo
 from jaxssl import pretrained
 from jaxssl import score
@@ -247,3 +248,31 @@ def test_loss_scores_of_a_split_and_bad_checkpoints(tiny_checkpoint, tmp_path):
     score.LossScorer(str(tmp_path / "missing"))
   with pytest.raises(ValueError, match="needs --checkpoint"):
     score.LossScorer("")
+
+
+def test_loss_scorer_of_a_unit_predicting_checkpoint_reads_each_utterances_units(tmp_path):
+  """MelHuBERT (HuBERT-style masked unit prediction): the loss needs the utterance's k-means
+  units, found by id in the label set; other units give another loss."""
+  config = melhubert.get_config("runlocal")
+  path = str(tmp_path / "mel_tiny")
+  native.save(path, config, pretrained.init_params(config, seed=0))
+  source = sources.SyntheticSource(2, seed=0, min_samples=9000, max_samples=12000)
+  ids = [str(i) for i in source.metadata()["id"]]
+  rate, k = config.data.label_rate, config.objective.num_clusters
+  counts = [labels_lib.expected_count(int(n), rate) for n in source.metadata()["num_samples"]]
+  rng = np.random.default_rng(0)
+  sets = {}
+  for name, make in (("random", lambda n: rng.integers(0, k, n)), ("zeros", np.zeros)):
+    sets[name] = str(tmp_path / name)
+    labels_lib.write_split(sets[name], "train", ids, [make(n).astype(int) for n in counts])
+    labels_lib.write_meta(sets[name], label_rate=rate, num_clusters=k)
+  with pytest.raises(ValueError, match="pass --labels"):
+    score.LossScorer(path)
+  got = {name: score.score_split("loss", source, checkpoint=path, labels=d, split="train")
+         for name, d in sets.items()}
+  (ids_r, random_loss, info), (_, zeros_loss, _) = got["random"], got["zeros"]
+  assert list(ids_r) == ids and "metric=loss" in info  # The total: masked CE only.
+  assert np.all(np.isfinite(random_loss)) and np.all(np.isfinite(zeros_loss))
+  assert not np.allclose(random_loss, zeros_loss)  # The units are the targets.
+  # At init every unit is about equally likely: the cross-entropy is near log K either way.
+  np.testing.assert_allclose(random_loss, np.log(k), rtol=0.2)
