@@ -72,14 +72,17 @@ def main(argv):
   temp = {r: f for r, f in rows.items() if r.startswith("imbalanced/")}
   if temp:
     langs = sorted(next(iter(temp.values()))[0]["phone"]["per_language"])
-    lines += ["", "| row | " + " | ".join(langs) + " | low-resource mean |",
-              "| --- |" + " ---: |" * (len(langs) + 1)]
+    lid = [f"LID {l}" for l in LOW_RESOURCE]
+    lines += ["", "| row | " + " | ".join(langs) + " | PER low-resource mean | "
+              + " | ".join(lid) + " | LID all |", "| --- |" + " ---: |" * (len(langs) + 4)]
     for row, finals in temp.items():
       per = lambda l: [f["phone"]["per_language"][l]["per"] for f in finals]
       low = [np.mean([f["phone"]["per_language"][l]["per"] for l in LOW_RESOURCE])
              for f in finals]
+      acc = lambda l: [f["language"]["per_language"][l]["accuracy"] for f in finals]
       lines.append(f"| {row} | " + " | ".join(stat(per(l)) for l in langs)
-                   + f" | {stat(low)} |")
+                   + f" | {stat(low)} | " + " | ".join(stat(acc(l)) for l in LOW_RESOURCE)
+                   + f" | {metric(finals, 'language', 'accuracy')} |")
   lines += ["", f"| row | TFLOPs to phone PER <= {100 * _TARGET.value:.0f}% |", "| --- | --- |"]
   for key, curve in results["runs"].items():
     hit = [r["flops"] for r in curve if "phone" in r and r["phone"]["per"] <= _TARGET.value]
