@@ -70,13 +70,13 @@ def _np_instance_norm(x, valid):
 def test_targets_are_the_mean_of_the_top_k_instance_normed_ffn_outputs(tiny):
   c, obj, params, batch = tiny
   valid = obj.frame_valid(batch["valid"])
-  feats = obj.local_features(params, batch)
+  feats = jax.jit(obj.local_features)(params, batch)
   targets = jax.jit(obj.teacher_targets)(params["encoder"], feats, valid)
   # The FFN outputs of every block (before their residual and LayerNorm), captured from Flax.
-  _, inter = obj.encoder().apply(
-      {"params": params["encoder"]}, feats, valid=valid, train=False,
+  _, inter = jax.jit(lambda p, f: obj.encoder().apply(
+      {"params": p}, f, valid=valid, train=False,
       capture_intermediates=lambda m, _: isinstance(m, layers.FeedForward),
-      mutable=["intermediates"])
+      mutable=["intermediates"]))(params["encoder"], feats)
   ffn = [np.asarray(inter["intermediates"][f"layer_{i:02d}"]["ffn"]["__call__"][0])
          for i in range(2)]
   k = c.objective.average_top_k_layers
@@ -85,8 +85,8 @@ def test_targets_are_the_mean_of_the_top_k_instance_normed_ffn_outputs(tiny):
   want = np.mean([_np_instance_norm(y, v) for y in ffn[-k:]], axis=0)
   np.testing.assert_allclose(np.asarray(targets), want, atol=2e-4)
   # Not the block outputs (the hidden states after the LayerNorm).
-  _, hidden = obj.encoder(ffn_targets=False).apply({"params": params["encoder"]}, feats,
-                                                   valid=valid, train=False)
+  _, hidden = jax.jit(lambda p, f: obj.encoder(ffn_targets=False).apply(
+      {"params": p}, f, valid=valid, train=False))(params["encoder"], feats)
   other = np.mean([_np_instance_norm(np.asarray(y), v) for y in hidden[-k:]], axis=0)
   assert np.abs(other - want).max() > 0.1
   # Top-1 of a 2-layer stack is only the last layer.
@@ -134,20 +134,23 @@ def test_the_student_never_sees_masked_frames(tiny):
   fwd = jax.jit(out)
   np.testing.assert_array_equal(np.asarray(fwd(feats)), np.asarray(fwd(noisy)))
   # And the teacher's path gives the loss no gradient through the local features: the loss
-  # gradient of the local encoder equals the one with the targets frozen beforehand.
-  loss_fn = lambda p: obj.loss(p, batch, jax.random.key(8), step=0, train=False)[0]
-  g_full = jax.jit(jax.grad(loss_fn))(params)["local_encoder"]
-  targets = obj.teacher_targets(params["encoder"], obj.local_features(params, batch),
-                                obj.frame_valid(batch["valid"]))
+  # gradient of the local encoder equals the one with the targets frozen beforehand (only the
+  # local encoder's gradient is taken: a smaller program than every parameter's).
+  local_grad = lambda: jax.jit(jax.grad(lambda le, p: obj.loss(
+      dict(p, local_encoder=le), batch, jax.random.key(8), step=0, train=False)[0]))(
+          params["local_encoder"], params)
+  g_full = local_grad()
+  targets = jax.jit(lambda p: obj.teacher_targets(p["encoder"], obj.local_features(p, batch),
+                                                  obj.frame_valid(batch["valid"])))(params)
   orig = obj.teacher_targets
   try:
     object.__setattr__(obj, "teacher_targets", lambda *a: targets)
-    g_frozen = jax.jit(jax.grad(loss_fn))(params)["local_encoder"]
+    g_frozen = local_grad()
   finally:
     object.__delattr__(obj, "teacher_targets")
   assert obj.teacher_targets.__func__ is orig.__func__
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-               g_full, g_frozen)  # (Up to float noise: the frozen targets were not jitted.)
+               g_full, g_frozen)  # (Up to float noise: the frozen targets came from a 2nd jit.)
 
 
 def test_clones_share_one_teacher_pass(tiny, monkeypatch):
@@ -170,12 +173,18 @@ def test_clones_share_one_teacher_pass(tiny, monkeypatch):
   monkeypatch.setattr(data2vec2.Data2Vec2Objective, "teacher_targets", count_teacher)
   monkeypatch.setattr(data2vec2.Data2Vec2Objective, "student_predictions", count_student)
   state = obj.init_state(params)
-  loss, m = obj.loss(params, batch, jax.random.key(1), step=0, state=state)
+
+  @jax.jit
+  def run(p, s):  # The student's masks leave the trace as an output.
+    loss, m = obj.loss(p, batch, jax.random.key(1), step=0, state=s)
+    return loss, m, calls["masked"]
+
+  loss, m, masked = run(params, state)
   b, t, cl = 4, 24, c.objective.clone_batch
   assert cl == 2
   assert calls["teacher"] == [(b, t, 32)]  # Once, on the B utterances.
   assert calls["student"] == [((b * cl, t, 32), (b * cl, data2vec2.num_kept(t, 0.5, 5)))]
-  masked = np.asarray(calls["masked"])
+  masked = np.asarray(masked)
   assert all(not np.array_equal(masked[2 * i], masked[2 * i + 1]) for i in range(b))
   assert np.isfinite(float(loss)) and float(m["target_var"]) > 0.3
   assert float(m["ema_decay"]) == pytest.approx(0.99 + 0.009 / 400, rel=1e-6)
