@@ -96,11 +96,13 @@ def main(argv):
   with open(os.path.join(_WORKDIR.value, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig, ax = plt.subplots(figsize=(8, 4.5))
+  colors = {row: plt.get_cmap("tab20")(i % 20) for i, row in enumerate(rows)}
   for key, curve in results["runs"].items():
+    row, seed = key.rsplit("/", 1)
     pts = [r for r in curve if "phone" in r]
     ax.plot([r["flops"] / 1e12 for r in pts], [100 * r["phone"]["per"] for r in pts],
-            marker="o", label=key)
+            marker="o", color=colors[row], ls="-" if seed == "seed0" else "--", label=key)
   ax.set_xlabel("cumulative training TFLOPs")
   ax.set_ylabel("phone PER % (test, clean corpus)")
   ax.grid(alpha=0.3)
