@@ -57,9 +57,12 @@ def test_parameter_counts_match_fairseq(variant, overrides, total, encoder_only)
 def test_frames_for_matches_the_conv_stack():
   fe = cnn.ConvFeatureEncoder(conv_dim=4)
   lengths = [400, 401, 719, 720, 1000, 16_000, 16_001, 250_000]
-  params = fe.init(jax.random.key(0), jnp.zeros((1, 400)))
+  # The conv stack's output shapes, traced abstractly (running it eagerly compiles every op of
+  # every length).
+  audio = lambda n: jax.ShapeDtypeStruct((1, n), jnp.float32)
+  params = jax.eval_shape(fe.init, jax.random.key(0), audio(400))
   for n in lengths:
-    out = fe.apply(params, jnp.zeros((1, n)))
+    out = jax.eval_shape(fe.apply, params, audio(n))
     assert out.shape[1] == variants.frames_for(n)
   # floor((250000 - 400) / 320) + 1 = 781, which the conv stack above confirms.
   assert variants.frames_for(250_000) == 781
@@ -160,7 +163,7 @@ def test_group_norm_over_valid_frames_equals_fairseq_unpadded_and_ignores_paddin
   channel; with a sample mask, a padded row's valid frames equal the unpadded row's."""
   fe = cnn.ConvFeatureEncoder(conv_dim=8, mode="default")
   x = jax.random.normal(jax.random.key(0), (2, 4000))
-  params = fe.init(jax.random.key(1), x)["params"]
+  params = jax.jit(fe.init)(jax.random.key(1), x)["params"]
   conv0 = nn.Conv(8, (10,), (5,), padding="VALID", use_bias=False)
   h = conv0.apply({"params": params["conv_0"]}, x[..., None])
   gn = nn.GroupNorm(num_groups=8, epsilon=1e-5).apply({"params": params["norm_0"]}, h)
@@ -170,12 +173,13 @@ def test_group_norm_over_valid_frames_equals_fairseq_unpadded_and_ignores_paddin
   n = 2500
   padded = x.at[0, n:].set(0.0)
   audio_valid = jnp.arange(4000)[None] < jnp.array([[n], [4000]])
-  y = fe.apply({"params": params}, padded, audio_valid)
-  alone = fe.apply({"params": params}, x[:1, :n])
+  apply = jax.jit(fe.apply)  # One program per shape (eager, every op compiles per shape).
+  y = apply({"params": params}, padded, audio_valid)
+  alone = apply({"params": params}, x[:1, :n])
   t = variants.frames_for(n)
   np.testing.assert_allclose(y[0, :t], alone[0], rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(y[1], fe.apply({"params": params}, x[1:])[0], rtol=1e-5, atol=1e-5)
-  unmasked = fe.apply({"params": params}, padded)  # Statistics over the padded length.
+  np.testing.assert_allclose(y[1], apply({"params": params}, x[1:])[0], rtol=1e-5, atol=1e-5)
+  unmasked = apply({"params": params}, padded)  # Statistics over the padded length.
   assert float(jnp.abs(unmasked[0, :t] - alone[0]).max()) > 1e-3
 
 
