@@ -3,6 +3,11 @@ import os
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
+# The tests compile far more than they run (tiny models, a few steps): without LLVM's
+# optimisation of the CPU code, XLA compiles in ~40% less time and the serial suite takes ~12%
+# less CPU. Results differ from -O2 builds by float rounding only (every test passes either way).
+if "xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One XLA compilation cache for the session's workers and the jobs they launch: many tests compile
 # the same tiny programs (a tiny model's step, its loss), which then compile once. It lives in
