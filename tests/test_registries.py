@@ -72,7 +72,7 @@ def test_every_encoder_takes_every_frontend(recipe, fe):
   assert "conv_layers" not in str(jax.tree_util.tree_structure(params))
   loss, _ = jax.jit(lambda p, b: obj.loss(p, b, jax.random.key(1), step=0))(params, batch)
   assert np.isfinite(float(loss))
-  x, hidden, valid = obj.represent(params, batch)
+  x, hidden, valid = jax.jit(obj.represent)(params, batch)
   assert x.shape[1] == valid.shape[1] == frontends.frames_for(c.model.frontend, 16_000)
   np.testing.assert_array_equal(np.asarray(valid.sum(1)),
                                 frontends.frames_for(c.model.frontend,
@@ -138,7 +138,7 @@ def test_components_registered_from_outside_build_through_the_config(registered)
   params = nn.unbox(jax.jit(obj.init)(jax.random.key(0), batch))
   fx = params["speech_encoder"]["feature_extractor"]
   assert fx["Dense_0"]["kernel"].shape == (160, 12)
-  x, _, valid = obj.represent(params, batch)
+  x, _, valid = jax.jit(obj.represent)(params, batch)
   assert x.shape[1] == 100 and list(np.asarray(valid.sum(1))) == [100, 100, 81, 68]
   loss, _ = jax.jit(lambda p, b: obj.loss(p, b, jax.random.key(1), step=0))(params, batch)
   assert np.isfinite(float(loss))
