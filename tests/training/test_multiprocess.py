@@ -24,8 +24,8 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def _run_two_processes(workdir, *args, timeout=300, worker="multiprocess_worker"):
   port = portpicker.pick_unused_port()
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # No forced 8 devices.
-  env["JAX_PLATFORMS"] = "cpu"
+  # No forced 8 devices; the suite's -O0 CPU code (tests/conftest.py), as in this process.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
   procs = [subprocess.Popen(
       [sys.executable, "-m", f"tests.training.{worker}", str(i), str(port), workdir, *args],
       cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
