@@ -4,7 +4,8 @@
 
 Tables: every row's final probes (test split; mean and spread over the seeds that ran), the
 scorers' precision / recall of corrupted utterances, per-language phone PER of the temperature
-rows, FLOPs to reach a fixed PER, and the loaders' padding and audio per update.
+rows, FLOPs to reach a fixed PER, and the loaders' padding and audio per update beside each
+batching run's training throughput (audio seconds per wall second, median of its logged windows).
 """
 import json
 import os
@@ -48,6 +49,22 @@ def metric(finals, task, name):
   return stat(vals) if vals else "-"
 
 
+def audio_per_sec(row):
+  """Median training throughput (audio s / wall s) over each seed's logged windows, compile
+  window excluded: {seed: value}."""
+  out = {}
+  runs = os.path.join(_WORKDIR.value, "runs")
+  for name in sorted(os.listdir(runs)):
+    prefix = row.replace("/", "_") + "_seed"
+    path = os.path.join(runs, name, "metrics.jsonl")
+    if name.startswith(prefix) and name[len(prefix):].isdigit() and os.path.exists(path):
+      with open(path) as f:
+        rates = [r["perf/audio_hours_per_sec"] * 3600 for r in map(json.loads, f)
+                 if "perf/audio_hours_per_sec" in r][1:]
+      out[int(name[len(prefix):])] = float(np.median(rates)) if rates else float("nan")
+  return out
+
+
 def main(argv):
   del argv
   with open(os.path.join(_WORKDIR.value, "results.json")) as f:
@@ -89,10 +106,12 @@ def main(argv):
     lines.append(f"| {key} | {hit[0] / 1e12:.2f} |" if hit else f"| {key} | not reached |")
   loaders = results.get("loaders")
   if loaders:
-    lines += ["", "| loader | padding | audio s / update | shapes |", "| --- | ---: | ---: | --- |"]
+    lines += ["", "| loader | padding | audio s / update | training audio s / s, per seed "
+              "| shapes |", "| --- | ---: | ---: | ---: | --- |"]
     for name, s in loaders.items():
+      rate = " / ".join(f"{v:.0f}" for _, v in sorted(audio_per_sec(name).items()))
       lines.append(f"| {name} | {100 * s['padding']:.1f}% | {s['audio_sec_per_update']:.2f} | "
-                   f"{', '.join('x'.join(map(str, x)) for x in s['shapes'])} |")
+                   f"{rate or '-'} | {', '.join('x'.join(map(str, x)) for x in s['shapes'])} |")
   with open(os.path.join(_WORKDIR.value, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
