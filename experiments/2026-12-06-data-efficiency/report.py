@@ -24,16 +24,52 @@ _TARGET = flags.DEFINE_float("target_per", 0.40, "Phone PER whose FLOPs the curr
 LOW_RESOURCE = ("fr", "pl")  # The imbalanced build's 0.04 h languages.
 
 
+def seeds_of(results, row):
+  """{seed: eval curve} of a row's runs."""
+  return {int(key.rsplit("/seed", 1)[1]): curve for key, curve in results["runs"].items()
+          if key.rsplit("/", 1)[0] == row}
+
+
 def by_row(results):
-  """{row: [final record per seed]} with each task's latest probe merged in."""
+  """{row: [final record per seed]} in run.py's row order, each task's latest probe merged in."""
   out = {}
-  for key, curve in results["runs"].items():
-    row = key.rsplit("/", 1)[0]
-    last = dict(curve[-1])
-    for r in curve:
-      last.update({k: v for k, v in r.items() if isinstance(v, dict)})
-    out.setdefault(row, []).append(last)
+  for row in results["rows"]:
+    for _, curve in sorted(seeds_of(results, row).items()):
+      last = dict(curve[-1])
+      for r in curve:
+        last.update({k: v for k, v in r.items() if isinstance(v, dict)})
+      out.setdefault(row, []).append(last)
   return out
+
+
+PANELS = {"selection, keep 75%": lambda r: r in ("dirty/all", "clean/fixed") or r.endswith("_75"),
+          "selection, keep 50%": lambda r: r in ("dirty/all", "clean/fixed") or r.endswith("_50")
+          and r.startswith("dirty/"),
+          "temperature (imbalanced build)": lambda r: r.startswith("imbalanced/"),
+          "curriculum, length, batching": lambda r: r.startswith("clean/")}
+
+
+def plot(results, rows, path):
+  """Phone PER against cumulative FLOPs, one panel per part: the seed mean at each probe, the
+  bars spanning the seeds."""
+  fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey=True)
+  for ax, (title, member) in zip(axes.flat, PANELS.items()):
+    for i, row in enumerate(r for r in rows if member(r)):
+      curves = [[p for p in c if "phone" in p] for c in seeds_of(results, row).values()]
+      n = min(map(len, curves))
+      flops = np.mean([[p["flops"] / 1e12 for p in c[:n]] for c in curves], 0)
+      per = 100 * np.array([[p["phone"]["per"] for p in c[:n]] for c in curves])
+      ax.errorbar(flops, per.mean(0), yerr=[per.mean(0) - per.min(0), per.max(0) - per.mean(0)],
+                  marker="o", capsize=3, color=plt.get_cmap("tab10")(i % 10),
+                  label=f"{row} ({len(curves)} seeds)")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("cumulative training TFLOPs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("phone PER % (test, clean corpus)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
 
 
 def stat(values):
@@ -100,10 +136,14 @@ def main(argv):
       lines.append(f"| {row} | " + " | ".join(stat(per(l)) for l in langs)
                    + f" | {stat(low)} | " + " | ".join(stat(acc(l)) for l in LOW_RESOURCE)
                    + f" | {metric(finals, 'language', 'accuracy')} |")
-  lines += ["", f"| row | TFLOPs to phone PER <= {100 * _TARGET.value:.0f}% |", "| --- | --- |"]
-  for key, curve in results["runs"].items():
-    hit = [r["flops"] for r in curve if "phone" in r and r["phone"]["per"] <= _TARGET.value]
-    lines.append(f"| {key} | {hit[0] / 1e12:.2f} |" if hit else f"| {key} | not reached |")
+  lines += ["", f"| row | TFLOPs to phone PER <= {100 * _TARGET.value:.0f}%, per seed |",
+            "| --- | --- |"]
+  for row in rows:
+    hits = []
+    for _, curve in sorted(seeds_of(results, row).items()):
+      hit = [r["flops"] for r in curve if "phone" in r and r["phone"]["per"] <= _TARGET.value]
+      hits.append(f"{hit[0] / 1e12:.2f}" if hit else "not reached")
+    lines.append(f"| {row} | {' / '.join(hits)} |")
   loaders = results.get("loaders")
   if loaders:
     lines += ["", "| loader | padding | audio s / update | training audio s / s, per seed "
@@ -115,20 +155,7 @@ def main(argv):
   with open(os.path.join(_WORKDIR.value, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
-  fig, ax = plt.subplots(figsize=(8, 4.5))
-  colors = {row: plt.get_cmap("tab20")(i % 20) for i, row in enumerate(rows)}
-  for key, curve in results["runs"].items():
-    row, seed = key.rsplit("/", 1)
-    pts = [r for r in curve if "phone" in r]
-    ax.plot([r["flops"] / 1e12 for r in pts], [100 * r["phone"]["per"] for r in pts],
-            marker="o", color=colors[row], ls="-" if seed == "seed0" else "--", label=key)
-  ax.set_xlabel("cumulative training TFLOPs")
-  ax.set_ylabel("phone PER % (test, clean corpus)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=6, ncol=2)
-  fig.tight_layout()
-  fig.savefig(os.path.join(_WORKDIR.value, "curves.png"), dpi=110)
-
+  plot(results, list(rows), os.path.join(_WORKDIR.value, "curves.png"))
 
 if __name__ == "__main__":
   app.run(main)
