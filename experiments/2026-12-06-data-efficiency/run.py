@@ -1,8 +1,10 @@
 """Data efficiency, measured: what each selection, sampling, curriculum and batching switch buys.
 
-  python experiments/2026-12-06-data-efficiency/run.py --workdir=workdir/data_eff
-  python experiments/2026-12-06-data-efficiency/run.py --workdir=workdir/data_eff --seeds=1 \
-      --rows=dirty/all,dirty/snr_75,dirty/random_75          # a second seed of some rows
+  python experiments/2026-12-06-data-efficiency/run.py --workdir=workdir/data_eff  # seeds 0, 1
+  python experiments/2026-12-06-data-efficiency/run.py --workdir=workdir/data_eff --seeds=2 \
+      --parts=selection,temperature,curriculum --rows=dirty/all,clean/fixed,dirty/snr_75,\
+  dirty/random_75,clean/curriculum,imbalanced/alpha1.0,imbalanced/alpha0.5,imbalanced/alpha0.3
+                                                              # the committed third seeds
 
 Every row trains MelHuBERT's demo recipe (recipe.py) for the same number of steps on one build
 of the demo corpus and probes it on the clean corpus (phone PER at half and all of the run,
@@ -47,7 +49,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "workdir/data_eff", "Where everything 
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "The clean demo corpus's TFDS dir.")
 _CORPUS = flags.DEFINE_string("corpus_dir", "data/demo_corpus", "Its source folder.")
 _STEPS = flags.DEFINE_integer("steps", 1200, "Training steps of every row.")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Training seeds.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Training seeds.")
 _ROWS = flags.DEFINE_list("rows", [], "Rows to run (default: every row of --parts).")
 _PARTS = flags.DEFINE_list("parts", ["selection", "temperature", "curriculum", "batching"],
                            "Parts to run.")
