@@ -4,7 +4,8 @@
   python experiments/2026-12-06-data-efficiency/run.py --workdir=workdir/data_eff --seeds=2 \
       --parts=selection,temperature,curriculum --rows=dirty/all,clean/fixed,dirty/snr_75,\
   dirty/random_75,clean/curriculum,imbalanced/alpha1.0,imbalanced/alpha0.5,imbalanced/alpha0.3
-                                                              # the committed third seeds
+  python experiments/2026-12-06-data-efficiency/run.py --workdir=workdir/data_eff --seeds=3,4 \
+      --parts=selection --rows=dirty/snr_75,dirty/random_75   # the committed seeds 2-4
 
 Every row trains MelHuBERT's demo recipe (recipe.py) for the same number of steps on one build
 of the demo corpus and probes it on the clean corpus (phone PER at half and all of the run,
