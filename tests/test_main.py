@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(*args, timeout=300):
-  # One CPU device (no forced 8), compiled at -O0 as in the rest of the suite (conftest.py).
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  # One CPU device (no forced 8), compiled as the rest of the suite is (conftest.py).
+  flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
   return subprocess.run([sys.executable, "-m", "jaxssl.main",
                          "--config=configs/wav2vec2/demo.py:runlocal", *args],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

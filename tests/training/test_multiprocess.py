@@ -24,8 +24,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def _run_two_processes(workdir, *args, timeout=300, worker="multiprocess_worker"):
   port = portpicker.pick_unused_port()
-  # No forced 8 devices; the suite's -O0 CPU code (tests/conftest.py), as in this process.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
+  # No forced 8 devices; otherwise compiled as this process is (tests/conftest.py).
+  flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=8", "")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
   procs = [subprocess.Popen(
       [sys.executable, "-m", f"tests.training.{worker}", str(i), str(port), workdir, *args],
       cwd=_REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
