@@ -42,9 +42,9 @@ def by_row(results):
   return out
 
 
-PANELS = {"selection, keep 75%": lambda r: r in ("dirty/all", "clean/fixed") or r.endswith("_75"),
-          "selection, keep 50%": lambda r: r in ("dirty/all", "clean/fixed") or r.endswith("_50")
-          and r.startswith("dirty/"),
+BASELINES = ("dirty/all", "clean/fixed")
+PANELS = {"selection, keep 75%": lambda r: r in BASELINES or r.startswith("dirty/") and "_75" in r,
+          "selection, keep 50%": lambda r: r in BASELINES or r.startswith("dirty/") and "_50" in r,
           "temperature (imbalanced build)": lambda r: r.startswith("imbalanced/"),
           "curriculum, length, batching": lambda r: r.startswith("clean/")}
 
@@ -85,19 +85,17 @@ def metric(finals, task, name):
   return stat(vals) if vals else "-"
 
 
-def audio_per_sec(row):
+def audio_per_sec(results, row):
   """Median training throughput (audio s / wall s) over each seed's logged windows, compile
-  window excluded: {seed: value}."""
+  window excluded: {seed: value}. Run directories as run.py's train_row names them."""
   out = {}
-  runs = os.path.join(_WORKDIR.value, "runs")
-  for name in sorted(os.listdir(runs)):
-    prefix = row.replace("/", "_") + "_seed"
-    path = os.path.join(runs, name, "metrics.jsonl")
-    if name.startswith(prefix) and name[len(prefix):].isdigit() and os.path.exists(path):
-      with open(path) as f:
-        rates = [r["perf/audio_hours_per_sec"] * 3600 for r in map(json.loads, f)
-                 if "perf/audio_hours_per_sec" in r][1:]
-      out[int(name[len(prefix):])] = float(np.median(rates)) if rates else float("nan")
+  for seed in sorted(seeds_of(results, row)):
+    path = os.path.join(_WORKDIR.value, "runs", f"{row.replace('/', '_')}_seed{seed}",
+                        "metrics.jsonl")
+    with open(path) as f:
+      rates = [r["perf/audio_hours_per_sec"] * 3600 for r in map(json.loads, f)
+               if "perf/audio_hours_per_sec" in r][1:]
+    out[seed] = float(np.median(rates)) if rates else float("nan")
   return out
 
 
@@ -149,7 +147,7 @@ def main(argv):
     lines += ["", "| loader | padding | audio s / update | training audio s / s, per seed "
               "| shapes |", "| --- | ---: | ---: | ---: | --- |"]
     for name, s in loaders.items():
-      rate = " / ".join(f"{v:.0f}" for _, v in sorted(audio_per_sec(name).items()))
+      rate = " / ".join(f"{v:.0f}" for v in audio_per_sec(results, name).values())
       lines.append(f"| {name} | {100 * s['padding']:.1f}% | {s['audio_sec_per_update']:.2f} | "
                    f"{rate or '-'} | {', '.join('x'.join(map(str, x)) for x in s['shapes'])} |")
   with open(os.path.join(_WORKDIR.value, "results.md"), "w") as f:

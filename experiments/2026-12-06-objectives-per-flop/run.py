@@ -255,13 +255,13 @@ def write_report(results):
            "speaker (unseen) | language | TFLOPs / CPU-h to MFCC's PER | TFLOPs / CPU-h to "
            "36.6% (w2v2 20k) |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+  reach = lambda f_h: "not reached" if f_h[0] is None else f"{f_h[0] / 1e12:.1f} / {f_h[1]:.3f}"
   for key, curve in results["runs"].items():
     name, seed = key.split("/")
     last = dict(curve[-1])  # Each task's latest probe (phone's last may be a step earlier).
     for r in curve:
       last.update({k: v for k, v in r.items() if isinstance(v, dict)})
     info = results["flops"].get("hubert_it2" if name == "hubert" else name, {})
-    reach = lambda f_h: "not reached" if f_h[0] is None else f"{f_h[0] / 1e12:.1f} / {f_h[1]:.3f}"
     cross = reach(crossing(curve, mfcc_per) if mfcc_per is not None else (None, None))
     cross += " | " + reach(crossing(curve, W2V2_20K_PER))
     pct = lambda task, m: f"{100 * last[task][m]:.1f}" if task in last else "-"
